@@ -1,0 +1,31 @@
+"""hubplane's library: hub protocols, the hub programming model and the lifetime managers."""
+
+from .clients import ClientProxy, GroupManager, HubCallerClients, HubClients, HubContext
+from .connection import HubConnection
+from .errors import HubException, HubplaneError, HubRegistrationError, ProtocolError
+from .handler import HubConnectionHandler, HubOptions
+from .hub import Hub, HubCallerContext, User, hub_method
+from .lifetime.base import HubLifetimeManager, SerializedMessage
+from .lifetime.memory import MemoryLifetimeManager
+
+__all__ = [
+    "ClientProxy",
+    "GroupManager",
+    "Hub",
+    "HubCallerClients",
+    "HubCallerContext",
+    "HubClients",
+    "HubConnection",
+    "HubConnectionHandler",
+    "HubContext",
+    "HubException",
+    "HubLifetimeManager",
+    "HubOptions",
+    "HubRegistrationError",
+    "HubplaneError",
+    "MemoryLifetimeManager",
+    "ProtocolError",
+    "SerializedMessage",
+    "User",
+    "hub_method",
+]

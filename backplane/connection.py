@@ -1,0 +1,516 @@
+"""One client connection of a hub, whatever its transport: handshake, dispatch, close.
+
+Transports feed received bytes to :meth:`HubConnection.receive` and write out what
+:attr:`HubConnection.outbound` yields; they call :meth:`HubConnection.transport_closed`
+once when they end. Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import dispatch
+from .clients import HubCallerClients
+from .errors import HubException, MessageTooLargeError, ProtocolError
+from .hub import HubCallerContext, User
+from .lifetime.base import SerializedMessage
+from .outbound import OutboundBuffer
+from .protocol import (
+    HANDSHAKE_SUCCESS,
+    CancelInvocationMessage,
+    CloseMessage,
+    CompletionMessage,
+    HubMessage,
+    HubProtocol,
+    InvocationMessage,
+    PingMessage,
+    StreamInvocationMessage,
+    StreamItemMessage,
+    get_protocol,
+    parse_handshake_request,
+    write_handshake_response,
+)
+
+if TYPE_CHECKING:
+    from .handler import HubConnectionHandler
+
+logger = logging.getLogger("hubplane.connection")
+
+CLOSE_ERROR = "Connection closed with an error."
+# Non-streaming invocations queued per connection before the transport stops reading.
+MAX_QUEUED_INVOCATIONS = 64
+
+
+class HubConnection:
+    """The server side of one client connection to one hub."""
+
+    __slots__ = (
+        "handler",
+        "connection_id",
+        "transport",
+        "user",
+        "headers",
+        "query",
+        "items",
+        "protocol",
+        "groups",
+        "outbound",
+        "caller_context",
+        "caller_clients",
+        "supports_binary",
+        "send_pings",
+        "_inbuf",
+        "_closing",
+        "_connected",
+        "_torn_down",
+        "_received",
+        "_created",
+        "_last_received",
+        "_next_ping",
+        "_queue",
+        "_queue_space",
+        "_dispatcher",
+        "_wakeup",
+        "_streams",
+        "_cancelled_streams",
+        "_close_error",
+        "closed",
+    )
+
+    def __init__(
+        self,
+        handler: HubConnectionHandler,
+        connection_id: str,
+        *,
+        transport: str,
+        user: User | None = None,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+        supports_binary: bool = True,
+        send_pings: bool = True,
+    ) -> None:
+        self.handler = handler
+        self.connection_id = connection_id
+        self.transport = transport
+        self.user = user
+        self.headers: Mapping[str, str] = headers or {}
+        self.query: Mapping[str, str] = query or {}
+        self.items: dict[Any, Any] = {}
+        self.protocol: HubProtocol | None = None
+        self.groups: set[str] = set()
+        self.outbound = OutboundBuffer(handler.options.max_buffer_size)
+        self.caller_context = HubCallerContext(self)
+        self.caller_clients = HubCallerClients(handler.lifetime, connection_id)
+        self.supports_binary = supports_binary
+        self.send_pings = send_pings
+        self._inbuf = bytearray()
+        self._closing = False
+        self._connected = False  # the hub's on_connected succeeded
+        self._torn_down = False
+        self._received = False
+        now = asyncio.get_running_loop().time()
+        self._created = now
+        self._last_received = now
+        self._next_ping = now + handler.options.keepalive_interval
+        self._queue: deque[InvocationMessage] = deque()
+        self._queue_space: asyncio.Future[None] | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._streams: dict[str, asyncio.Task[None]] = {}
+        self._cancelled_streams: set[str] = set()
+        self._close_error: Exception | None = None
+        self.closed = asyncio.Event()
+        handler.connections[connection_id] = self
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write_serialized(self, message: SerializedMessage) -> None:
+        """Queue a message that may be shared by many recipients (fan-out path)."""
+        protocol = self.protocol
+        if protocol is None or self._closing:
+            return
+        if not self.outbound.write(message.get(protocol)):
+            self._overflow()
+
+    def write_message(self, message: HubMessage) -> None:
+        """Queue a message for this connection only."""
+        protocol = self.protocol
+        if protocol is None or self._closing:
+            return
+        if not self.outbound.write(protocol.write_message(message)):
+            self._overflow()
+
+    def _overflow(self) -> None:
+        if self.outbound.closed:
+            return
+        logger.warning(
+            "connection %s: outbound buffer over %d bytes, closing slow client",
+            self.connection_id,
+            self.outbound.limit,
+        )
+        self.handler.stats.slow_clients += 1
+        # The buffer is full: the Close message could not be delivered in order anyway.
+        self._closing = True
+        self.outbound.close()
+
+    # -- receiving -------------------------------------------------------------------------
+
+    async def receive(self, data: bytes, binary: bool | None = None) -> None:
+        """Handle bytes from the client; ``binary`` is the WebSocket frame type, if any."""
+        if self._closing:
+            return
+        self._received = True
+        protocol = self.protocol
+        if protocol is None:
+            if not await self._handshake(data):
+                return
+            protocol = self.protocol
+            assert protocol is not None
+            if not self._inbuf:
+                return
+            data = bytes(self._inbuf)
+            self._inbuf.clear()
+        elif binary is not None and binary != protocol.is_binary:
+            self._fail(ProtocolError("a text frame on a binary protocol or the reverse"))
+            return
+        if self._inbuf:
+            self._inbuf += data
+            data = bytes(self._inbuf)
+            self._inbuf.clear()
+        try:
+            messages, consumed = protocol.parse_messages(data, self.handler.options.max_message_size)
+        except ProtocolError as exc:
+            self._fail(exc)
+            return
+        if consumed < len(data):
+            self._inbuf += data[consumed:]
+        for message in messages:
+            await self._handle(message)
+            if self._closing:
+                return
+
+    async def _handshake(self, data: bytes) -> bool:
+        options = self.handler.options
+        self._inbuf += data
+        try:
+            request, consumed = parse_handshake_request(self._inbuf, options.max_message_size)
+        except MessageTooLargeError:
+            self._handshake_failed("Handshake was canceled.")
+            return False
+        except ProtocolError as exc:
+            self._handshake_failed(
+                dispatch.error_text(
+                    "An unexpected error occurred during connection handshake.",
+                    exc,
+                    options.detailed_errors,
+                )
+            )
+            return False
+        if request is None:
+            return False
+        del self._inbuf[:consumed]
+        protocol = get_protocol(request.protocol)
+        if protocol is None or request.protocol not in options.protocols:
+            self._handshake_failed(f"The protocol '{request.protocol}' is not supported.")
+            return False
+        if request.version > 2 or request.version < 0:
+            self._handshake_failed(
+                f"The server does not support version {request.version} "
+                f"of the '{request.protocol}' protocol."
+            )
+            return False
+        if protocol.is_binary and not self.supports_binary:
+            self._handshake_failed(
+                f"Cannot use the '{request.protocol}' protocol on the current transport. "
+                "The transport does not support 'Binary' transfer format."
+            )
+            return False
+        self.outbound.write(HANDSHAKE_SUCCESS)
+        self.protocol = protocol
+        self.handler.stats.connected += 1
+        try:
+            await self.handler.lifetime.on_connected(self)
+            await dispatch.create_hub(self).on_connected()
+        except Exception as exc:
+            logger.exception("connection %s: on_connected failed", self.connection_id)
+            self.close(dispatch.error_text(CLOSE_ERROR, exc, options.detailed_errors), False)
+            return False
+        self._connected = True
+        return True
+
+    def _handshake_failed(self, error: str) -> None:
+        logger.info("connection %s: handshake failed: %s", self.connection_id, error)
+        self.outbound.write(write_handshake_response(error))
+        self._closing = True
+        self.outbound.close()
+
+    def _fail(self, exc: Exception) -> None:
+        """A protocol error: Close with the generic error, as the reference server does."""
+        logger.info("connection %s: closing on bad input: %s", self.connection_id, exc)
+        self._close_error = exc
+        text = dispatch.error_text(CLOSE_ERROR, exc, self.handler.options.detailed_errors)
+        if isinstance(exc, ProtocolError) and not self.handler.options.detailed_errors:
+            text = CLOSE_ERROR
+        self.close(text, allow_reconnect=False)
+
+    async def _handle(self, message: HubMessage) -> None:
+        kind = type(message)
+        if kind is InvocationMessage:
+            assert isinstance(message, InvocationMessage)
+            queue = self._queue
+            queue.append(message)
+            wakeup = self._wakeup
+            if wakeup is not None:
+                self._wakeup = None
+                if not wakeup.done():
+                    wakeup.set_result(None)
+            elif self._dispatcher is None:
+                self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch_loop())
+            if len(queue) >= MAX_QUEUED_INVOCATIONS:
+                space = self._queue_space = asyncio.get_running_loop().create_future()
+                await space
+        elif kind is PingMessage:
+            pass  # receiving anything already reset the client-timeout clock
+        elif kind is StreamInvocationMessage:
+            assert isinstance(message, StreamInvocationMessage)
+            self._start_stream(message)
+        elif kind is CancelInvocationMessage:
+            assert isinstance(message, CancelInvocationMessage)
+            task = self._streams.get(message.invocation_id)
+            if task is not None:
+                self._cancelled_streams.add(message.invocation_id)
+                task.cancel()
+        elif kind is CloseMessage:
+            self.close(None, False)
+        # StreamItem / Completion from the client (upload streams, client results) and
+        # Ack / Sequence (stateful reconnect) are handled by later features; ignored here.
+
+    # -- invocations -----------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        queue = self._queue
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            while queue:
+                message = queue.popleft()
+                space = self._queue_space
+                if space is not None:
+                    self._queue_space = None
+                    if not space.done():
+                        space.set_result(None)
+                await self._invoke(message)
+                if self._closing:
+                    return
+            wakeup = self._wakeup = loop.create_future()
+            await wakeup
+
+    async def _invoke(self, message: InvocationMessage) -> None:
+        target = message.target
+        invocation_id = message.invocation_id
+        options = self.handler.options
+        method = self.handler.descriptor.lookup(target)
+        if method is None:
+            logger.debug("connection %s: unknown method %r", self.connection_id, target)
+            if invocation_id:
+                self._complete_error(invocation_id, dispatch.unknown_method_error(target))
+            return
+        if method.is_stream:
+            if invocation_id:
+                self._complete_error(
+                    invocation_id,
+                    f"The client attempted to invoke the streaming '{target}' method with a "
+                    "non-streaming invocation.",
+                )
+            return
+        args = message.arguments
+        error = self._check_binding(message, method)
+        if error is not None:
+            if invocation_id:
+                self._complete_error(invocation_id, error)
+            return
+        try:
+            hub = dispatch.create_hub(self)
+            result = method.func(hub, *args)
+            if method.is_coroutine or inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            if not isinstance(exc, HubException):
+                logger.exception("connection %s: hub method %r failed", self.connection_id, target)
+            if invocation_id:
+                self._complete_error(
+                    invocation_id, dispatch.invoke_error(target, exc, options.detailed_errors)
+                )
+            return
+        if invocation_id:
+            if method.returns_value or result is not None:
+                self.write_message(CompletionMessage(invocation_id, None, result, True))
+            else:
+                self.write_message(CompletionMessage(invocation_id))
+
+    def _check_binding(
+        self, message: InvocationMessage | StreamInvocationMessage, method: dispatch.HubMethod
+    ) -> str | None:
+        given = len(message.arguments)
+        if given < method.min_args or (method.max_args is not None and given > method.max_args):
+            return dispatch.binding_error(
+                message.target, method, given, self.handler.options.detailed_errors
+            )
+        streams = len(message.stream_ids or ())
+        if streams != len(method.stream_params):
+            return (
+                f"An unexpected error occurred invoking '{message.target}' on the server. "
+                f"HubException: Client sent {streams} stream(s), Hub method expects "
+                f"{len(method.stream_params)}."
+            )
+        return None
+
+    def _complete_error(self, invocation_id: str, error: str) -> None:
+        self.write_message(CompletionMessage(invocation_id, error))
+
+    # -- server-to-client streams ----------------------------------------------------------
+
+    def _start_stream(self, message: StreamInvocationMessage) -> None:
+        invocation_id = message.invocation_id
+        target = message.target
+        if invocation_id in self._streams:
+            self._complete_error(invocation_id, f"Invocation ID '{invocation_id}' is already in use.")
+            return
+        method = self.handler.descriptor.lookup(target)
+        if method is None:
+            self._complete_error(invocation_id, dispatch.unknown_method_error(target))
+            return
+        if not method.is_stream:
+            self._complete_error(
+                invocation_id,
+                f"The client attempted to invoke the non-streaming '{target}' method with a "
+                "streaming invocation.",
+            )
+            return
+        error = self._check_binding(message, method)
+        if error is not None:
+            self._complete_error(invocation_id, error)
+            return
+        task = asyncio.get_running_loop().create_task(self._run_stream(message, method))
+        self._streams[invocation_id] = task
+
+    async def _run_stream(
+        self, message: StreamInvocationMessage, method: dispatch.HubMethod
+    ) -> None:
+        invocation_id = message.invocation_id
+        options = self.handler.options
+        source: Any = None
+        try:
+            hub = dispatch.create_hub(self)
+            source = method.func(hub, *message.arguments)
+            if inspect.isawaitable(source):
+                source = await source
+            if not hasattr(source, "__aiter__"):
+                self._complete_error(
+                    invocation_id,
+                    f"The value returned by the streaming method '{message.target}' is not a "
+                    "ChannelReader<> or IAsyncEnumerable<>.",
+                )
+                return
+            outbound = self.outbound
+            high_water = options.max_buffer_size // 2
+            async for item in source:
+                self.write_message(StreamItemMessage(invocation_id, item))
+                if outbound.size > high_water:
+                    await outbound.drain(high_water // 2)
+                if self._closing:
+                    return
+            self.write_message(CompletionMessage(invocation_id))
+        except asyncio.CancelledError:
+            if invocation_id in self._cancelled_streams and not self._closing:
+                # Cancelled by the client: the reference server still completes the id.
+                self.write_message(CompletionMessage(invocation_id))
+            else:
+                raise
+        except Exception as exc:
+            if not isinstance(exc, HubException):
+                logger.exception("connection %s: stream %r failed", self.connection_id, message.target)
+            self._complete_error(invocation_id, dispatch.stream_error(exc, options.detailed_errors))
+        finally:
+            self._streams.pop(invocation_id, None)
+            self._cancelled_streams.discard(invocation_id)
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:
+                    logger.debug("stream source close failed", exc_info=True)
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def close(self, error: str | None = None, allow_reconnect: bool = False) -> None:
+        """Send a Close message (when the handshake is done) and end the connection."""
+        if self._closing:
+            return
+        if self.protocol is not None:
+            self.outbound.write(self.protocol.write_message(CloseMessage(error, allow_reconnect)))
+        self._closing = True
+        self.outbound.close()
+
+    def abort(self, allow_reconnect: bool = False) -> None:
+        """End the connection from the server side (hub code, an admin, a slow client)."""
+        self.close(None, allow_reconnect)
+
+    @property
+    def closing(self) -> bool:
+        """True once the connection is ending."""
+        return self._closing
+
+    async def transport_closed(self, exception: Exception | None = None) -> None:
+        """The transport has ended: tear down exactly once and run ``on_disconnected``."""
+        if self._torn_down:
+            return
+        self._torn_down = True
+        self._closing = True
+        self.outbound.close()
+        self.handler.connections.pop(self.connection_id, None)
+        for task in list(self._streams.values()):
+            task.cancel()
+        dispatcher = self._dispatcher
+        if dispatcher is not None and not dispatcher.done() and dispatcher is not asyncio.current_task():
+            dispatcher.cancel()
+        space = self._queue_space
+        if space is not None and not space.done():
+            space.set_result(None)
+        exc = exception if exception is not None else self._close_error
+        if self.protocol is not None:
+            self.handler.stats.disconnected += 1
+            try:
+                if self._connected:
+                    await dispatch.create_hub(self).on_disconnected(exc)
+            except Exception:
+                logger.exception("connection %s: on_disconnected failed", self.connection_id)
+            finally:
+                await self.handler.lifetime.on_disconnected(self)
+        self.closed.set()
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Run the timers: handshake timeout, keep-alive pings, client timeout."""
+        if self._closing:
+            return
+        options = self.handler.options
+        if self._received:
+            self._received = False
+            self._last_received = now
+        if self.protocol is None:
+            if now - self._created >= options.handshake_timeout:
+                self._handshake_failed("Handshake was canceled.")
+            return
+        if self.send_pings and now >= self._next_ping:
+            self._next_ping = now + options.keepalive_interval
+            self.write_message(PingMessage())
+        # Long polling (no pings) proves liveness by its polls instead.
+        if self.send_pings and now - self._last_received >= options.client_timeout:
+            logger.info("connection %s: client timeout", self.connection_id)
+            self.close(CLOSE_ERROR, allow_reconnect=True)

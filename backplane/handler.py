@@ -1,0 +1,84 @@
+"""Per-hub state shared by its connections: method table, lifetime manager, options."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from .clients import GroupManager, HubContext
+from .connection import HubConnection
+from .dispatch import HubDescriptor
+from .hub import Hub
+from .lifetime.base import HubLifetimeManager
+from .lifetime.memory import MemoryLifetimeManager
+
+logger = logging.getLogger("hubplane.handler")
+
+
+@dataclass(slots=True)
+class HubOptions:
+    """Protocol-level limits and timers (seconds and bytes)."""
+
+    keepalive_interval: float = 15.0
+    client_timeout: float = 30.0
+    handshake_timeout: float = 15.0
+    max_message_size: int | None = 32768
+    detailed_errors: bool = False
+    max_buffer_size: int = 1024 * 1024
+    protocols: tuple[str, ...] = ("json", "messagepack")
+
+
+@dataclass(slots=True)
+class HubStats:
+    """Counters for metrics."""
+
+    connected: int = 0
+    disconnected: int = 0
+    slow_clients: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class HubConnectionHandler:
+    """Runs the connections of one hub type."""
+
+    def __init__(
+        self,
+        hub_type: type[Hub[Any]],
+        options: HubOptions | None = None,
+        lifetime: HubLifetimeManager | None = None,
+    ) -> None:
+        self.hub_type = hub_type
+        self.descriptor = HubDescriptor(hub_type)
+        self.options = options or HubOptions()
+        self.lifetime = lifetime if lifetime is not None else MemoryLifetimeManager()
+        self.group_manager = GroupManager(self.lifetime)
+        self.context = HubContext(hub_type, self.lifetime)
+        self.connections: dict[str, HubConnection] = {}
+        self.stats = HubStats()
+
+    def tick(self, now: float) -> None:
+        """Run every connection's timers."""
+        for connection in list(self.connections.values()):
+            try:
+                connection.tick(now)
+            except Exception:  # one broken connection must not stop the timers of the rest
+                logger.exception("timer failed for connection %s", connection.connection_id)
+
+    def timer_resolution(self) -> float:
+        """How often :meth:`tick` should run to honour the configured timers."""
+        o = self.options
+        shortest = min(o.keepalive_interval, o.client_timeout, o.handshake_timeout)
+        return max(0.05, min(1.0, shortest / 4))
+
+    async def close_all(self, error: str | None = None, allow_reconnect: bool = True) -> None:
+        """Close every connection (shutdown) and wait briefly for them to end."""
+        conns = list(self.connections.values())
+        for connection in conns:
+            connection.close(error, allow_reconnect)
+        waits = [asyncio.ensure_future(c.closed.wait()) for c in conns]
+        if waits:
+            done, pending = await asyncio.wait(waits, timeout=5.0)
+            for task in pending:
+                task.cancel()

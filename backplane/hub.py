@@ -1,0 +1,129 @@
+"""The hub programming model: ``Hub``, the caller context, users and ``hub_method``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from .clients import GroupManager, HubCallerClients
+    from .connection import HubConnection
+
+F = TypeVar("F", bound=Callable[..., Any])
+TClient = TypeVar("TClient")
+
+HUB_METHOD_ATTR = "__hubplane_method_name__"
+
+
+def hub_method(name: str) -> Callable[[F], F]:
+    """Expose the decorated method to clients under ``name`` instead of its Python name."""
+
+    def decorate(fn: F) -> F:
+        setattr(fn, HUB_METHOD_ATTR, name)
+        return fn
+
+    return decorate
+
+
+class User:
+    """An authenticated user: an id, claims and roles."""
+
+    __slots__ = ("id", "claims", "roles")
+
+    def __init__(
+        self,
+        id: str,
+        claims: Mapping[str, Any] | None = None,
+        roles: Iterable[str] = (),
+    ) -> None:
+        self.id = id
+        self.claims: dict[str, Any] = dict(claims or {})
+        self.roles: frozenset[str] = frozenset(roles)
+
+    def is_in_role(self, role: str) -> bool:
+        """True when the user has ``role``."""
+        return role in self.roles
+
+    def __repr__(self) -> str:
+        return f"User(id={self.id!r}, roles={sorted(self.roles)!r})"
+
+
+class HubCallerContext:
+    """What a hub method knows about the connection that called it (``self.context``)."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: HubConnection) -> None:
+        self._connection = connection
+
+    @property
+    def connection_id(self) -> str:
+        """The public id of the calling connection."""
+        return self._connection.connection_id
+
+    @property
+    def user_identifier(self) -> str | None:
+        """The id of the authenticated user, or None when anonymous."""
+        user = self._connection.user
+        return user.id if user is not None else None
+
+    @property
+    def user(self) -> User | None:
+        """The authenticated user, or None."""
+        return self._connection.user
+
+    @property
+    def items(self) -> dict[Any, Any]:
+        """Per-connection state that lives as long as the connection."""
+        return self._connection.items
+
+    @property
+    def transport(self) -> str:
+        """The transport name: ``WebSockets``, ``ServerSentEvents`` or ``LongPolling``."""
+        return self._connection.transport
+
+    @property
+    def protocol(self) -> str | None:
+        """The hub protocol name (``json`` or ``messagepack``)."""
+        proto = self._connection.protocol
+        return proto.name if proto is not None else None
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The HTTP headers of the request that opened the transport (lower-case names)."""
+        return self._connection.headers
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        """The query parameters of the request that opened the transport."""
+        return self._connection.query
+
+    def abort(self, allow_reconnect: bool = False) -> None:
+        """Close the connection; the client may reconnect only when ``allow_reconnect``."""
+        self._connection.abort(allow_reconnect=allow_reconnect)
+
+
+class Hub(Generic[TClient]):
+    """Base class of hubs. A new instance serves every invocation."""
+
+    # Set on each instance before a method runs.
+    context: HubCallerContext
+    clients: HubCallerClients
+    groups: GroupManager
+
+    # The name this hub has on the backplane; defaults to module.qualname.
+    wire_name: ClassVar[str | None] = None
+
+    async def on_connected(self) -> None:
+        """Called when a client has connected (after the handshake)."""
+
+    async def on_disconnected(self, exception: Exception | None) -> None:
+        """Called once when a client's connection has ended, with the error if any."""
+
+
+def hub_wire_name(hub_type: type[Hub[Any]]) -> str:
+    """The backplane name of a hub class."""
+    name = hub_type.__dict__.get("wire_name")
+    if isinstance(name, str) and name:
+        return name
+    return f"{hub_type.__module__}.{hub_type.__qualname__}"

@@ -1,0 +1,146 @@
+"""The in-memory lifetime manager: one node, everything in process."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
+
+from ..protocol.messages import InvocationMessage
+from .base import HubLifetimeManager, SerializedMessage
+
+if TYPE_CHECKING:
+    from ..connection import HubConnection
+
+
+class MemoryLifetimeManager(HubLifetimeManager):
+    """Connections, groups and users of one hub on one node."""
+
+    def __init__(self) -> None:
+        self.connections: dict[str, HubConnection] = {}
+        self.groups: dict[str, dict[str, HubConnection]] = {}
+        self.users: dict[str, dict[str, HubConnection]] = {}
+
+    # -- membership -------------------------------------------------------------------------
+
+    async def on_connected(self, connection: HubConnection) -> None:
+        """Register a connection that completed its handshake."""
+        self.connections[connection.connection_id] = connection
+        user = connection.user
+        if user is not None:
+            self.users.setdefault(user.id, {})[connection.connection_id] = connection
+
+    async def on_disconnected(self, connection: HubConnection) -> None:
+        """Forget a connection, its groups and its user membership."""
+        cid = connection.connection_id
+        self.connections.pop(cid, None)
+        for group in connection.groups:
+            members = self.groups.get(group)
+            if members is not None:
+                members.pop(cid, None)
+                if not members:
+                    del self.groups[group]
+        connection.groups.clear()
+        user = connection.user
+        if user is not None:
+            conns = self.users.get(user.id)
+            if conns is not None:
+                conns.pop(cid, None)
+                if not conns:
+                    del self.users[user.id]
+
+    async def add_to_group(self, connection_id: str, group: str) -> None:
+        """Add a connection to a group (unknown connections are ignored, as in ASP.NET Core)."""
+        connection = self.connections.get(connection_id)
+        if connection is None:
+            return
+        self.groups.setdefault(group, {})[connection_id] = connection
+        connection.groups.add(group)
+
+    async def remove_from_group(self, connection_id: str, group: str) -> None:
+        """Remove a connection from a group."""
+        members = self.groups.get(group)
+        if members is not None and members.pop(connection_id, None) is not None:
+            if not members:
+                del self.groups[group]
+        connection = self.connections.get(connection_id)
+        if connection is not None:
+            connection.groups.discard(group)
+
+    async def abort_connection(self, connection_id: str) -> None:
+        """Disconnect a local connection."""
+        connection = self.connections.get(connection_id)
+        if connection is not None:
+            connection.abort()
+
+    # -- fan-out ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _message(method: str, args: list[Any]) -> SerializedMessage:
+        return SerializedMessage(InvocationMessage(method, args))
+
+    async def send_all(
+        self, method: str, args: list[Any], exclude: Collection[str] | None = None
+    ) -> None:
+        """Send to every connection except those in ``exclude``."""
+        self._write_many(self.connections, self._message(method, args), exclude)
+
+    async def send_connection(self, connection_id: str, method: str, args: list[Any]) -> None:
+        """Send to one connection."""
+        connection = self.connections.get(connection_id)
+        if connection is not None:
+            connection.write_serialized(self._message(method, args))
+
+    async def send_connections(
+        self, connection_ids: Collection[str], method: str, args: list[Any]
+    ) -> None:
+        """Send to each listed connection."""
+        message = self._message(method, args)
+        for cid in connection_ids:
+            connection = self.connections.get(cid)
+            if connection is not None:
+                connection.write_serialized(message)
+
+    async def send_group(
+        self, group: str, method: str, args: list[Any], exclude: Collection[str] | None = None
+    ) -> None:
+        """Send to the members of ``group`` except those in ``exclude``."""
+        members = self.groups.get(group)
+        if members:
+            self._write_many(members, self._message(method, args), exclude)
+
+    async def send_groups(self, groups: Collection[str], method: str, args: list[Any]) -> None:
+        """Send to the members of each listed group (once per group, as ASP.NET Core does)."""
+        message = self._message(method, args)
+        for group in groups:
+            members = self.groups.get(group)
+            if members:
+                self._write_many(members, message, None)
+
+    async def send_user(self, user_id: str, method: str, args: list[Any]) -> None:
+        """Send to every connection of a user."""
+        conns = self.users.get(user_id)
+        if conns:
+            self._write_many(conns, self._message(method, args), None)
+
+    async def send_users(self, user_ids: Collection[str], method: str, args: list[Any]) -> None:
+        """Send to every connection of each listed user."""
+        message = self._message(method, args)
+        for uid in user_ids:
+            conns = self.users.get(uid)
+            if conns:
+                self._write_many(conns, message, None)
+
+    @staticmethod
+    def _write_many(
+        targets: dict[str, HubConnection],
+        message: SerializedMessage,
+        exclude: Collection[str] | None,
+    ) -> None:
+        # Copy: a write may abort a slow connection, which removes it from the dict.
+        if exclude:
+            for cid, connection in list(targets.items()):
+                if cid not in exclude:
+                    connection.write_serialized(message)
+        else:
+            for connection in list(targets.values()):
+                connection.write_serialized(message)

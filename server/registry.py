@@ -1,0 +1,70 @@
+"""Negotiated connections, looked up by their secret token."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from backplane import HubConnection, User
+
+
+def new_id() -> str:
+    """128 random bits, base64url without padding (22 characters), as ASP.NET Core mints."""
+    return secrets.token_urlsafe(16)
+
+
+class ConnectionRecord:
+    """What negotiate created: ids, the user, and later the live connection."""
+
+    __slots__ = ("connection_id", "token", "hub_path", "user", "created", "connection", "transport")
+
+    def __init__(self, connection_id: str, token: str, hub_path: str, user: User | None) -> None:
+        self.connection_id = connection_id
+        self.token = token
+        self.hub_path = hub_path
+        self.user = user
+        self.created = time.monotonic()
+        self.connection: HubConnection | None = None
+        self.transport: str | None = None
+
+
+class ConnectionRegistry:
+    """Token -> record for every negotiated or live connection of this node."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, ConnectionRecord] = {}
+
+    def create(self, hub_path: str, user: User | None, negotiate_version: int) -> ConnectionRecord:
+        """A new record; with negotiate version 0 the token is the connection id."""
+        connection_id = new_id()
+        token = new_id() if negotiate_version >= 1 else connection_id
+        record = ConnectionRecord(connection_id, token, hub_path, user)
+        self.records[token] = record
+        return record
+
+    def get(self, token: str) -> ConnectionRecord | None:
+        """The record for ``token``, or None."""
+        return self.records.get(token)
+
+    def remove(self, token: str) -> None:
+        """Forget a record."""
+        self.records.pop(token, None)
+
+    def expire(self, max_idle: float, now: float | None = None) -> int:
+        """Drop records that never got a transport within ``max_idle`` seconds."""
+        now = time.monotonic() if now is None else now
+        stale = [
+            token
+            for token, record in self.records.items()
+            if record.connection is None and now - record.created > max_idle
+        ]
+        for token in stale:
+            del self.records[token]
+        return len(stale)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for health and metrics."""
+        live = sum(1 for r in self.records.values() if r.connection is not None)
+        return {"records": len(self.records), "live": live}

@@ -1,0 +1,211 @@
+"""Settings: one dataclass, read from CLI flags and ``HUBPLANE_*`` environment variables.
+
+Flags win over variables, variables over defaults. Durations are in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import SettingsError
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+@dataclass
+class Settings:
+    """Every setting of a hubplane server."""
+
+    hubs: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"help": "a hub to serve, PATH=module:Class (repeatable); HUBPLANE_HUBS takes "
+                  "'/a=mod:A,/b=mod:B'. Without any, a built-in demo hub is served at /hubs/demo"},
+    )
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=8000, metadata={"help": "TCP port to listen on"})
+    keepalive_interval: float = field(
+        default=15.0, metadata={"help": "seconds between server pings (WebSockets, SSE)"}
+    )
+    client_timeout: float = field(
+        default=30.0,
+        metadata={"help": "seconds without hearing from a client before it is disconnected"},
+    )
+    handshake_timeout: float = field(
+        default=15.0, metadata={"help": "seconds a new connection has to complete its handshake"}
+    )
+    max_message_size: int = field(
+        default=32768,
+        metadata={"help": "largest incoming hub message in bytes (handshake included); 0 = no limit"},
+    )
+    max_buffer_size: int = field(
+        default=1024 * 1024,
+        metadata={"help": "bytes queued for one client before it is dropped as too slow"},
+    )
+    detailed_errors: bool = field(
+        default=False,
+        metadata={"help": "send exception details to clients (development only)"},
+    )
+    log_level: str = field(default="info", metadata={"help": "one of " + ", ".join(LOG_LEVELS)})
+    authenticator: str | None = field(
+        default=None,
+        metadata={"help": "module:function, async authenticate(request) -> User | str | None"},
+    )
+    disconnect_timeout: float = field(
+        default=15.0,
+        metadata={"help": "seconds a negotiated connection may stay without a transport"},
+    )
+    ws_per_message_deflate: bool = field(
+        default=False,
+        metadata={"help": "enable WebSocket per-message compression (costs ~50 KB per connection)"},
+    )
+    protocols: tuple[str, ...] = field(
+        default=("json", "messagepack"),
+        metadata={"help": "hub protocols offered, comma separated"},
+    )
+    redis_url: str | None = field(
+        default=None,
+        metadata={"help": "Redis URL for the backplane (also read from REDIS_URL)"},
+    )
+    workers: int = field(default=1, metadata={"help": "worker processes (needs Redis when > 1)"})
+
+    def validate(self) -> Settings:
+        """Check every value; raise SettingsError naming the first bad one."""
+        for name in ("keepalive_interval", "client_timeout", "handshake_timeout", "disconnect_timeout"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{flag(name)} must be a positive number of seconds")
+        if not 0 <= self.port <= 65535:
+            raise SettingsError("--port must be between 0 and 65535")
+        if self.max_message_size < 0:
+            raise SettingsError("--max-message-size must be 0 (no limit) or a number of bytes")
+        if self.max_buffer_size < 1024:
+            raise SettingsError("--max-buffer-size must be at least 1024 bytes")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        self.log_level = self.log_level.lower()
+        unknown = [p for p in self.protocols if p not in ("json", "messagepack")]
+        if unknown or not self.protocols:
+            raise SettingsError("--protocols takes json and/or messagepack")
+        if self.workers < 1:
+            raise SettingsError("--workers must be at least 1")
+        if self.workers > 1 and not self.redis_url:
+            raise SettingsError(
+                "--workers > 1 needs the Redis backplane: set --redis-url or REDIS_URL, "
+                "otherwise each worker would be a separate hub"
+            )
+        for path, spec in self.hubs.items():
+            if not path.startswith("/"):
+                raise SettingsError(f"hub path {path!r} must start with '/'")
+            if ":" not in spec:
+                raise SettingsError(f"hub {path!r}: {spec!r} is not of the form module:Class")
+        return self
+
+
+def flag(name: str) -> str:
+    """The CLI flag of a setting."""
+    return "--" + name.replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    """The environment variable of a setting."""
+    return "HUBPLANE_" + name.upper()
+
+
+def parse_hub_spec(text: str) -> tuple[str, str]:
+    """``/hubs/chat=pkg.mod:ChatHub`` -> ``("/hubs/chat", "pkg.mod:ChatHub")``."""
+    path, sep, spec = text.partition("=")
+    if not sep or not path or not spec:
+        raise SettingsError(f"hub {text!r} is not of the form PATH=module:Class")
+    path = path.strip()
+    if len(path) > 1:
+        path = path.rstrip("/")
+    return path, spec.strip()
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if f.name == "hubs":
+            return dict(parse_hub_spec(part) for part in raw.split(",") if part.strip())
+        if f.name == "protocols":
+            return tuple(p.strip().lower() for p in raw.split(",") if p.strip())
+        if kind == "bool":
+            low = raw.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        return raw
+    except ValueError:
+        raise SettingsError(f"{source}: {raw!r} is not a valid value for {f.name}") from None
+
+
+def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings given by environment variables."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        name = env_name(f.name)
+        if name in env:
+            values[f.name] = _convert(f, env[name], name)
+    if "redis_url" not in values and env.get("REDIS_URL"):
+        values["redis_url"] = env["REDIS_URL"]
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; every default is None so that unset flags are visible."""
+    for f in dataclasses.fields(Settings):
+        help_text = f.metadata.get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        shown = f" (env {env_name(f.name)}; default {default!r})" if f.name != "hubs" else ""
+        kind = f.type if isinstance(f.type, str) else str(f.type)
+        if f.name == "hubs":
+            parser.add_argument("--hub", dest="hubs", action="append", default=None,
+                                metavar="PATH=module:Class", help=help_text)
+        elif kind == "bool":
+            parser.add_argument(flag(f.name), dest=f.name, default=None,
+                                action=argparse.BooleanOptionalAction, help=help_text + shown)
+        else:
+            parser.add_argument(flag(f.name), dest=f.name, default=None, metavar=f.name.upper(),
+                                help=help_text + shown)
+
+
+def build_settings(
+    args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Defaults, overridden by the environment, overridden by flags; validated."""
+    values = from_environment(environ)
+    if args is not None:
+        fields = {f.name: f for f in dataclasses.fields(Settings)}
+        for name, value in vars(args).items():
+            if name not in fields or value is None:
+                continue
+            f = fields[name]
+            if name == "hubs":
+                values["hubs"] = dict(parse_hub_spec(v) for v in value)
+            elif isinstance(value, str):
+                values[name] = _convert(f, value, flag(name))
+            else:
+                values[name] = value
+    return Settings(**values).validate()
+
+
+def settings_from_cli(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse ``argv`` (without the program name) as the flags of ``hubplane serve``."""
+    parser = argparse.ArgumentParser(prog="hubplane serve")
+    add_arguments(parser)
+    return build_settings(parser.parse_args(list(argv)), environ)
