@@ -183,7 +183,9 @@ class HubConnection:
             data = bytes(self._inbuf)
             self._inbuf.clear()
         try:
-            messages, consumed = protocol.parse_messages(data, self.handler.options.max_message_size)
+            messages, consumed = protocol.parse_messages(
+                data, self.handler.options.max_message_size
+            )
         except ProtocolError as exc:
             self._fail(exc)
             return
@@ -235,7 +237,7 @@ class HubConnection:
         self.handler.stats.connected += 1
         try:
             await self.handler.lifetime.on_connected(self)
-            await dispatch.create_hub(self).on_connected()
+            await dispatch.maybe_await(dispatch.create_hub(self).on_connected())
         except Exception as exc:
             logger.exception("connection %s: on_connected failed", self.connection_id)
             self.close(dispatch.error_text(CLOSE_ERROR, exc, options.detailed_errors), False)
@@ -378,7 +380,9 @@ class HubConnection:
         invocation_id = message.invocation_id
         target = message.target
         if invocation_id in self._streams:
-            self._complete_error(invocation_id, f"Invocation ID '{invocation_id}' is already in use.")
+            self._complete_error(
+                invocation_id, f"Invocation ID '{invocation_id}' is already in use."
+            )
             return
         method = self.handler.descriptor.lookup(target)
         if method is None:
@@ -433,7 +437,9 @@ class HubConnection:
                 raise
         except Exception as exc:
             if not isinstance(exc, HubException):
-                logger.exception("connection %s: stream %r failed", self.connection_id, message.target)
+                logger.exception(
+                    "connection %s: stream %r failed", self.connection_id, message.target
+                )
             self._complete_error(invocation_id, dispatch.stream_error(exc, options.detailed_errors))
         finally:
             self._streams.pop(invocation_id, None)
@@ -476,7 +482,11 @@ class HubConnection:
         for task in list(self._streams.values()):
             task.cancel()
         dispatcher = self._dispatcher
-        if dispatcher is not None and not dispatcher.done() and dispatcher is not asyncio.current_task():
+        if (
+            dispatcher is not None
+            and not dispatcher.done()
+            and dispatcher is not asyncio.current_task()
+        ):
             dispatcher.cancel()
         space = self._queue_space
         if space is not None and not space.done():
@@ -486,7 +496,7 @@ class HubConnection:
             self.handler.stats.disconnected += 1
             try:
                 if self._connected:
-                    await dispatch.create_hub(self).on_disconnected(exc)
+                    await dispatch.maybe_await(dispatch.create_hub(self).on_disconnected(exc))
             except Exception:
                 logger.exception("connection %s: on_disconnected failed", self.connection_id)
             finally:

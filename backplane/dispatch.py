@@ -146,7 +146,10 @@ def invoke_error(target: str, exc: BaseException, detailed: bool) -> str:
 
 def unknown_method_error(target: str) -> str:
     """The Completion error for a method that does not exist."""
-    return f"Failed to invoke '{target}' due to an error on the server. HubException: Method does not exist."
+    return (
+        f"Failed to invoke '{target}' due to an error on the server. "
+        "HubException: Method does not exist."
+    )
 
 
 def binding_error(target: str, method: HubMethod, given: int, detailed: bool) -> str:
@@ -172,3 +175,10 @@ def create_hub(connection: HubConnection) -> Hub[Any]:
     hub.clients = connection.caller_clients
     hub.groups = connection.handler.group_manager
     return hub
+
+
+async def maybe_await(value: Any) -> Any:
+    """Await ``value`` when it is awaitable (hooks may be written sync or async)."""
+    if inspect.isawaitable(value):
+        return await value
+    return value

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+from typing_extensions import TypeVar as TypeVarWithDefault
+
 if TYPE_CHECKING:
     from .clients import GroupManager, HubCallerClients
     from .connection import HubConnection
 
 F = TypeVar("F", bound=Callable[..., Any])
-TClient = TypeVar("TClient")
+# The client interface of a typed hub; plain ``class ChatHub(Hub)`` means ``Hub[Any]``.
+TClient = TypeVarWithDefault("TClient", default=Any)
 
 HUB_METHOD_ATTR = "__hubplane_method_name__"
 

@@ -16,7 +16,6 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from backplane import Hub, HubConnectionHandler, HubContext, HubOptions
-from backplane.hub import hub_wire_name
 
 from .auth import Authenticator, authenticate
 from .registry import ConnectionRegistry
@@ -107,11 +106,16 @@ class Hubplane:
                 await result
         logger.info("hubplane started: hubs %s", ", ".join(self.endpoints) or "(none)")
 
+    async def close_connections(self) -> None:
+        """Refuse new connections and close every live one; clients may reconnect elsewhere."""
+        self.draining = True
+        await asyncio.gather(
+            *(handler.close_all(None, allow_reconnect=True) for handler in self.handlers())
+        )
+
     async def shutdown(self) -> None:
         """Close every connection (clients may reconnect elsewhere) and stop."""
-        self.draining = True
-        for handler in self.handlers():
-            await handler.close_all(None, allow_reconnect=True)
+        await self.close_connections()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -142,11 +146,13 @@ class Hubplane:
             try:
                 version = int(version_text)
             except ValueError:
-                return json_response({"error": "The client requested an invalid protocol version "
-                                      f"'{version_text}'"})
+                return json_response(
+                    {"error": f"The client requested an invalid protocol version '{version_text}'"}
+                )
             if version < 0:
-                return json_response({"error": "The client requested a non-supported protocol "
-                                      f"version '{version}'"})
+                return json_response(
+                    {"error": f"The client requested a non-supported protocol version '{version}'"}
+                )
             version = min(version, 1)
         try:
             user = await authenticate(self.authenticator, request)

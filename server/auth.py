@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, Union
+from typing import Any
 
 from starlette.requests import HTTPConnection
 
 from backplane import User
 
-AuthResult = Union[User, str, None]
-Authenticator = Callable[[HTTPConnection], Union[AuthResult, Awaitable[AuthResult]]]
+AuthResult = User | str | None
+Authenticator = Callable[[HTTPConnection], AuthResult | Awaitable[AuthResult]]
 
 
 async def authenticate(authenticator: Authenticator | None, request: HTTPConnection) -> User | None:

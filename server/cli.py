@@ -10,7 +10,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from . import logs
 from .errors import SettingsError
+from .runner import HubplaneServer
 from .settings import Settings, add_arguments, build_settings
 
 logger = logging.getLogger("hubplane.cli")
@@ -97,11 +99,7 @@ def serve(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     try:
         settings = build_settings(args)
-        logging.basicConfig(
-            level=getattr(logging, settings.log_level.upper(), logging.INFO)
-            if settings.log_level != "trace" else logging.DEBUG,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        logs.install(settings.log_level)
         if settings.redis_url:
             logger.warning(
                 "a Redis URL is set but this version has no Redis backplane yet: "
@@ -111,7 +109,9 @@ def serve(argv: Sequence[str]) -> int:
     except SettingsError as exc:
         print(f"hubplane: error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, **_uvicorn_options(settings))
+    config = uvicorn.Config(app, **_uvicorn_options(settings))  # configures uvicorn's logging
+    logs.guard_handlers()
+    HubplaneServer(config).run()
     return 0
 
 

@@ -23,8 +23,10 @@ class Settings:
 
     hubs: dict[str, str] = field(
         default_factory=dict,
-        metadata={"help": "a hub to serve, PATH=module:Class (repeatable); HUBPLANE_HUBS takes "
-                  "'/a=mod:A,/b=mod:B'. Without any, a built-in demo hub is served at /hubs/demo"},
+        metadata={
+            "help": "a hub to serve, PATH=module:Class (repeatable); HUBPLANE_HUBS takes "
+            "'/a=mod:A,/b=mod:B'. Without any, a built-in demo hub is served at /hubs/demo"
+        },
     )
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
     port: int = field(default=8000, metadata={"help": "TCP port to listen on"})
@@ -40,7 +42,9 @@ class Settings:
     )
     max_message_size: int = field(
         default=32768,
-        metadata={"help": "largest incoming hub message in bytes (handshake included); 0 = no limit"},
+        metadata={
+            "help": "largest incoming hub message in bytes (handshake included); 0 = no limit"
+        },
     )
     max_buffer_size: int = field(
         default=1024 * 1024,
@@ -75,7 +79,12 @@ class Settings:
 
     def validate(self) -> Settings:
         """Check every value; raise SettingsError naming the first bad one."""
-        for name in ("keepalive_interval", "client_timeout", "handshake_timeout", "disconnect_timeout"):
+        for name in (
+            "keepalive_interval",
+            "client_timeout",
+            "handshake_timeout",
+            "disconnect_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{flag(name)} must be a positive number of seconds")
         if not 0 <= self.port <= 65535:
@@ -174,14 +183,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         shown = f" (env {env_name(f.name)}; default {default!r})" if f.name != "hubs" else ""
         kind = f.type if isinstance(f.type, str) else str(f.type)
         if f.name == "hubs":
-            parser.add_argument("--hub", dest="hubs", action="append", default=None,
-                                metavar="PATH=module:Class", help=help_text)
+            parser.add_argument(
+                "--hub",
+                dest="hubs",
+                action="append",
+                default=None,
+                metavar="PATH=module:Class",
+                help=help_text,
+            )
         elif kind == "bool":
-            parser.add_argument(flag(f.name), dest=f.name, default=None,
-                                action=argparse.BooleanOptionalAction, help=help_text + shown)
+            parser.add_argument(
+                flag(f.name),
+                dest=f.name,
+                default=None,
+                action=argparse.BooleanOptionalAction,
+                help=help_text + shown,
+            )
         else:
-            parser.add_argument(flag(f.name), dest=f.name, default=None, metavar=f.name.upper(),
-                                help=help_text + shown)
+            parser.add_argument(
+                flag(f.name),
+                dest=f.name,
+                default=None,
+                metavar=f.name.upper(),
+                help=help_text + shown,
+            )
 
 
 def build_settings(

@@ -95,8 +95,8 @@ class HubLifetimeManager(ABC):
     async def abort_connection(self, connection_id: str) -> None:
         """Disconnect a connection wherever it is connected."""
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - optional hook
         """Start background work (connections to other nodes). Default: nothing."""
 
-    async def stop(self) -> None:
+    async def stop(self) -> None:  # noqa: B027 - optional hook
         """Stop background work. Default: nothing."""

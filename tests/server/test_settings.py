@@ -1,0 +1,107 @@
+"""Settings from flags, HUBPLANE_* variables and defaults; the CLI's errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.errors import SettingsError
+from server.settings import Settings, settings_from_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_match_the_reference_server() -> None:
+    s = settings_from_cli([], environ={})
+    assert (s.keepalive_interval, s.client_timeout, s.handshake_timeout) == (15.0, 30.0, 15.0)
+    assert (s.max_message_size, s.detailed_errors, s.host, s.port) == (
+        32768,
+        False,
+        "127.0.0.1",
+        8000,
+    )
+    assert s.hubs == {} and s.protocols == ("json", "messagepack")
+
+
+def test_flags_win_over_variables_over_defaults() -> None:
+    env = {
+        "HUBPLANE_HUBS": "/a=mod:A, /b/=mod:B",
+        "HUBPLANE_KEEPALIVE_INTERVAL": "5",
+        "HUBPLANE_CLIENT_TIMEOUT": "10",
+        "HUBPLANE_DETAILED_ERRORS": "true",
+        "HUBPLANE_PORT": "9000",
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    s = settings_from_cli(["--keepalive-interval", "2.5", "--no-detailed-errors"], environ=env)
+    assert s.hubs == {"/a": "mod:A", "/b": "mod:B"}
+    assert s.keepalive_interval == 2.5 and s.client_timeout == 10.0
+    assert s.detailed_errors is False and s.port == 9000
+    assert s.redis_url == "redis://127.0.0.1:1/0"
+    s = settings_from_cli(["--hub", "/x=m:X", "--hub", "/y=m:Y"], environ=env)
+    assert s.hubs == {"/x": "m:X", "/y": "m:Y"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "fragment"),
+    [
+        (["--keepalive-interval", "0"], {}, "--keepalive-interval"),
+        (["--port", "http"], {}, "port"),
+        ([], {"HUBPLANE_CLIENT_TIMEOUT": "soon"}, "HUBPLANE_CLIENT_TIMEOUT"),
+        (["--hub", "nopath"], {}, "PATH=module:Class"),
+        (["--hub", "/x=nocolon"], {}, "module:Class"),
+        (["--log-level", "loud"], {}, "--log-level"),
+        (["--protocols", "xml"], {}, "--protocols"),
+        (["--workers", "2"], {}, "Redis"),
+        ([], {"HUBPLANE_DETAILED_ERRORS": "maybe"}, "HUBPLANE_DETAILED_ERRORS"),
+    ],
+)
+def test_bad_values_name_the_setting(argv: list[str], env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        settings_from_cli(argv, environ=env)
+    assert fragment in str(err.value)
+
+
+def test_settings_object_is_usable_directly() -> None:
+    assert Settings(keepalive_interval=1).validate().keepalive_interval == 1
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+
+
+def test_cli_help_lists_every_option() -> None:
+    out = run_cli("serve", "--help").stdout
+    for option in (
+        "--hub",
+        "--host",
+        "--port",
+        "--keepalive-interval",
+        "--client-timeout",
+        "--handshake-timeout",
+        "--max-message-size",
+        "--detailed-errors",
+        "--log-level",
+        "--authenticator",
+        "HUBPLANE_KEEPALIVE_INTERVAL",
+    ):
+        assert option in out, option
+
+
+def test_cli_reports_bad_hub_clearly() -> None:
+    result = run_cli("serve", "--hub", "/x=no_such_module_here:Hub", "--port", "0")
+    assert result.returncode == 2
+    assert "cannot import 'no_such_module_here'" in result.stderr
+    result = run_cli("serve", "--hub", "/x=server.settings:Settings", "--port", "0")
+    assert result.returncode == 2 and "not a subclass of backplane.Hub" in result.stderr
+    result = run_cli("serve", "--keepalive-interval", "-1")
+    assert result.returncode == 2 and "--keepalive-interval" in result.stderr
