@@ -246,6 +246,36 @@ def json_response(body: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
 
 
+class HubplaneApp(Starlette):
+    """A Starlette app whose hub WebSockets skip the HTTP middleware stack.
+
+    Every WebSocket frame the server sends passes through the ``send`` callable, and
+    Starlette's exception middleware wraps it in a Python function per call; hub sockets
+    need none of that, so they go straight to the transport (measured: about a fifth of
+    the server's CPU time in an echo benchmark).
+    """
+
+    def __init__(self, hubplane: Hubplane, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._websockets: dict[str, Any] = {}
+        for route in self.router.routes:
+            if isinstance(route, WebSocketRoute):
+                self._websockets[route.path] = route.app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            path = scope["path"]
+            root = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :] or "/"
+            endpoint = self._websockets.get(path)
+            if endpoint is not None:
+                scope["app"] = self
+                await endpoint(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     hubs: Mapping[str, type[Hub[Any]]],
     settings: Settings | None = None,
@@ -255,7 +285,7 @@ def create_app(
     """A Starlette app serving ``hubs`` ({path: HubClass}); ``app.state.hubplane`` is its state."""
     settings = settings or Settings()
     hubplane = Hubplane(hubs, settings, on_startup, authenticate)
-    app = Starlette(routes=hubplane.routes(), lifespan=hubplane.lifespan)
+    app = HubplaneApp(hubplane, routes=hubplane.routes(), lifespan=hubplane.lifespan)
     app.router.redirect_slashes = False
     app.state.hubplane = hubplane
     return app
