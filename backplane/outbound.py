@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 
 class OutboundBuffer:
@@ -12,9 +13,23 @@ class OutboundBuffer:
     ``write`` never blocks (a fan-out loop must not wait for a slow client); it reports
     when the limit is passed so the owner can drop the connection. Transports take
     everything pending at once, so a burst goes out in one frame or response.
+
+    A transport that can usually write without waiting sets :attr:`sink`: while nothing is
+    queued and the transport is not busy, ``write`` hands the bytes straight to the sink
+    (no task switch per message). The sink calls :meth:`suspend` when the transport could
+    not finish a write at once; later writes then queue until the transport caught up.
     """
 
-    __slots__ = ("_chunks", "_size", "_waiter", "_drain_waiter", "closed", "limit")
+    __slots__ = (
+        "_chunks",
+        "_size",
+        "_waiter",
+        "_drain_waiter",
+        "closed",
+        "limit",
+        "sink",
+        "busy",
+    )
 
     def __init__(self, limit: int) -> None:
         self._chunks: deque[bytes] = deque()
@@ -23,6 +38,9 @@ class OutboundBuffer:
         self._drain_waiter: asyncio.Future[None] | None = None
         self.closed = False
         self.limit = limit
+        self.sink: Callable[[bytes], None] | None = None
+        # True while the transport is in the middle of a write that had to wait.
+        self.busy = False
 
     @property
     def size(self) -> int:
@@ -33,14 +51,26 @@ class OutboundBuffer:
         """Queue ``data``; False when closed or when the limit is now exceeded."""
         if self.closed:
             return False
+        sink = self.sink
+        if sink is not None and not self.busy and not self._chunks:
+            sink(data)
+            return True
         self._chunks.append(data)
         self._size += len(data)
+        self._wake()
+        return self._size <= self.limit
+
+    def suspend(self) -> None:
+        """The sink could not finish a write: queue later writes and wake the transport."""
+        self.busy = True
+        self._wake()
+
+    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
-        return self._size <= self.limit
 
     def take(self) -> bytes:
         """Everything pending, joined (empty when nothing is pending)."""
@@ -56,6 +86,14 @@ class OutboundBuffer:
             if not drain.done():
                 drain.set_result(None)
         return data
+
+    async def ready(self) -> None:
+        """Wait until bytes are queued, the sink is suspended, or the buffer is closed."""
+        while not self._chunks and not self.busy and not self.closed:
+            waiter = self._waiter
+            if waiter is None:
+                waiter = self._waiter = asyncio.get_running_loop().create_future()
+            await waiter
 
     async def get(self) -> bytes | None:
         """Wait for bytes and take them all; None once closed and empty."""
@@ -83,11 +121,20 @@ class OutboundBuffer:
 
     async def drain(self, low_water: int) -> None:
         """Wait until no more than ``low_water`` bytes are pending (producers of streams)."""
-        while self._size > low_water and not self.closed:
+        while (self._size > low_water or self.busy) and not self.closed:
             waiter = self._drain_waiter
             if waiter is None:
                 waiter = self._drain_waiter = asyncio.get_running_loop().create_future()
             await waiter
+
+    def resume(self) -> None:
+        """The transport finished its waiting write; wake producers waiting in ``drain``."""
+        self.busy = False
+        drain = self._drain_waiter
+        if drain is not None and not self._chunks:
+            self._drain_waiter = None
+            if not drain.done():
+                drain.set_result(None)
 
     def close(self) -> None:
         """No more writes; wake the transport so it can flush what is left and stop."""

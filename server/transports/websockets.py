@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -101,6 +102,7 @@ async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> N
     assert main is not None
     loop = asyncio.get_running_loop()
     state: dict[str, Any] = {"client_gone": False}
+    connection.outbound.sink = _make_sink(connection, send, state)
     writer = loop.create_task(_writer(connection, send, state, main))
     error: Exception | None = None
     feed = connection.receive
@@ -124,6 +126,7 @@ async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> N
         logger.debug("connection %s: receive failed", connection.connection_id, exc_info=True)
     finally:
         state["client_gone"] = True
+        connection.outbound.sink = None
         timer = state.get("timer")
         if timer is not None:
             timer.cancel()
@@ -133,6 +136,63 @@ async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> N
             writer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await writer
+        pending = state.pop("pending", None)
+        if pending is not None:
+            pending[0].close()
+
+
+def _frame(connection: HubConnection, data: bytes) -> dict[str, Any]:
+    protocol = connection.protocol
+    if protocol is not None and protocol.is_binary:
+        return {"type": "websocket.send", "bytes": data}
+    return {"type": "websocket.send", "text": data.decode()}
+
+
+def _make_sink(connection: HubConnection, send: Any, state: dict[str, Any]) -> Any:
+    """Write without a task switch: run the ASGI ``send`` coroutine one step.
+
+    uvicorn's send completes without suspending unless the socket's write buffer is over
+    its high-water mark. When it does suspend, the writer task finishes it and later
+    writes queue behind it, so the order of messages is kept.
+    """
+    outbound = connection.outbound
+
+    def sink(data: bytes) -> None:
+        coro = send(_frame(connection, data))
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
+        except Exception:
+            # The client is gone; the reader sees the disconnect and tears down.
+            outbound.sink = None
+            logger.debug("connection %s: send failed", connection.connection_id, exc_info=True)
+            return
+        state["pending"] = (coro, yielded)
+        outbound.suspend()
+
+    return sink
+
+
+async def _finish(coro: Any, yielded: Any) -> None:
+    """Drive a coroutine that suspended inside the sink to its end."""
+    loop = asyncio.get_running_loop()
+    while True:
+        if yielded is None:
+            await asyncio.sleep(0)
+        elif not yielded.done():
+            done: asyncio.Future[None] = loop.create_future()
+            yielded.add_done_callback(functools.partial(_settle, done))
+            await done
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
+
+
+def _settle(waiter: asyncio.Future[None], _done: Any) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 async def _writer(
@@ -141,14 +201,24 @@ async def _writer(
     outbound = connection.outbound
     try:
         while True:
-            data = await outbound.get()
-            if data is None:
+            await outbound.ready()
+            pending = state.pop("pending", None)
+            if pending is not None:
+                try:
+                    await _finish(*pending)
+                finally:
+                    outbound.resume()
+                continue
+            data = outbound.take()
+            if data:
+                outbound.busy = True  # later writes queue behind this one
+                try:
+                    await send(_frame(connection, data))
+                finally:
+                    outbound.resume()
+                continue
+            if outbound.closed:
                 break
-            protocol = connection.protocol
-            if protocol is not None and protocol.is_binary:
-                await send({"type": "websocket.send", "bytes": data})
-            else:
-                await send({"type": "websocket.send", "text": data.decode()})
     except Exception:
         # The client went away mid-write; the reader sees the disconnect.
         logger.debug("connection %s: send failed", connection.connection_id, exc_info=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 from typing import Any
 
 import httpx
@@ -199,3 +201,75 @@ async def _drain(ws: Any, frames: list[Any]) -> None:
             frames.append(frame)
     except websockets.ConnectionClosed:
         pass
+
+
+class Flooder(Hub):
+    async def flood(self, count: int, size: int) -> None:
+        payload = "x" * size
+        for _ in range(count):
+            await self.clients.caller.send("Data", payload)
+
+    async def echo(self, value: Any) -> Any:
+        return value
+
+
+def _client_frame(payload: bytes) -> bytes:
+    """A masked WebSocket text frame, as a client must send it."""
+    mask = os.urandom(4)
+    header = bytes([0x81])
+    n = len(payload)
+    if n < 126:
+        header += bytes([0x80 | n])
+    else:
+        header += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def _stalled_client(host: str, path: str, frames: list[bytes]) -> asyncio.StreamWriter:
+    """Open a WebSocket with a raw socket, send frames, and never read again."""
+    hostname, port = host.split(":")
+    reader, writer = await asyncio.open_connection(hostname, int(port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    response = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    for frame in frames:
+        writer.write(_client_frame(frame))
+    await writer.drain()
+    return writer
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_others_carry_on() -> None:
+    settings = Settings(max_buffer_size=256 * 1024)
+    app = create_app({"/hubs/flood": Flooder}, settings=settings)
+    handler = app.state.hubplane.endpoints["/hubs/flood"].handler
+    async with serve_app(app) as host:
+        stalled = await _stalled_client(
+            host,
+            "/hubs/flood",
+            [
+                b'{"protocol":"json","version":1}\x1e',
+                b'{"type":1,"target":"flood","arguments":[4000,16000]}\x1e',
+            ],
+        )
+        for _ in range(200):
+            if handler.stats.slow_clients:
+                break
+            await asyncio.sleep(0.05)
+        assert handler.stats.slow_clients == 1
+        healthy = await ws_json_client(f"ws://{host}/hubs/flood")
+        await healthy.send('{"type":1,"invocationId":"1","target":"echo","arguments":[5]}\x1e')
+        assert await recv_json(healthy) == [{"type": 3, "invocationId": "1", "result": 5}]
+        await healthy.close()
+        stalled.close()
+        for _ in range(100):
+            if len(handler.connections) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert len(handler.connections) == 0
