@@ -35,6 +35,7 @@ from .protocol import (
     parse_handshake_request,
     write_handshake_response,
 )
+from .streams import UploadStream
 
 if TYPE_CHECKING:
     from .handler import HubConnectionHandler
@@ -78,6 +79,8 @@ class HubConnection:
         "_wakeup",
         "_streams",
         "_cancelled_streams",
+        "_uploads",
+        "_background",
         "_close_error",
         "closed",
     )
@@ -123,6 +126,8 @@ class HubConnection:
         self._wakeup: asyncio.Future[None] | None = None
         self._streams: dict[str, asyncio.Task[None]] = {}
         self._cancelled_streams: set[str] = set()
+        self._uploads: dict[str, UploadStream] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._close_error: Exception | None = None
         self.closed = asyncio.Event()
         handler.connections[connection_id] = self
@@ -252,18 +257,24 @@ class HubConnection:
         self.outbound.close()
 
     def _fail(self, exc: Exception) -> None:
-        """A protocol error: Close with the generic error, as the reference server does."""
+        """A protocol error: Close with the generic error, as the reference server does.
+
+        Like ASP.NET Core, the client may reconnect (only an explicit abort forbids it).
+        """
         logger.info("connection %s: closing on bad input: %s", self.connection_id, exc)
         self._close_error = exc
         text = dispatch.error_text(CLOSE_ERROR, exc, self.handler.options.detailed_errors)
         if isinstance(exc, ProtocolError) and not self.handler.options.detailed_errors:
             text = CLOSE_ERROR
-        self.close(text, allow_reconnect=False)
+        self.close(text, allow_reconnect=True)
 
     async def _handle(self, message: HubMessage) -> None:
         kind = type(message)
         if kind is InvocationMessage:
             assert isinstance(message, InvocationMessage)
+            if message.stream_ids:
+                self._start_upload_invocation(message)
+                return
             queue = self._queue
             queue.append(message)
             wakeup = self._wakeup
@@ -287,10 +298,25 @@ class HubConnection:
             if task is not None:
                 self._cancelled_streams.add(message.invocation_id)
                 task.cancel()
+        elif kind is StreamItemMessage:
+            assert isinstance(message, StreamItemMessage)
+            upload = self._uploads.get(message.invocation_id)
+            if upload is not None:
+                await upload.put(message.item)
+            else:
+                logger.debug(
+                    "connection %s: item for unknown stream %r",
+                    self.connection_id,
+                    message.invocation_id,
+                )
+        elif kind is CompletionMessage:
+            assert isinstance(message, CompletionMessage)
+            upload = self._uploads.pop(message.invocation_id, None)
+            if upload is not None:
+                upload.complete(message.error)
         elif kind is CloseMessage:
             self.close(None, False)
-        # StreamItem / Completion from the client (upload streams, client results) and
-        # Ack / Sequence (stateful reconnect) are handled by later features; ignored here.
+        # Ack / Sequence (stateful reconnect) are handled by a later feature; ignored here.
 
     # -- invocations -----------------------------------------------------------------------
 
@@ -311,7 +337,43 @@ class HubConnection:
             wakeup = self._wakeup = loop.create_future()
             await wakeup
 
-    async def _invoke(self, message: InvocationMessage) -> None:
+    def _open_uploads(
+        self, message: InvocationMessage | StreamInvocationMessage, method: dispatch.HubMethod
+    ) -> list[Any]:
+        """The argument list with an UploadStream at each stream parameter."""
+        args = list(message.arguments)
+        for position, stream_id in zip(method.stream_params, message.stream_ids or (), strict=True):
+            upload = UploadStream(stream_id)
+            self._uploads[stream_id] = upload
+            args.insert(position, upload)
+        return args
+
+    def _close_uploads(self, message: InvocationMessage | StreamInvocationMessage) -> None:
+        """The method returned: end its upload streams and drop later items for them."""
+        for stream_id in message.stream_ids or ():
+            upload = self._uploads.pop(stream_id, None)
+            if upload is not None:
+                upload.complete()
+
+    def _start_upload_invocation(self, message: InvocationMessage) -> None:
+        """Methods that receive streams run alongside, so their items can be read.
+
+        The streams are opened here, before any later message of the same frame is read.
+        """
+        method = self.handler.descriptor.lookup(message.target)
+        args = None
+        if (
+            method is not None
+            and method.stream_params
+            and not method.is_stream
+            and self._check_binding(message, method) is None
+        ):
+            args = self._open_uploads(message, method)
+        task = asyncio.get_running_loop().create_task(self._invoke(message, args))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _invoke(self, message: InvocationMessage, args: list[Any] | None = None) -> None:
         target = message.target
         invocation_id = message.invocation_id
         options = self.handler.options
@@ -329,12 +391,13 @@ class HubConnection:
                     "non-streaming invocation.",
                 )
             return
-        args = message.arguments
-        error = self._check_binding(message, method)
-        if error is not None:
-            if invocation_id:
-                self._complete_error(invocation_id, error)
-            return
+        if args is None:
+            error = self._check_binding(message, method)
+            if error is not None:
+                if invocation_id:
+                    self._complete_error(invocation_id, error)
+                return
+            args = message.arguments
         try:
             hub = dispatch.create_hub(self)
             result = method.func(hub, *args)
@@ -348,6 +411,9 @@ class HubConnection:
                     invocation_id, dispatch.invoke_error(target, exc, options.detailed_errors)
                 )
             return
+        finally:
+            if method.stream_params:
+                self._close_uploads(message)
         if invocation_id:
             if method.returns_value or result is not None:
                 self.write_message(CompletionMessage(invocation_id, None, result, True))
@@ -399,18 +465,19 @@ class HubConnection:
         if error is not None:
             self._complete_error(invocation_id, error)
             return
-        task = asyncio.get_running_loop().create_task(self._run_stream(message, method))
+        args = self._open_uploads(message, method) if method.stream_params else message.arguments
+        task = asyncio.get_running_loop().create_task(self._run_stream(message, method, args))
         self._streams[invocation_id] = task
 
     async def _run_stream(
-        self, message: StreamInvocationMessage, method: dispatch.HubMethod
+        self, message: StreamInvocationMessage, method: dispatch.HubMethod, args: list[Any]
     ) -> None:
         invocation_id = message.invocation_id
         options = self.handler.options
         source: Any = None
         try:
             hub = dispatch.create_hub(self)
-            source = method.func(hub, *message.arguments)
+            source = method.func(hub, *args)
             if inspect.isawaitable(source):
                 source = await source
             if not hasattr(source, "__aiter__"):
@@ -444,6 +511,8 @@ class HubConnection:
         finally:
             self._streams.pop(invocation_id, None)
             self._cancelled_streams.discard(invocation_id)
+            if method.stream_params:
+                self._close_uploads(message)
             aclose = getattr(source, "aclose", None)
             if aclose is not None:
                 try:
@@ -479,8 +548,11 @@ class HubConnection:
         self._closing = True
         self.outbound.close()
         self.handler.connections.pop(self.connection_id, None)
-        for task in list(self._streams.values()):
+        for task in [*self._streams.values(), *self._background]:
             task.cancel()
+        for upload in self._uploads.values():
+            upload.complete()
+        self._uploads.clear()
         dispatcher = self._dispatcher
         if (
             dispatcher is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -297,7 +298,7 @@ async def test_bad_frames_close_with_generic_error(payload: bytes, binary: bool)
     c = await connect(handler, "c1", "json")
     other = await connect(handler, "c2", "json")
     await c.conn.receive(payload, binary)
-    assert c.messages() == [CloseMessage("Connection closed with an error.", False)]
+    assert c.messages() == [CloseMessage("Connection closed with an error.", True)]
     assert c.conn.outbound.closed
     await other.send(InvocationMessage("Add", [1, 2], "1"))
     assert await other.wait_messages(1) == [CompletionMessage.with_result("1", 3)]
@@ -307,14 +308,14 @@ async def test_text_frame_on_messagepack_connection_closes() -> None:
     handler = make_handler(TestHub)
     c = await connect(handler, "c1", "messagepack")
     await c.conn.receive(b'{"type":6}\x1e', False)
-    assert c.messages() == [CloseMessage("Connection closed with an error.", False)]
+    assert c.messages() == [CloseMessage("Connection closed with an error.", True)]
 
 
 async def test_oversized_message_closes() -> None:
     handler = make_handler(TestHub, max_message_size=100)
     c = await connect(handler, "c1", "json")
     await c.send(InvocationMessage("Add", ["x" * 200, 1], "1"))
-    assert c.messages() == [CloseMessage("Connection closed with an error.", False)]
+    assert c.messages() == [CloseMessage("Connection closed with an error.", True)]
 
 
 @pytest.mark.parametrize(
@@ -426,3 +427,104 @@ async def test_slow_client_is_dropped_without_blocking_others() -> None:
     assert slow.conn.outbound.closed and slow.conn.closing
     assert handler.stats.slow_clients == 1
     assert not fast.conn.closing
+
+
+class UploadHub(Hub):
+    async def total(self, numbers: AsyncIterator[int]) -> int:
+        result = 0
+        async for n in numbers:
+            result += n
+        return result
+
+    async def record(self, label: str, items: AsyncIterator[str]) -> None:
+        collected = [item async for item in items]
+        events.append((label, collected))
+
+    async def double(self, items: AsyncIterator[int]):  # type: ignore[no-untyped-def]
+        async for item in items:
+            yield item * 2
+
+    async def first_only(self, items: AsyncIterator[int]) -> int:
+        async for item in items:
+            return item
+        return -1
+
+    async def wait_forever(self, items: AsyncIterator[int]) -> None:
+        try:
+            async for _ in items:
+                pass
+            await asyncio.sleep(3600)
+        finally:
+            events.append("upload-finally")
+
+
+async def test_upload_stream_with_invoke_send_and_stream(protocol: str) -> None:
+    handler = make_handler(UploadHub)
+    c = await connect(handler, "c1", protocol)
+    await c.send(InvocationMessage("Total", [], "1", stream_ids=["s1"]))
+    for n in (1, 2, 3):
+        await c.send(StreamItemMessage("s1", n))
+    await c.send(CompletionMessage.empty("s1"))
+    assert await c.wait_messages(1) == [CompletionMessage.with_result("1", 6)]
+
+    await c.send(InvocationMessage("Record", ["lbl"], None, stream_ids=["s2"]))
+    await c.send(StreamItemMessage("s2", "a"))
+    await c.send(StreamItemMessage("s2", "b"))
+    await c.send(CompletionMessage.empty("s2"))
+    for _ in range(100):
+        if ("lbl", ["a", "b"]) in events:
+            break
+        await asyncio.sleep(0.01)
+    assert ("lbl", ["a", "b"]) in events
+    assert c.messages() == []  # send() gets no reply
+
+    await c.send(StreamInvocationMessage("3", "Double", [], stream_ids=["s3"]))
+    await c.send(StreamItemMessage("s3", 5))
+    await c.send(StreamItemMessage("s3", 6))
+    await c.send(CompletionMessage.empty("s3"))
+    got = await c.wait_messages(3)
+    assert got == [StreamItemMessage("3", 10), StreamItemMessage("3", 12), CompletionMessage.empty("3")]
+
+
+async def test_upload_stream_errors_and_counts() -> None:
+    handler = make_handler(UploadHub)
+    c = await connect(handler, "c1", "json")
+    await c.send(InvocationMessage("Total", [], "1", stream_ids=["s1"]))
+    await c.send(StreamItemMessage("s1", 1))
+    await c.send(CompletionMessage.with_error("s1", "source broke"))
+    assert await c.wait_messages(1) == [
+        CompletionMessage.with_error(
+            "1", "An unexpected error occurred invoking 'Total' on the server. HubException: source broke"
+        )
+    ]
+    await c.send(InvocationMessage("Total", [], "2"))
+    await c.send(InvocationMessage("Add", [1, 2], "3", stream_ids=["x"]))
+    got = await c.wait_messages(2)
+    assert {m.error for m in got} == {  # type: ignore[attr-defined]
+        "An unexpected error occurred invoking 'Total' on the server. HubException: Client sent 0 stream(s), Hub method expects 1.",
+        "Failed to invoke 'Add' due to an error on the server. HubException: Method does not exist.",
+    }
+    # The method returns early: later items for its stream are dropped, nothing breaks.
+    await c.send(InvocationMessage("FirstOnly", [], "4", stream_ids=["s4"]))
+    await c.send(StreamItemMessage("s4", 9))
+    assert await c.wait_messages(1) == [CompletionMessage.with_result("4", 9)]
+    for n in range(30):
+        await c.send(StreamItemMessage("s4", n))
+    await c.send(CompletionMessage.empty("s4"))
+    await c.send(InvocationMessage("Total", [], "5", stream_ids=["s5"]))
+    await c.send(CompletionMessage.empty("s5"))
+    assert await c.wait_messages(1) == [CompletionMessage.with_result("5", 0)]
+
+
+async def test_abandoned_upload_leaks_no_task() -> None:
+    handler = make_handler(UploadHub)
+    c = await connect(handler, "c1", "json")
+    await c.send(InvocationMessage("WaitForever", [], "1", stream_ids=["s1"]))
+    await c.send(StreamItemMessage("s1", 1))
+    await asyncio.sleep(0.02)
+    before = len(asyncio.all_tasks())
+    await c.conn.transport_closed()
+    await asyncio.sleep(0.05)
+    assert "upload-finally" in events
+    assert len(asyncio.all_tasks()) < before
+    assert not c.conn._background and not c.conn._uploads
