@@ -70,6 +70,7 @@ class HubConnection:
         "_connected",
         "_torn_down",
         "_received",
+        "_ping_seen",
         "_created",
         "_last_received",
         "_next_ping",
@@ -116,6 +117,7 @@ class HubConnection:
         self._connected = False  # the hub's on_connected succeeded
         self._torn_down = False
         self._received = False
+        self._ping_seen = False
         now = asyncio.get_running_loop().time()
         self._created = now
         self._last_received = now
@@ -147,7 +149,16 @@ class HubConnection:
         protocol = self.protocol
         if protocol is None or self._closing:
             return
-        if not self.outbound.write(protocol.write_message(message)):
+        try:
+            data = protocol.write_message(message)
+        except Exception as exc:
+            # A value the protocol cannot encode: end the connection as the reference does
+            # when a write fails, rather than leaving the client waiting for a reply.
+            logger.exception("connection %s: cannot encode %r", self.connection_id, message)
+            self._close_error = exc
+            self.close(CLOSE_ERROR, allow_reconnect=True)
+            return
+        if not self.outbound.write(data):
             self._overflow()
 
     def _overflow(self) -> None:
@@ -180,8 +191,10 @@ class HubConnection:
                 return
             data = bytes(self._inbuf)
             self._inbuf.clear()
-        elif binary is not None and binary != protocol.is_binary:
-            self._fail(ProtocolError("a text frame on a binary protocol or the reverse"))
+        elif binary is False and protocol.is_binary:
+            # A text frame cannot carry MessagePack. The reverse is allowed: the Java client
+            # sends JSON in binary frames, and the reference server ignores the frame type.
+            self._fail(ProtocolError("a text frame on a MessagePack connection"))
             return
         if self._inbuf:
             self._inbuf += data
@@ -237,8 +250,9 @@ class HubConnection:
                 "The transport does not support 'Binary' transfer format."
             )
             return False
-        self.outbound.write(HANDSHAKE_SUCCESS)
+        # The protocol is set first so the reply goes out in that protocol's frame type.
         self.protocol = protocol
+        self.outbound.write(HANDSHAKE_SUCCESS)
         self.handler.stats.connected += 1
         try:
             await self.handler.lifetime.on_connected(self)
@@ -288,7 +302,7 @@ class HubConnection:
                 space = self._queue_space = asyncio.get_running_loop().create_future()
                 await space
         elif kind is PingMessage:
-            pass  # receiving anything already reset the client-timeout clock
+            self._ping_seen = True  # the client timeout runs from the first ping, as in ASP.NET
         elif kind is StreamInvocationMessage:
             assert isinstance(message, StreamInvocationMessage)
             self._start_stream(message)
@@ -315,6 +329,9 @@ class HubConnection:
             if upload is not None:
                 upload.complete(message.error)
         elif kind is CloseMessage:
+            assert isinstance(message, CloseMessage)
+            if message.error:
+                self._close_error = HubException(message.error)
             self.close(None, False)
         # Ack / Sequence (stateful reconnect) are handled by a later feature; ignored here.
 
@@ -331,7 +348,10 @@ class HubConnection:
                     self._queue_space = None
                     if not space.done():
                         space.set_result(None)
-                await self._invoke(message)
+                try:
+                    await self._invoke(message)
+                except Exception:  # never let one invocation stop the connection's dispatch
+                    logger.exception("connection %s: dispatch failed", self.connection_id)
                 if self._closing:
                     return
             wakeup = self._wakeup = loop.create_future()
@@ -343,6 +363,9 @@ class HubConnection:
         """The argument list with an UploadStream at each stream parameter."""
         args = list(message.arguments)
         for position, stream_id in zip(method.stream_params, message.stream_ids or (), strict=True):
+            previous = self._uploads.pop(stream_id, None)
+            if previous is not None:  # a reused id replaces (and ends) the old stream
+                previous.complete("Stream ID reused by the client.")
             upload = UploadStream(stream_id)
             self._uploads[stream_id] = upload
             args.insert(position, upload)
@@ -475,11 +498,13 @@ class HubConnection:
         invocation_id = message.invocation_id
         options = self.handler.options
         source: Any = None
+        streaming = False  # errors before the first item are invocation errors
         try:
             hub = dispatch.create_hub(self)
             source = method.func(hub, *args)
             if inspect.isawaitable(source):
                 source = await source
+            streaming = True
             if not hasattr(source, "__aiter__"):
                 self._complete_error(
                     invocation_id,
@@ -507,7 +532,13 @@ class HubConnection:
                 logger.exception(
                     "connection %s: stream %r failed", self.connection_id, message.target
                 )
-            self._complete_error(invocation_id, dispatch.stream_error(exc, options.detailed_errors))
+            detailed = options.detailed_errors
+            self._complete_error(
+                invocation_id,
+                dispatch.stream_error(exc, detailed)
+                if streaming
+                else dispatch.invoke_error(message.target, exc, detailed),
+            )
         finally:
             self._streams.pop(invocation_id, None)
             self._cancelled_streams.discard(invocation_id)
@@ -548,32 +579,37 @@ class HubConnection:
         self._closing = True
         self.outbound.close()
         self.handler.connections.pop(self.connection_id, None)
-        for task in [*self._streams.values(), *self._background]:
+        # Streams to the client stop (their generators are closed); an invocation that is
+        # running finishes, as in ASP.NET Core, and queued ones are dropped. Upload streams
+        # fail, so methods reading them stop instead of taking a cut-off stream as whole.
+        for task in self._streams.values():
             task.cancel()
         for upload in self._uploads.values():
-            upload.complete()
+            upload.complete(ConnectionAbortedError("The underlying connection was closed."))
         self._uploads.clear()
-        dispatcher = self._dispatcher
-        if (
-            dispatcher is not None
-            and not dispatcher.done()
-            and dispatcher is not asyncio.current_task()
-        ):
-            dispatcher.cancel()
-        space = self._queue_space
-        if space is not None and not space.done():
-            space.set_result(None)
+        self._queue.clear()
+        for waiter in (self._wakeup, self._queue_space):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
         exc = exception if exception is not None else self._close_error
-        if self.protocol is not None:
-            self.handler.stats.disconnected += 1
-            try:
-                if self._connected:
-                    await dispatch.maybe_await(dispatch.create_hub(self).on_disconnected(exc))
-            except Exception:
-                logger.exception("connection %s: on_disconnected failed", self.connection_id)
-            finally:
-                await self.handler.lifetime.on_disconnected(self)
-        self.closed.set()
+        try:
+            if self.protocol is not None:
+                self.handler.stats.disconnected += 1
+                try:
+                    if self._connected:
+                        hub = dispatch.create_hub(self)
+                        await dispatch.maybe_await(hub.on_disconnected(exc))
+                except Exception:
+                    logger.exception("connection %s: on_disconnected failed", self.connection_id)
+                finally:
+                    try:
+                        await self.handler.lifetime.on_disconnected(self)
+                    except Exception:
+                        logger.exception(
+                            "connection %s: lifetime cleanup failed", self.connection_id
+                        )
+        finally:
+            self.closed.set()
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -592,7 +628,9 @@ class HubConnection:
         if self.send_pings and now >= self._next_ping:
             self._next_ping = now + options.keepalive_interval
             self.write_message(PingMessage())
-        # Long polling (no pings) proves liveness by its polls instead.
-        if self.send_pings and now - self._last_received >= options.client_timeout:
+        if self._ping_seen and now - self._last_received >= options.client_timeout:
             logger.info("connection %s: client timeout", self.connection_id)
+            self._close_error = TimeoutError(
+                "Client hasn't sent a message/ping within the configured client timeout."
+            )
             self.close(CLOSE_ERROR, allow_reconnect=True)

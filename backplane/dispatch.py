@@ -130,9 +130,7 @@ class HubDescriptor:
 
 def error_text(prefix: str, exc: BaseException, detailed: bool) -> str:
     """An error message as the reference server words it: detail only when allowed."""
-    if isinstance(exc, HubException):
-        return f"{prefix} HubException: {exc}"
-    if detailed:
+    if isinstance(exc, HubException) or detailed:
         return f"{prefix} {type(exc).__name__}: {exc}"
     return prefix
 

@@ -14,10 +14,11 @@ class OutboundBuffer:
     when the limit is passed so the owner can drop the connection. Transports take
     everything pending at once, so a burst goes out in one frame or response.
 
-    A transport that can usually write without waiting sets :attr:`sink`: while nothing is
-    queued and the transport is not busy, ``write`` hands the bytes straight to the sink
-    (no task switch per message). The sink calls :meth:`suspend` when the transport could
-    not finish a write at once; later writes then queue until the transport caught up.
+    A transport that can usually write without waiting sets :attr:`sink`. Then everything
+    written during one turn of the event loop is handed to the sink at the end of that turn
+    as one chunk (one frame, one system call), with no task switch. The sink calls
+    :meth:`suspend` when the transport could not finish a write at once; later writes then
+    queue until the transport's writer caught up.
     """
 
     __slots__ = (
@@ -29,6 +30,9 @@ class OutboundBuffer:
         "limit",
         "sink",
         "busy",
+        "on_close",
+        "_flush_pending",
+        "_loop",
     )
 
     def __init__(self, limit: int) -> None:
@@ -41,6 +45,9 @@ class OutboundBuffer:
         self.sink: Callable[[bytes], None] | None = None
         # True while the transport is in the middle of a write that had to wait.
         self.busy = False
+        self.on_close: Callable[[], None] | None = None
+        self._flush_pending = False
+        self._loop = asyncio.get_running_loop()
 
     @property
     def size(self) -> int:
@@ -51,14 +58,22 @@ class OutboundBuffer:
         """Queue ``data``; False when closed or when the limit is now exceeded."""
         if self.closed:
             return False
-        sink = self.sink
-        if sink is not None and not self.busy and not self._chunks:
-            sink(data)
-            return True
         self._chunks.append(data)
         self._size += len(data)
-        self._wake()
+        if self.sink is None or self.busy:
+            self._wake()
+        elif not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
         return self._size <= self.limit
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        sink = self.sink
+        if sink is None or self.busy:
+            self._wake()  # the transport's writer takes over
+        elif self._chunks:
+            sink(self.take())
 
     def suspend(self) -> None:
         """The sink could not finish a write: queue later writes and wake the transport."""
@@ -141,6 +156,8 @@ class OutboundBuffer:
         if self.closed:
             return
         self.closed = True
+        if self.on_close is not None:
+            self.on_close()
         for waiter in (self._waiter, self._drain_waiter):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)

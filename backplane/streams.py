@@ -54,13 +54,15 @@ class UploadStream:
         self._items.append(item)
         self._wake()
 
-    def complete(self, error: str | None = None) -> None:
-        """The client ended the stream, with an error text when it failed."""
+    def complete(self, error: str | Exception | None = None) -> None:
+        """End the stream: the client's error text, or an exception to raise in the reader."""
         if self._done:
             return
         self._done = True
-        if error is not None:
+        if isinstance(error, str):
             self._error = HubException(error)
+        elif error is not None:
+            self._error = error
         self._wake()
         space = self._space
         if space is not None and not space.done():

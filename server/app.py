@@ -147,11 +147,14 @@ class Hubplane:
                 version = int(version_text)
             except ValueError:
                 return json_response(
-                    {"error": f"The client requested an invalid protocol version '{version_text}'"}
+                    {"error": "The client requested a non-integer protocol version."}
                 )
             if version < 0:
                 return json_response(
-                    {"error": f"The client requested a non-supported protocol version '{version}'"}
+                    {
+                        "error": f"The client requested version '{version}', but the server "
+                        "does not support this version."
+                    }
                 )
             version = min(version, 1)
         try:
@@ -252,7 +255,8 @@ class HubplaneApp(Starlette):
     Every WebSocket frame the server sends passes through the ``send`` callable, and
     Starlette's exception middleware wraps it in a Python function per call; hub sockets
     need none of that, so they go straight to the transport (measured: about a fifth of
-    the server's CPU time in an echo benchmark).
+    the server's CPU time in an echo benchmark). Once the app has middleware of its own,
+    hub WebSockets go through it like every other request.
     """
 
     def __init__(self, hubplane: Hubplane, **kwargs: Any) -> None:
@@ -263,7 +267,7 @@ class HubplaneApp(Starlette):
                 self._websockets[route.path] = route.app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket":
+        if scope["type"] == "websocket" and not self.user_middleware:
             path = scope["path"]
             root = scope.get("root_path", "")
             if root and path.startswith(root):

@@ -69,7 +69,11 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         "lifespan": "on",
         "ws_per_message_deflate": settings.ws_per_message_deflate,
         # Hub messages are limited one by one; a frame may hold many of them.
-        "ws_max_size": max(16 * 1024 * 1024, (settings.max_message_size or 0) * 4),
+        # Frames may carry several messages, but a frame far over the message limit is
+        # refused before it is buffered whole.
+        "ws_max_size": max(1024 * 1024, 4 * settings.max_message_size)
+        if settings.max_message_size
+        else 16 * 1024 * 1024,
         "ws_ping_interval": None,  # SignalR has its own keep-alive
         "ws_ping_timeout": None,
         "access_log": settings.log_level in ("debug", "trace"),

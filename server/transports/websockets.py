@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("hubplane.websockets")
 
-CLOSE_TIMEOUT = 5.0
+CLOSE_TIMEOUT = 5.0  # ASP.NET Core WebSockets CloseTimeout
+SEND_TIMEOUT = 10.0  # ASP.NET Core TransportSendTimeout
 Scope = dict[str, Any]
 
 
@@ -41,6 +42,8 @@ class WebSocketEndpoint:
             return
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         token = query.get("id")
+        if token is None:  # ASP.NET Core reads query keys case-insensitively
+            token = next((v for k, v in query.items() if k.lower() == "id"), None)
         hubplane = self.hubplane
         request = HTTPConnection(scope)
         first = await receive()
@@ -67,11 +70,9 @@ class WebSocketEndpoint:
             if record.connection is not None:
                 await reject(scope, send, 409, "Connection already has a WebSocket")
                 return
-            if user is None:
-                user = record.user
-            elif record.user is not None and record.user.id != user.id:
-                await reject(scope, send, 403, "The user of this connection changed")
-                return
+            if record.user is not None and (user is None or user.id != record.user.id):
+                # As in ASP.NET Core, the transport request's identity is the one that counts.
+                logger.info("connection %s: the user changed after negotiate", record.connection_id)
         else:
             # skipNegotiation: the connection starts here.
             record = registry.create(self.path, user, 1)
@@ -92,8 +93,10 @@ class WebSocketEndpoint:
             registry.remove(record.token)
             await connection.transport_closed()
             return
-        await run_websocket(connection, receive, send)
-        registry.remove(record.token)
+        try:
+            await run_websocket(connection, receive, send)
+        finally:
+            registry.remove(record.token)
 
 
 async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> None:
@@ -102,8 +105,22 @@ async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> N
     assert main is not None
     loop = asyncio.get_running_loop()
     state: dict[str, Any] = {"client_gone": False}
-    connection.outbound.sink = _make_sink(connection, send, state)
-    writer = loop.create_task(_writer(connection, send, state, main))
+    outbound = connection.outbound
+    if _is_uvicorn_send(send):
+        outbound.sink = _make_sink(connection, send, state)
+
+    def _give_up() -> None:
+        # The connection is ending but the socket did not finish in time: abandon it.
+        if not state["client_gone"] and not main.done():
+            state["close_timeout"] = True
+            main.cancel()
+
+    def _closing() -> None:
+        state["timer"] = loop.call_later(CLOSE_TIMEOUT + SEND_TIMEOUT, _give_up)
+
+    outbound.on_close = _closing
+    state["give_up"] = _give_up
+    writer = loop.create_task(_writer(connection, send, state))
     error: Exception | None = None
     feed = connection.receive
     try:
@@ -126,19 +143,22 @@ async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> N
         logger.debug("connection %s: receive failed", connection.connection_id, exc_info=True)
     finally:
         state["client_gone"] = True
-        connection.outbound.sink = None
+        outbound.sink = None
+        outbound.on_close = None
         timer = state.get("timer")
         if timer is not None:
             timer.cancel()
-        connection.outbound.close()
-        await connection.transport_closed(error)
-        if not writer.done():
-            writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await writer
-        pending = state.pop("pending", None)
-        if pending is not None:
-            pending[0].close()
+        outbound.close()
+        try:
+            await connection.transport_closed(error)
+        finally:
+            if not writer.done():
+                writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            pending = state.pop("pending", None)
+            if pending is not None:
+                pending[0].close()
 
 
 def _frame(connection: HubConnection, data: bytes) -> dict[str, Any]:
@@ -163,7 +183,7 @@ def _make_sink(connection: HubConnection, send: Any, state: dict[str, Any]) -> A
             yielded = coro.send(None)
         except StopIteration:
             return
-        except Exception:
+        except (Exception, asyncio.CancelledError):
             # The client is gone; the reader sees the disconnect and tears down.
             outbound.sink = None
             logger.debug("connection %s: send failed", connection.connection_id, exc_info=True)
@@ -195,9 +215,7 @@ def _settle(waiter: asyncio.Future[None], _done: Any) -> None:
         waiter.set_result(None)
 
 
-async def _writer(
-    connection: HubConnection, send: Any, state: dict[str, Any], main: asyncio.Task[Any]
-) -> None:
+async def _writer(connection: HubConnection, send: Any, state: dict[str, Any]) -> None:
     outbound = connection.outbound
     try:
         while True:
@@ -205,7 +223,8 @@ async def _writer(
             pending = state.pop("pending", None)
             if pending is not None:
                 try:
-                    await _finish(*pending)
+                    async with asyncio.timeout(SEND_TIMEOUT):
+                        await _finish(*pending)
                 finally:
                     outbound.resume()
                 continue
@@ -213,29 +232,34 @@ async def _writer(
             if data:
                 outbound.busy = True  # later writes queue behind this one
                 try:
-                    await send(_frame(connection, data))
+                    async with asyncio.timeout(SEND_TIMEOUT):
+                        await send(_frame(connection, data))
                 finally:
                     outbound.resume()
                 continue
             if outbound.closed:
                 break
+    except TimeoutError:
+        # One write blocked for too long (ASP.NET Core: TransportSendTimeout): drop the client.
+        logger.info("connection %s: send timed out, aborting", connection.connection_id)
+        state["give_up"]()
+        return
     except Exception:
         # The client went away mid-write; the reader sees the disconnect.
         logger.debug("connection %s: send failed", connection.connection_id, exc_info=True)
         return
     if state["client_gone"]:
         return
-    # The server ends the connection: close cleanly, then give the client a bounded time
-    # to answer the close before the read side is abandoned.
+    # The server ends the connection: close cleanly; the timer started when the connection
+    # began closing abandons a client that does not answer the close.
     with contextlib.suppress(Exception):
         await send({"type": "websocket.close", "code": 1000})
 
-    def _give_up() -> None:
-        if not main.done():
-            state["close_timeout"] = True
-            main.cancel()
 
-    state["timer"] = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, _give_up)
+def _is_uvicorn_send(send: Any) -> bool:
+    """True when ``send`` is uvicorn's own WebSocket send, which may be stepped by hand."""
+    owner = getattr(send, "__self__", None)
+    return type(owner).__module__.startswith("uvicorn.protocols.websockets")
 
 
 async def reject(scope: Scope, send: Any, status: int, text: str) -> None:

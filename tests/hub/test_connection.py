@@ -382,16 +382,19 @@ async def test_timers_ping_timeout_and_handshake_timeout() -> None:
         TestHub, keepalive_interval=0.05, client_timeout=0.2, handshake_timeout=0.1
     )
     c = await connect(handler, "c1", "json")
+    quiet = await connect(handler, "c3", "json")  # never pings: no client timeout, as in ASP.NET
     silent = Client(handler, "c2")
     loop = asyncio.get_running_loop()
     start = loop.time()
     handler.tick(start + 0.06)
     assert c.messages() == [PingMessage()]
+    await c.send(PingMessage())
     handler.tick(start + 0.12)
     assert silent.conn.outbound.take() == orjson.dumps({"error": "Handshake was canceled."}) + RS
     handler.tick(start + 0.5)
     got = c.messages()
     assert got[-1] == CloseMessage("Connection closed with an error.", True)
+    assert not quiet.conn.closing
 
 
 async def test_on_connected_failure_closes_with_error() -> None:
@@ -453,7 +456,9 @@ class UploadHub(Hub):
         try:
             async for _ in items:
                 pass
-            await asyncio.sleep(3600)
+            events.append("upload-looked-complete")
+        except ConnectionAbortedError:
+            events.append("upload-aborted")
         finally:
             events.append("upload-finally")
 
@@ -525,6 +530,32 @@ async def test_abandoned_upload_leaks_no_task() -> None:
     before = len(asyncio.all_tasks())
     await c.conn.transport_closed()
     await asyncio.sleep(0.05)
-    assert "upload-finally" in events
+    assert "upload-finally" in events and "upload-aborted" in events
+    assert "upload-looked-complete" not in events
     assert len(asyncio.all_tasks()) < before
     assert not c.conn._background and not c.conn._uploads
+
+
+async def test_json_in_binary_frames_is_accepted_like_the_java_client_sends_it() -> None:
+    handler = make_handler(TestHub)
+    c = await connect(handler, "c1", "json")
+    await c.conn.receive(b'{"type":1,"invocationId":"1","target":"Add","arguments":[2,3]}\x1e', True)
+    assert await c.wait_messages(1) == [CompletionMessage.with_result("1", 5)]
+
+
+class Unencodable(Hub):
+    async def bad(self) -> object:
+        return object()
+
+    async def ok(self) -> int:
+        return 1
+
+
+async def test_a_result_that_cannot_be_encoded_closes_the_connection() -> None:
+    handler = make_handler(Unencodable)
+    c = await connect(handler, "c1", "json")
+    await c.send(InvocationMessage("Bad", [], "1"))
+    await c.send(InvocationMessage("Ok", [], "2"))
+    got = await c.wait_messages(1)
+    assert got == [CloseMessage("Connection closed with an error.", True)]
+    assert c.conn.closing
