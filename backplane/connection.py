@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import dispatch
@@ -43,6 +43,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger("hubplane.connection")
 
 CLOSE_ERROR = "Connection closed with an error."
+
+_eager_factory = getattr(asyncio, "eager_task_factory", None)
+
+
+def start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """A task for ``coro``, started eagerly where Python offers it (3.12+)."""
+    loop = asyncio.get_running_loop()
+    if _eager_factory is not None:
+        task: asyncio.Task[None] = _eager_factory(loop, coro)
+        return task
+    return loop.create_task(coro)
 # Non-streaming invocations queued per connection before the transport stops reading.
 MAX_QUEUED_INVOCATIONS = 64
 
@@ -77,7 +88,6 @@ class HubConnection:
         "_queue",
         "_queue_space",
         "_dispatcher",
-        "_wakeup",
         "_streams",
         "_cancelled_streams",
         "_uploads",
@@ -125,7 +135,6 @@ class HubConnection:
         self._queue: deque[InvocationMessage] = deque()
         self._queue_space: asyncio.Future[None] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
-        self._wakeup: asyncio.Future[None] | None = None
         self._streams: dict[str, asyncio.Task[None]] = {}
         self._cancelled_streams: set[str] = set()
         self._uploads: dict[str, UploadStream] = {}
@@ -291,13 +300,9 @@ class HubConnection:
                 return
             queue = self._queue
             queue.append(message)
-            wakeup = self._wakeup
-            if wakeup is not None:
-                self._wakeup = None
-                if not wakeup.done():
-                    wakeup.set_result(None)
-            elif self._dispatcher is None:
-                self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch_loop())
+            dispatcher = self._dispatcher
+            if dispatcher is None or dispatcher.done():
+                self._dispatcher = start_task(self._dispatch_queue())
             if len(queue) >= MAX_QUEUED_INVOCATIONS:
                 space = self._queue_space = asyncio.get_running_loop().create_future()
                 await space
@@ -337,25 +342,25 @@ class HubConnection:
 
     # -- invocations -----------------------------------------------------------------------
 
-    async def _dispatch_loop(self) -> None:
+    async def _dispatch_queue(self) -> None:
+        """Run queued invocations one at a time, in order; ends when the queue is empty.
+
+        A new one starts when the next invocation arrives. Where the event loop offers
+        eager tasks (Python 3.12+), an invocation that never waits runs to its end right
+        away, with no task switch.
+        """
         queue = self._queue
-        loop = asyncio.get_running_loop()
-        while not self._closing:
-            while queue:
-                message = queue.popleft()
-                space = self._queue_space
-                if space is not None:
-                    self._queue_space = None
-                    if not space.done():
-                        space.set_result(None)
-                try:
-                    await self._invoke(message)
-                except Exception:  # never let one invocation stop the connection's dispatch
-                    logger.exception("connection %s: dispatch failed", self.connection_id)
-                if self._closing:
-                    return
-            wakeup = self._wakeup = loop.create_future()
-            await wakeup
+        while queue and not self._closing:
+            message = queue.popleft()
+            space = self._queue_space
+            if space is not None:
+                self._queue_space = None
+                if not space.done():
+                    space.set_result(None)
+            try:
+                await self._invoke(message)
+            except Exception:  # never let one invocation stop the connection's dispatch
+                logger.exception("connection %s: dispatch failed", self.connection_id)
 
     def _open_uploads(
         self, message: InvocationMessage | StreamInvocationMessage, method: dispatch.HubMethod
@@ -392,7 +397,7 @@ class HubConnection:
             and self._check_binding(message, method) is None
         ):
             args = self._open_uploads(message, method)
-        task = asyncio.get_running_loop().create_task(self._invoke(message, args))
+        task = start_task(self._invoke(message, args))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -489,8 +494,9 @@ class HubConnection:
             self._complete_error(invocation_id, error)
             return
         args = self._open_uploads(message, method) if method.stream_params else message.arguments
-        task = asyncio.get_running_loop().create_task(self._run_stream(message, method, args))
-        self._streams[invocation_id] = task
+        task = start_task(self._run_stream(message, method, args))
+        if not task.done():  # an eager task may already have run to its end
+            self._streams[invocation_id] = task
 
     async def _run_stream(
         self, message: StreamInvocationMessage, method: dispatch.HubMethod, args: list[Any]
@@ -588,7 +594,7 @@ class HubConnection:
             upload.complete(ConnectionAbortedError("The underlying connection was closed."))
         self._uploads.clear()
         self._queue.clear()
-        for waiter in (self._wakeup, self._queue_space):
+        for waiter in (self._queue_space,):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
         exc = exception if exception is not None else self._close_error
