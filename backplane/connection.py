@@ -54,6 +54,8 @@ def start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = _eager_factory(loop, coro)
         return task
     return loop.create_task(coro)
+
+
 # Non-streaming invocations queued per connection before the transport stops reading.
 MAX_QUEUED_INVOCATIONS = 64
 
@@ -64,6 +66,7 @@ class HubConnection:
     __slots__ = (
         "handler",
         "connection_id",
+        "log_name",
         "transport",
         "user",
         "headers",
@@ -110,6 +113,8 @@ class HubConnection:
     ) -> None:
         self.handler = handler
         self.connection_id = connection_id
+        # Every log record about a connection names its hub and id.
+        self.log_name = f"hub {handler.hub_type.__qualname__} connection {connection_id}"
         self.transport = transport
         self.user = user
         self.headers: Mapping[str, str] = headers or {}
@@ -163,7 +168,7 @@ class HubConnection:
         except Exception as exc:
             # A value the protocol cannot encode: end the connection as the reference does
             # when a write fails, rather than leaving the client waiting for a reply.
-            logger.exception("connection %s: cannot encode %r", self.connection_id, message)
+            logger.exception("%s: cannot encode %r", self.log_name, message)
             self._close_error = exc
             self.close(CLOSE_ERROR, allow_reconnect=True)
             return
@@ -174,8 +179,8 @@ class HubConnection:
         if self.outbound.closed:
             return
         logger.warning(
-            "connection %s: outbound buffer over %d bytes, closing slow client",
-            self.connection_id,
+            "%s: outbound buffer over %d bytes, closing slow client",
+            self.log_name,
             self.outbound.limit,
         )
         self.handler.stats.slow_clients += 1
@@ -267,14 +272,14 @@ class HubConnection:
             await self.handler.lifetime.on_connected(self)
             await dispatch.maybe_await(dispatch.create_hub(self).on_connected())
         except Exception as exc:
-            logger.exception("connection %s: on_connected failed", self.connection_id)
+            logger.exception("%s: on_connected failed", self.log_name)
             self.close(dispatch.error_text(CLOSE_ERROR, exc, options.detailed_errors), False)
             return False
         self._connected = True
         return True
 
     def _handshake_failed(self, error: str) -> None:
-        logger.info("connection %s: handshake failed: %s", self.connection_id, error)
+        logger.info("%s: handshake failed: %s", self.log_name, error)
         self.outbound.write(write_handshake_response(error))
         self._closing = True
         self.outbound.close()
@@ -284,7 +289,7 @@ class HubConnection:
 
         Like ASP.NET Core, the client may reconnect (only an explicit abort forbids it).
         """
-        logger.info("connection %s: closing on bad input: %s", self.connection_id, exc)
+        logger.info("%s: closing on bad input: %s", self.log_name, exc)
         self._close_error = exc
         text = dispatch.error_text(CLOSE_ERROR, exc, self.handler.options.detailed_errors)
         if isinstance(exc, ProtocolError) and not self.handler.options.detailed_errors:
@@ -324,8 +329,8 @@ class HubConnection:
                 await upload.put(message.item)
             else:
                 logger.debug(
-                    "connection %s: item for unknown stream %r",
-                    self.connection_id,
+                    "%s: item for unknown stream %r",
+                    self.log_name,
                     message.invocation_id,
                 )
         elif kind is CompletionMessage:
@@ -360,7 +365,7 @@ class HubConnection:
             try:
                 await self._invoke(message)
             except Exception:  # never let one invocation stop the connection's dispatch
-                logger.exception("connection %s: dispatch failed", self.connection_id)
+                logger.exception("%s: dispatch failed", self.log_name)
 
     def _open_uploads(
         self, message: InvocationMessage | StreamInvocationMessage, method: dispatch.HubMethod
@@ -407,7 +412,7 @@ class HubConnection:
         options = self.handler.options
         method = self.handler.descriptor.lookup(target)
         if method is None:
-            logger.debug("connection %s: unknown method %r", self.connection_id, target)
+            logger.debug("%s: unknown method %r", self.log_name, target)
             if invocation_id:
                 self._complete_error(invocation_id, dispatch.unknown_method_error(target))
             return
@@ -433,7 +438,7 @@ class HubConnection:
                 result = await result
         except Exception as exc:
             if not isinstance(exc, HubException):
-                logger.exception("connection %s: hub method %r failed", self.connection_id, target)
+                logger.exception("%s: hub method %r failed", self.log_name, target)
             if invocation_id:
                 self._complete_error(
                     invocation_id, dispatch.invoke_error(target, exc, options.detailed_errors)
@@ -535,9 +540,7 @@ class HubConnection:
                 raise
         except Exception as exc:
             if not isinstance(exc, HubException):
-                logger.exception(
-                    "connection %s: stream %r failed", self.connection_id, message.target
-                )
+                logger.exception("%s: stream %r failed", self.log_name, message.target)
             detailed = options.detailed_errors
             self._complete_error(
                 invocation_id,
@@ -555,7 +558,7 @@ class HubConnection:
                 try:
                     await aclose()
                 except Exception:
-                    logger.debug("stream source close failed", exc_info=True)
+                    logger.debug("%s: stream source close failed", self.log_name, exc_info=True)
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -606,14 +609,12 @@ class HubConnection:
                         hub = dispatch.create_hub(self)
                         await dispatch.maybe_await(hub.on_disconnected(exc))
                 except Exception:
-                    logger.exception("connection %s: on_disconnected failed", self.connection_id)
+                    logger.exception("%s: on_disconnected failed", self.log_name)
                 finally:
                     try:
                         await self.handler.lifetime.on_disconnected(self)
                     except Exception:
-                        logger.exception(
-                            "connection %s: lifetime cleanup failed", self.connection_id
-                        )
+                        logger.exception("%s: lifetime cleanup failed", self.log_name)
         finally:
             self.closed.set()
 
@@ -635,7 +636,7 @@ class HubConnection:
             self._next_ping = now + options.keepalive_interval
             self.write_message(PingMessage())
         if self._ping_seen and now - self._last_received >= options.client_timeout:
-            logger.info("connection %s: client timeout", self.connection_id)
+            logger.info("%s: client timeout", self.log_name)
             self._close_error = TimeoutError(
                 "Client hasn't sent a message/ping within the configured client timeout."
             )

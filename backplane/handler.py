@@ -64,7 +64,7 @@ class HubConnectionHandler:
             try:
                 connection.tick(now)
             except Exception:  # one broken connection must not stop the timers of the rest
-                logger.exception("timer failed for connection %s", connection.connection_id)
+                logger.exception("%s: timer failed", connection.log_name)
 
     def timer_resolution(self) -> float:
         """How often :meth:`tick` should run to honour the configured timers."""

@@ -140,7 +140,7 @@ async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> N
             raise
     except Exception as exc:  # the ASGI server failed under us
         error = exc
-        logger.debug("connection %s: receive failed", connection.connection_id, exc_info=True)
+        logger.debug("%s: receive failed", connection.log_name, exc_info=True)
     finally:
         state["client_gone"] = True
         outbound.sink = None
@@ -186,7 +186,7 @@ def _make_sink(connection: HubConnection, send: Any, state: dict[str, Any]) -> A
         except (Exception, asyncio.CancelledError):
             # The client is gone; the reader sees the disconnect and tears down.
             outbound.sink = None
-            logger.debug("connection %s: send failed", connection.connection_id, exc_info=True)
+            logger.debug("%s: send failed", connection.log_name, exc_info=True)
             return
         state["pending"] = (coro, yielded)
         outbound.suspend()
@@ -241,12 +241,12 @@ async def _writer(connection: HubConnection, send: Any, state: dict[str, Any]) -
                 break
     except TimeoutError:
         # One write blocked for too long (ASP.NET Core: TransportSendTimeout): drop the client.
-        logger.info("connection %s: send timed out, aborting", connection.connection_id)
+        logger.info("%s: send timed out, aborting", connection.log_name)
         state["give_up"]()
         return
     except Exception:
         # The client went away mid-write; the reader sees the disconnect.
-        logger.debug("connection %s: send failed", connection.connection_id, exc_info=True)
+        logger.debug("%s: send failed", connection.log_name, exc_info=True)
         return
     if state["client_gone"]:
         return
