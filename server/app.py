@@ -285,10 +285,16 @@ def create_app(
     settings: Settings | None = None,
     on_startup: Sequence[StartupHook] = (),
     authenticate: Authenticator | None = None,
+    *,
+    authenticator: Authenticator | None = None,
 ) -> Starlette:
-    """A Starlette app serving ``hubs`` ({path: HubClass}); ``app.state.hubplane`` is its state."""
+    """A Starlette app serving ``hubs`` ({path: HubClass}); ``app.state.hubplane`` is its state.
+
+    ``authenticate`` (also accepted as ``authenticator``) is the identity hook:
+    ``authenticate(request) -> User | str | None``, sync or async.
+    """
     settings = settings or Settings()
-    hubplane = Hubplane(hubs, settings, on_startup, authenticate)
+    hubplane = Hubplane(hubs, settings, on_startup, authenticate or authenticator)
     app = HubplaneApp(hubplane, routes=hubplane.routes(), lifespan=hubplane.lifespan)
     app.router.redirect_slashes = False
     app.state.hubplane = hubplane

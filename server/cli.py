@@ -77,6 +77,8 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         "ws_ping_interval": None,  # SignalR has its own keep-alive
         "ws_ping_timeout": None,
         "access_log": settings.log_level in ("debug", "trace"),
+        # uvicorn's records go through our handler: the node in every line, secrets masked.
+        "log_config": None,
         "timeout_graceful_shutdown": 10,
     }
     if importlib.util.find_spec("uvloop") is not None:
