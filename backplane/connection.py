@@ -60,6 +60,16 @@ def start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
 MAX_QUEUED_INVOCATIONS = 64
 
 
+async def _iterate_sync(generator: Any) -> Any:
+    """Stream a plain generator, letting other work run between items."""
+    try:
+        for item in generator:
+            yield item
+            await asyncio.sleep(0)
+    finally:
+        generator.close()
+
+
 class HubConnection:
     """The server side of one client connection to one hub."""
 
@@ -516,6 +526,8 @@ class HubConnection:
             if inspect.isawaitable(source):
                 source = await source
             streaming = True
+            if not hasattr(source, "__aiter__") and inspect.isgenerator(source):
+                source = _iterate_sync(source)
             if not hasattr(source, "__aiter__"):
                 self._complete_error(
                     invocation_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import logging
 import typing
@@ -17,7 +18,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("hubplane.dispatch")
 
 _STREAM_ORIGINS = {AsyncIterator, AsyncIterable, typing.AsyncIterator, typing.AsyncIterable}
-_STREAM_ORIGINS |= {typing.AsyncGenerator, __import__("collections.abc").abc.AsyncGenerator}
+_STREAM_ORIGINS |= {typing.AsyncGenerator, collections.abc.AsyncGenerator}
+# A method may also stream from a plain generator (upload parameters stay async only).
+_SYNC_STREAM_ORIGINS: set[Any] = {typing.Iterator, typing.Generator}
+_SYNC_STREAM_ORIGINS |= {collections.abc.Iterator, collections.abc.Generator}
 _RESERVED = frozenset(dir(Hub))
 
 
@@ -54,7 +58,12 @@ class HubMethod:
         except Exception:  # unresolvable forward references: fall back to raw annotations
             hints = dict(getattr(func, "__annotations__", {}))
         returns = hints.get("return", inspect.Signature.empty)
-        self.is_stream = inspect.isasyncgenfunction(func) or _is_stream_annotation(returns)
+        self.is_stream = (
+            inspect.isasyncgenfunction(func)
+            or inspect.isgeneratorfunction(func)  # a plain generator streams too
+            or _is_stream_annotation(returns)
+            or (typing.get_origin(returns) or returns) in _SYNC_STREAM_ORIGINS
+        )
         # A method without a return annotation that returns None is void; an annotated one
         # (other than -> None) returns a value even when that value is None (null).
         self.returns_value = returns is not inspect.Signature.empty and returns not in (

@@ -64,6 +64,9 @@ class TestHub(Hub):
         finally:
             events.append("stream-finally")
 
+    def sync_counter(self, n: int):  # type: ignore[no-untyped-def]
+        yield from range(n)
+
     async def broken_stream(self):  # type: ignore[no-untyped-def]
         yield 1
         raise HubException("stream broke")
@@ -185,6 +188,9 @@ async def test_stream_items_completion_and_error(protocol: str) -> None:
     await c.send(StreamInvocationMessage("s", "Counter", [3]))
     got = await c.wait_messages(4)
     assert got == [StreamItemMessage("s", i) for i in range(3)] + [CompletionMessage.empty("s")]
+    await c.send(StreamInvocationMessage("u", "SyncCounter", [2]))
+    got = await c.wait_messages(3)
+    assert got == [StreamItemMessage("u", 0), StreamItemMessage("u", 1), CompletionMessage.empty("u")]
     await c.send(StreamInvocationMessage("t", "BrokenStream", []))
     got = await c.wait_messages(2)
     assert got == [
