@@ -106,6 +106,10 @@ def serve(argv: Sequence[str]) -> int:
     try:
         settings = build_settings(args)
         logs.install(settings.log_level)
+        if settings.workers > 1:
+            raise SettingsError(
+                "--workers > 1 needs the Redis backplane, which this version does not have yet"
+            )
         if settings.redis_url:
             logger.warning(
                 "a Redis URL is set but this version has no Redis backplane yet: "
