@@ -36,6 +36,7 @@ from .protocol import (
     write_handshake_response,
 )
 from .streams import UploadStream
+from .waiters import wake
 
 if TYPE_CHECKING:
     from .handler import HubConnectionHandler
@@ -367,11 +368,7 @@ class HubConnection:
         queue = self._queue
         while queue and not self._closing:
             message = queue.popleft()
-            space = self._queue_space
-            if space is not None:
-                self._queue_space = None
-                if not space.done():
-                    space.set_result(None)
+            self._queue_space = wake(self._queue_space)
             try:
                 await self._invoke(message)
             except Exception:  # never let one invocation stop the connection's dispatch
@@ -609,9 +606,7 @@ class HubConnection:
             upload.complete(ConnectionAbortedError("The underlying connection was closed."))
         self._uploads.clear()
         self._queue.clear()
-        for waiter in (self._queue_space,):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+        self._queue_space = wake(self._queue_space)
         exc = exception if exception is not None else self._close_error
         try:
             if self.protocol is not None:

@@ -6,6 +6,8 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
+from .waiters import wake
+
 
 class OutboundBuffer:
     """Bytes waiting for the transport to write them.
@@ -81,11 +83,7 @@ class OutboundBuffer:
         self._wake()
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self._waiter = wake(self._waiter)
 
     def take(self) -> bytes:
         """Everything pending, joined (empty when nothing is pending)."""
@@ -95,11 +93,7 @@ class OutboundBuffer:
         data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._size = 0
-        drain = self._drain_waiter
-        if drain is not None:
-            self._drain_waiter = None
-            if not drain.done():
-                drain.set_result(None)
+        self._drain_waiter = wake(self._drain_waiter)
         return data
 
     async def ready(self) -> None:
@@ -145,11 +139,8 @@ class OutboundBuffer:
     def resume(self) -> None:
         """The transport finished its waiting write; wake producers waiting in ``drain``."""
         self.busy = False
-        drain = self._drain_waiter
-        if drain is not None and not self._chunks:
-            self._drain_waiter = None
-            if not drain.done():
-                drain.set_result(None)
+        if not self._chunks:
+            self._drain_waiter = wake(self._drain_waiter)
 
     def close(self) -> None:
         """No more writes; wake the transport so it can flush what is left and stop."""
@@ -158,7 +149,5 @@ class OutboundBuffer:
         self.closed = True
         if self.on_close is not None:
             self.on_close()
-        for waiter in (self._waiter, self._drain_waiter):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-        self._waiter = self._drain_waiter = None
+        self._waiter = wake(self._waiter)
+        self._drain_waiter = wake(self._drain_waiter)

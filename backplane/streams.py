@@ -7,6 +7,7 @@ from collections import deque
 from typing import Any
 
 from .errors import HubException
+from .waiters import wake
 
 # Items buffered per upload stream before the connection stops reading (ASP.NET Core: 10).
 STREAM_BUFFER_CAPACITY = 10
@@ -37,11 +38,7 @@ class UploadStream:
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             await waiter
         item = self._items.popleft()
-        space = self._space
-        if space is not None:
-            self._space = None
-            if not space.done():
-                space.set_result(None)
+        self._space = wake(self._space)
         return item
 
     async def put(self, item: Any) -> None:
@@ -52,7 +49,7 @@ class UploadStream:
         if self._done:
             return
         self._items.append(item)
-        self._wake()
+        self._waiter = wake(self._waiter)
 
     def complete(self, error: str | Exception | None = None) -> None:
         """End the stream: the client's error text, or an exception to raise in the reader."""
@@ -63,19 +60,10 @@ class UploadStream:
             self._error = HubException(error)
         elif error is not None:
             self._error = error
-        self._wake()
-        space = self._space
-        if space is not None and not space.done():
-            space.set_result(None)
+        self._waiter = wake(self._waiter)
+        self._space = wake(self._space)
 
     @property
     def done(self) -> bool:
         """True once the stream has ended."""
         return self._done
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
