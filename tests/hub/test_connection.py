@@ -190,7 +190,11 @@ async def test_stream_items_completion_and_error(protocol: str) -> None:
     assert got == [StreamItemMessage("s", i) for i in range(3)] + [CompletionMessage.empty("s")]
     await c.send(StreamInvocationMessage("u", "SyncCounter", [2]))
     got = await c.wait_messages(3)
-    assert got == [StreamItemMessage("u", 0), StreamItemMessage("u", 1), CompletionMessage.empty("u")]
+    assert got == [
+        StreamItemMessage("u", 0),
+        StreamItemMessage("u", 1),
+        CompletionMessage.empty("u"),
+    ]
     await c.send(StreamInvocationMessage("t", "BrokenStream", []))
     got = await c.wait_messages(2)
     assert got == [
@@ -494,7 +498,11 @@ async def test_upload_stream_with_invoke_send_and_stream(protocol: str) -> None:
     await c.send(StreamItemMessage("s3", 6))
     await c.send(CompletionMessage.empty("s3"))
     got = await c.wait_messages(3)
-    assert got == [StreamItemMessage("3", 10), StreamItemMessage("3", 12), CompletionMessage.empty("3")]
+    assert got == [
+        StreamItemMessage("3", 10),
+        StreamItemMessage("3", 12),
+        CompletionMessage.empty("3"),
+    ]
 
 
 async def test_upload_stream_errors_and_counts() -> None:
@@ -505,7 +513,8 @@ async def test_upload_stream_errors_and_counts() -> None:
     await c.send(CompletionMessage.with_error("s1", "source broke"))
     assert await c.wait_messages(1) == [
         CompletionMessage.with_error(
-            "1", "An unexpected error occurred invoking 'Total' on the server. HubException: source broke"
+            "1",
+            "An unexpected error occurred invoking 'Total' on the server. HubException: source broke",
         )
     ]
     await c.send(InvocationMessage("Total", [], "2"))
@@ -545,7 +554,9 @@ async def test_abandoned_upload_leaks_no_task() -> None:
 async def test_json_in_binary_frames_is_accepted_like_the_java_client_sends_it() -> None:
     handler = make_handler(TestHub)
     c = await connect(handler, "c1", "json")
-    await c.conn.receive(b'{"type":1,"invocationId":"1","target":"Add","arguments":[2,3]}\x1e', True)
+    await c.conn.receive(
+        b'{"type":1,"invocationId":"1","target":"Add","arguments":[2,3]}\x1e', True
+    )
     assert await c.wait_messages(1) == [CompletionMessage.with_result("1", 5)]
 
 

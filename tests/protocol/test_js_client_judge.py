@@ -33,12 +33,12 @@ NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 NODE = shutil.which("node")
 
 
-
 @pytest.fixture(autouse=True)
 def _official_client_installed() -> None:
     # `make test` installs the client; a missing one is a set-up failure, never a skip.
     if NODE is None or not (NODE_DIR / "node_modules" / "@microsoft" / "signalr").is_dir():
         pytest.fail("needs node and tests/node/node_modules with @microsoft/signalr: run make test")
+
 
 SCRIPT = r"""
 const signalr = require("@microsoft/signalr");
