@@ -56,7 +56,12 @@ def build_app(settings: Settings) -> Any:
 
         hubs = {"/hubs/demo": DemoHub}
     authenticator = import_object(settings.authenticator) if settings.authenticator else None
-    return create_app(hubs, settings=settings, authenticate=authenticator)
+    app = create_app(hubs, settings=settings, authenticate=authenticator)
+    if not settings.hubs:
+        from .demo import demo_page
+
+        app.add_route("/", demo_page, methods=["GET"])
+    return app
 
 
 def _uvicorn_options(settings: Settings) -> dict[str, Any]:

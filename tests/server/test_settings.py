@@ -105,3 +105,20 @@ def test_cli_reports_bad_hub_clearly() -> None:
     assert result.returncode == 2 and "not a subclass of backplane.Hub" in result.stderr
     result = run_cli("serve", "--keepalive-interval", "-1")
     assert result.returncode == 2 and "--keepalive-interval" in result.stderr
+
+
+async def test_demo_page_is_served_only_for_the_demo_hub() -> None:
+    import httpx
+
+    from server.cli import build_app
+
+    from .util import serve_app
+
+    demo = build_app(settings_from_cli([], environ={}))
+    async with serve_app(demo) as host, httpx.AsyncClient(base_url=f"http://{host}") as http:
+        page = await http.get("/")
+        assert page.status_code == 200 and "/hubs/demo" in page.text
+        assert "SendMessage" in page.text
+    hubs = build_app(settings_from_cli(["--hub", "/hubs/x=server.demo:DemoHub"], environ={}))
+    async with serve_app(hubs) as host, httpx.AsyncClient(base_url=f"http://{host}") as http:
+        assert (await http.get("/")).status_code == 404
