@@ -235,9 +235,23 @@ class HubConnection:
         if consumed < len(data):
             self._inbuf += data[consumed:]
         for message in messages:
-            await self._handle(message)
+            if type(message) is InvocationMessage and not message.stream_ids:
+                await self._enqueue(message)  # the common case, without the type dispatch
+            else:
+                await self._handle(message)
             if self._closing:
                 return
+
+    async def _enqueue(self, message: InvocationMessage) -> None:
+        """Queue a non-streaming invocation; they run one at a time, in arrival order."""
+        queue = self._queue
+        queue.append(message)
+        dispatcher = self._dispatcher
+        if dispatcher is None or dispatcher.done():
+            self._dispatcher = start_task(self._dispatch_queue())
+        if len(queue) >= MAX_QUEUED_INVOCATIONS:
+            space = self._queue_space = asyncio.get_running_loop().create_future()
+            await space
 
     async def _handshake(self, data: bytes) -> bool:
         options = self.handler.options
@@ -313,15 +327,8 @@ class HubConnection:
             assert isinstance(message, InvocationMessage)
             if message.stream_ids:
                 self._start_upload_invocation(message)
-                return
-            queue = self._queue
-            queue.append(message)
-            dispatcher = self._dispatcher
-            if dispatcher is None or dispatcher.done():
-                self._dispatcher = start_task(self._dispatch_queue())
-            if len(queue) >= MAX_QUEUED_INVOCATIONS:
-                space = self._queue_space = asyncio.get_running_loop().create_future()
-                await space
+            else:
+                await self._enqueue(message)
         elif kind is PingMessage:
             self._ping_seen = True  # the client timeout runs from the first ping, as in ASP.NET
         elif kind is StreamInvocationMessage:

@@ -104,13 +104,14 @@ class HubMethod:
 class HubDescriptor:
     """The method table of a hub class, built once when the hub is registered."""
 
-    __slots__ = ("hub_type", "methods")
+    __slots__ = ("hub_type", "methods", "_by_target")
 
     def __init__(self, hub_type: type[Hub[Any]]) -> None:
         if not (isinstance(hub_type, type) and issubclass(hub_type, Hub)):
             raise HubRegistrationError(f"{hub_type!r} is not a subclass of backplane.Hub")
         self.hub_type = hub_type
         self.methods: dict[str, HubMethod] = {}
+        self._by_target: dict[str, HubMethod] = {}  # target names as clients spell them
         merged: dict[str, Any] = {}
         for klass in reversed(hub_type.__mro__):
             if klass is not Hub and issubclass(klass, Hub):
@@ -134,7 +135,13 @@ class HubDescriptor:
 
     def lookup(self, target: str) -> HubMethod | None:
         """The method a client target name refers to, or None."""
-        return self.methods.get(normalize_method_name(target))
+        method = self._by_target.get(target)
+        if method is None:
+            method = self.methods.get(normalize_method_name(target))
+            # Remember spellings that exist; bounded so made-up names cannot grow it.
+            if method is not None and len(self._by_target) < 1024:
+                self._by_target[target] = method
+        return method
 
 
 def error_text(prefix: str, exc: BaseException, detailed: bool) -> str:

@@ -135,6 +135,18 @@ def _sequence_id(obj: dict[str, Any]) -> int:
 
 
 def _parse_invocation(obj: dict[str, Any]) -> HubMessage:
+    # Fast path for what clients send nearly always; anything else takes the checks below.
+    target = obj.get("target")
+    arguments = obj.get("arguments")
+    invocation_id = obj.get("invocationId")
+    if (
+        type(target) is str
+        and type(arguments) is list
+        and (invocation_id is None or type(invocation_id) is str)
+        and "streamIds" not in obj
+        and "headers" not in obj
+    ):
+        return InvocationMessage(target, arguments, invocation_id or None)
     target = _required_str(obj, "target")
     arguments = _arguments(obj)
     invocation_id = _optional_str(obj, "invocationId") or None
@@ -346,6 +358,16 @@ class JsonHubProtocol:
     ) -> tuple[list[HubMessage], int]:
         """Parse every complete message in ``data``: (messages, bytes consumed)."""
         buf = data if type(data) is bytes else bytes(data)
+        size = len(buf)
+        if (
+            size
+            and buf[-1] == 0x1E
+            and buf.find(0x1E) == size - 1
+            and (max_message_size is None or size - 1 <= max_message_size)
+        ):
+            # One whole message, the usual frame: no slicing loop.
+            message = _parse_one(memoryview(buf)[:-1])
+            return ([message] if message is not None else []), size
         view = memoryview(buf)
         messages: list[HubMessage] = []
         start = 0
