@@ -235,10 +235,7 @@ class HubConnection:
         if consumed < len(data):
             self._inbuf += data[consumed:]
         for message in messages:
-            if type(message) is InvocationMessage and not message.stream_ids:
-                await self._enqueue(message)  # the common case, without the type dispatch
-            else:
-                await self._handle(message)
+            await self._handle(message)
             if self._closing:
                 return
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .clients import GroupManager, HubContext
@@ -37,7 +37,6 @@ class HubStats:
     connected: int = 0
     disconnected: int = 0
     slow_clients: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class HubConnectionHandler:

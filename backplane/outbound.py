@@ -101,39 +101,15 @@ class OutboundBuffer:
         while not self._chunks and not self.busy and not self.closed:
             waiter = self._waiter
             if waiter is None:
-                waiter = self._waiter = asyncio.get_running_loop().create_future()
+                waiter = self._waiter = self._loop.create_future()
             await waiter
-
-    async def get(self) -> bytes | None:
-        """Wait for bytes and take them all; None once closed and empty."""
-        while not self._chunks:
-            if self.closed:
-                return None
-            waiter = self._waiter
-            if waiter is None:
-                waiter = self._waiter = asyncio.get_running_loop().create_future()
-            await waiter
-        return self.take()
-
-    async def wait(self, timeout: float | None) -> bool:
-        """Wait until bytes are pending or the buffer closes; False on timeout."""
-        if self._chunks or self.closed:
-            return True
-        waiter = self._waiter
-        if waiter is None:
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except TimeoutError:
-            return False
-        return True
 
     async def drain(self, low_water: int) -> None:
         """Wait until no more than ``low_water`` bytes are pending (producers of streams)."""
         while (self._size > low_water or self.busy) and not self.closed:
             waiter = self._drain_waiter
             if waiter is None:
-                waiter = self._drain_waiter = asyncio.get_running_loop().create_future()
+                waiter = self._drain_waiter = self._loop.create_future()
             await waiter
 
     def resume(self) -> None:

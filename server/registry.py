@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from backplane import HubConnection, User
@@ -63,8 +63,3 @@ class ConnectionRegistry:
         for token in stale:
             del self.records[token]
         return len(stale)
-
-    def stats(self) -> dict[str, Any]:
-        """Counts for health and metrics."""
-        live = sum(1 for r in self.records.values() if r.connection is not None)
-        return {"records": len(self.records), "live": live}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.messages import HubMessage
@@ -29,10 +29,6 @@ class SerializedMessage:
             data = protocol.write_message(self.message)
             self._cache[protocol.name] = data
         return data
-
-    def encode_all(self, protocols: Iterable[HubProtocol]) -> dict[str, bytes]:
-        """The bytes for every protocol in ``protocols`` (for shipping to other nodes)."""
-        return {p.name: self.get(p) for p in protocols}
 
 
 class HubLifetimeManager(ABC):
