@@ -114,14 +114,19 @@ class GroupManager:
 class HubContext:
     """Reach a hub's clients from code outside hub methods."""
 
-    __slots__ = ("hub_type", "lifetime", "clients", "groups")
+    __slots__ = ("hub_type", "lifetime", "clients", "groups", "presence")
 
     def __init__(self, hub_type: type, lifetime: HubLifetimeManager) -> None:
         self.hub_type = hub_type
         self.lifetime = lifetime
         self.clients = HubClients(lifetime)
         self.groups = GroupManager(lifetime)
+        self.presence = lifetime.presence
 
     async def abort(self, connection_id: str) -> None:
-        """Disconnect a connection."""
+        """Disconnect a connection wherever it is connected."""
         await self.lifetime.abort_connection(connection_id)
+
+    async def abort_user(self, user_id: str) -> None:
+        """Disconnect every connection of a user wherever it is connected."""
+        await self.lifetime.abort_user(user_id)

@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import dispatch
@@ -108,6 +108,7 @@ class HubConnection:
         "_background",
         "_close_error",
         "closed",
+        "results",
     )
 
     def __init__(
@@ -157,6 +158,8 @@ class HubConnection:
         self._background: set[asyncio.Task[None]] = set()
         self._close_error: Exception | None = None
         self.closed = asyncio.Event()
+        # Client results awaited from this client: invocation id -> who gets the Completion.
+        self.results: dict[str, Callable[[CompletionMessage], None]] = {}
         handler.connections[connection_id] = self
 
     # -- writing ---------------------------------------------------------------------------
@@ -166,7 +169,12 @@ class HubConnection:
         protocol = self.protocol
         if protocol is None or self._closing:
             return
-        if not self.outbound.write(message.get(protocol)):
+        try:
+            data = message.get(protocol)
+        except Exception:
+            logger.exception("%s: cannot encode a message from the backplane", self.log_name)
+            return
+        if not self.outbound.write(data):
             self._overflow()
 
     def write_message(self, message: HubMessage) -> None:
@@ -353,6 +361,16 @@ class HubConnection:
             upload = self._uploads.pop(message.invocation_id, None)
             if upload is not None:
                 upload.complete(message.error)
+            else:
+                waiter = self.results.pop(message.invocation_id, None)
+                if waiter is not None:
+                    waiter(message)
+                else:
+                    logger.debug(
+                        "%s: completion for unknown invocation %r",
+                        self.log_name,
+                        message.invocation_id,
+                    )
         elif kind is CloseMessage:
             assert isinstance(message, CloseMessage)
             if message.error:
@@ -609,6 +627,12 @@ class HubConnection:
         for upload in self._uploads.values():
             upload.complete(ConnectionAbortedError("The underlying connection was closed."))
         self._uploads.clear()
+        results, self.results = self.results, {}
+        for invocation_id, waiter in results.items():
+            try:
+                waiter(CompletionMessage.with_error(invocation_id, "Connection disconnected."))
+            except Exception:
+                logger.exception("%s: failing a pending client result failed", self.log_name)
         self._queue.clear()
         self._queue_space = wake(self._queue_space)
         exc = exception if exception is not None else self._close_error

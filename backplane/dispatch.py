@@ -188,6 +188,7 @@ def create_hub(connection: HubConnection) -> Hub[Any]:
     hub.context = connection.caller_context
     hub.clients = connection.caller_clients
     hub.groups = connection.handler.group_manager
+    hub.presence = connection.handler.lifetime.presence
     return hub
 
 

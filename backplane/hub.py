@@ -10,6 +10,7 @@ from typing_extensions import TypeVar as TypeVarWithDefault
 if TYPE_CHECKING:
     from .clients import GroupManager, HubCallerClients
     from .connection import HubConnection
+    from .presence import Presence
 
 F = TypeVar("F", bound=Callable[..., Any])
 # The client interface of a typed hub; plain ``class ChatHub(Hub)`` means ``Hub[Any]``.
@@ -113,6 +114,7 @@ class Hub(Generic[TClient]):
     context: HubCallerContext
     clients: HubCallerClients
     groups: GroupManager
+    presence: Presence
 
     # The name this hub has on the backplane; defaults to module.qualname.
     wire_name: ClassVar[str | None] = None

@@ -16,6 +16,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from backplane import Hub, HubConnectionHandler, HubContext, HubOptions
+from backplane.hub import hub_wire_name
+from backplane.redis.node import RedisNode
 
 from .auth import Authenticator, authenticate
 from .registry import ConnectionRegistry
@@ -64,11 +66,23 @@ class Hubplane:
             max_buffer_size=settings.max_buffer_size,
             protocols=tuple(settings.protocols),
         )
+        self.redis_node: RedisNode | None = None
+        if settings.redis_url:
+            self.redis_node = RedisNode(
+                settings.redis_url,
+                channel_prefix=settings.channel_prefix,
+                heartbeat=settings.presence_heartbeat,
+                timeout=settings.presence_timeout,
+                buffer_limit=settings.redis_buffer,
+            )
         for raw_path, hub_type in hubs.items():
             path = normalize_path(raw_path)
             if path in self.endpoints:
                 raise ValueError(f"two hubs at {path!r}")
-            endpoint = HubEndpoint(path, HubConnectionHandler(hub_type, options))
+            lifetime = None
+            if self.redis_node is not None:
+                lifetime = self.redis_node.manager(hub_wire_name(hub_type), options.protocols)
+            endpoint = HubEndpoint(path, HubConnectionHandler(hub_type, options, lifetime))
             self.endpoints[path] = endpoint
             self._by_type.setdefault(hub_type, endpoint)
 
@@ -213,6 +227,10 @@ class Hubplane:
             if base:
                 routes.append(WebSocketRoute(base + "/", ws))
                 routes.append(Route(base + "/", http, methods=HTTP_METHODS))
+        if self.settings.admin_token:
+            from .admin import admin_routes  # imported here: admin builds on this module
+
+            routes.extend(admin_routes(self))
         return routes
 
 

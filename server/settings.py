@@ -75,6 +75,27 @@ class Settings:
         default=None,
         metadata={"help": "Redis URL for the backplane (also read from REDIS_URL)"},
     )
+    channel_prefix: str = field(
+        default="",
+        metadata={
+            "help": "bytes glued before every Redis channel and key (as .NET's ChannelPrefix)"
+        },
+    )
+    admin_token: str | None = field(
+        default=None,
+        metadata={"help": "bearer token for the read-only /_hubplane/ admin API (off when unset)"},
+    )
+    presence_heartbeat: float = field(
+        default=1.0, metadata={"help": "seconds between a node's presence heartbeats in Redis"}
+    )
+    presence_timeout: float = field(
+        default=5.0,
+        metadata={"help": "seconds without a heartbeat after which a node counts as dead"},
+    )
+    redis_buffer: int = field(
+        default=10000,
+        metadata={"help": "publishes kept while Redis is unreachable; older ones are dropped"},
+    )
     workers: int = field(default=1, metadata={"help": "worker processes (needs Redis when > 1)"})
 
     def validate(self) -> Settings:
@@ -99,6 +120,18 @@ class Settings:
         unknown = [p for p in self.protocols if p not in ("json", "messagepack")]
         if unknown or not self.protocols:
             raise SettingsError("--protocols takes json and/or messagepack")
+        if self.presence_heartbeat <= 0 or self.presence_timeout <= self.presence_heartbeat:
+            raise SettingsError(
+                "--presence-timeout must be longer than --presence-heartbeat (both positive)"
+            )
+        if self.redis_buffer < 0:
+            raise SettingsError("--redis-buffer must be 0 or more")
+        if self.redis_url and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://", "redis+sentinel://")
+        ):
+            raise SettingsError(
+                "--redis-url must start with redis://, rediss://, unix:// or redis+sentinel://"
+            )
         if self.workers < 1:
             raise SettingsError("--workers must be at least 1")
         if self.workers > 1 and not self.redis_url:

@@ -10,15 +10,20 @@ from ..protocol.messages import HubMessage
 
 if TYPE_CHECKING:
     from ..connection import HubConnection
+    from ..presence import Presence
     from ..protocol import HubProtocol
 
 
 class SerializedMessage:
-    """One hub message with its bytes cached per protocol, so N recipients cost one encode."""
+    """One hub message with its bytes cached per protocol, so N recipients cost one encode.
+
+    A message from another node arrives as bytes only (``message`` is None); a protocol
+    missing from those bytes is served by decoding one that is there and re-encoding.
+    """
 
     __slots__ = ("message", "_cache")
 
-    def __init__(self, message: HubMessage, cache: dict[str, bytes] | None = None) -> None:
+    def __init__(self, message: HubMessage | None, cache: dict[str, bytes] | None = None) -> None:
         self.message = message
         self._cache: dict[str, bytes] = cache if cache is not None else {}
 
@@ -26,9 +31,29 @@ class SerializedMessage:
         """The framed bytes for ``protocol``, encoded at most once."""
         data = self._cache.get(protocol.name)
         if data is None:
-            data = protocol.write_message(self.message)
+            data = protocol.write_message(self.decoded())
             self._cache[protocol.name] = data
         return data
+
+    def decoded(self) -> HubMessage:
+        """The message object (decoded from cached bytes when it came from elsewhere)."""
+        if self.message is None:
+            from ..protocol import get_protocol
+
+            for name, data in self._cache.items():
+                source = get_protocol(name)
+                if source is None:
+                    continue
+                messages, _ = source.parse_messages(data)
+                if messages:
+                    self.message = messages[0]
+                    break
+            else:
+                raise ValueError(
+                    "This message was received from another server that did not have the "
+                    "requested protocol available."
+                )
+        return self.message
 
 
 class HubLifetimeManager(ABC):
@@ -36,6 +61,9 @@ class HubLifetimeManager(ABC):
 
     This is the only layer that knows whether there is one node or many.
     """
+
+    #: Cluster-wide (or, in memory, node-wide) answers about who is connected.
+    presence: Presence
 
     @abstractmethod
     async def on_connected(self, connection: HubConnection) -> None:
@@ -90,6 +118,10 @@ class HubLifetimeManager(ABC):
     @abstractmethod
     async def abort_connection(self, connection_id: str) -> None:
         """Disconnect a connection wherever it is connected."""
+
+    @abstractmethod
+    async def abort_user(self, user_id: str) -> None:
+        """Disconnect every connection of a user wherever it is connected."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Start background work (connections to other nodes). Default: nothing."""

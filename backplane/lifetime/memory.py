@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
+from ..presence import MemoryPresence
 from ..protocol.messages import InvocationMessage
 from .base import HubLifetimeManager, SerializedMessage
 
@@ -19,6 +20,7 @@ class MemoryLifetimeManager(HubLifetimeManager):
         self.connections: dict[str, HubConnection] = {}
         self.groups: dict[str, dict[str, HubConnection]] = {}
         self.users: dict[str, dict[str, HubConnection]] = {}
+        self.presence = MemoryPresence(self)
 
     # -- membership -------------------------------------------------------------------------
 
@@ -70,6 +72,11 @@ class MemoryLifetimeManager(HubLifetimeManager):
         """Disconnect a local connection."""
         connection = self.connections.get(connection_id)
         if connection is not None:
+            connection.abort()
+
+    async def abort_user(self, user_id: str) -> None:
+        """Disconnect every local connection of a user."""
+        for connection in list(self.users.get(user_id, {}).values()):
             connection.abort()
 
     # -- fan-out ----------------------------------------------------------------------------

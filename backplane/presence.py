@@ -1,0 +1,99 @@
+"""Cluster presence: which connections exist, where, for which user, in which groups.
+
+``self.presence`` inside hubs and ``hub_context.presence`` outside; every call is async and
+answers for one hub across the whole cluster (or the one node, with the in-memory manager).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .lifetime.memory import MemoryLifetimeManager
+
+
+def new_node_id() -> str:
+    """A unique node name: the host name and a random suffix (as .NET's server names)."""
+    return f"{socket.gethostname()}_{uuid.uuid4().hex}"
+
+
+class Presence(ABC):
+    """Read-only questions about who is connected to one hub."""
+
+    @abstractmethod
+    async def connections(self) -> list[str]:
+        """The ids of every connection of the hub."""
+
+    @abstractmethod
+    async def group_members(self, group: str) -> list[str]:
+        """The ids of the connections in ``group``."""
+
+    @abstractmethod
+    async def user_connections(self, user: str) -> list[str]:
+        """The ids of the connections of ``user``."""
+
+    async def is_user_online(self, user: str) -> bool:
+        """True when ``user`` has at least one connection."""
+        return bool(await self.user_connections(user))
+
+    @abstractmethod
+    async def groups_of(self, connection_id: str) -> list[str]:
+        """The groups a connection is in (empty for an unknown connection)."""
+
+    @abstractmethod
+    async def count_connections(self) -> int:
+        """How many connections the hub has."""
+
+    @abstractmethod
+    async def nodes(self) -> list[dict[str, Any]]:
+        """One dict per live node: ``id``, ``connections``, ``started``, ``last_heartbeat``.
+
+        Times are seconds since the Unix epoch.
+        """
+
+
+class MemoryPresence(Presence):
+    """Presence of a single node, answered from the in-memory manager's tables."""
+
+    def __init__(self, manager: MemoryLifetimeManager, node_id: str | None = None) -> None:
+        self._manager = manager
+        self.node_id = node_id or new_node_id()
+        self.started = time.time()
+        self.pid = os.getpid()
+
+    async def connections(self) -> list[str]:
+        """The ids of every connection of the hub."""
+        return list(self._manager.connections)
+
+    async def group_members(self, group: str) -> list[str]:
+        """The ids of the connections in ``group``."""
+        return list(self._manager.groups.get(group, ()))
+
+    async def user_connections(self, user: str) -> list[str]:
+        """The ids of the connections of ``user``."""
+        return list(self._manager.users.get(user, ()))
+
+    async def groups_of(self, connection_id: str) -> list[str]:
+        """The groups a connection is in (empty for an unknown connection)."""
+        connection = self._manager.connections.get(connection_id)
+        return sorted(connection.groups) if connection is not None else []
+
+    async def count_connections(self) -> int:
+        """How many connections the hub has."""
+        return len(self._manager.connections)
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """This node only."""
+        return [
+            {
+                "id": self.node_id,
+                "connections": len(self._manager.connections),
+                "started": self.started,
+                "last_heartbeat": time.time(),
+            }
+        ]

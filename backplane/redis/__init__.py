@@ -1,0 +1,1 @@
+"""The Redis backplane: wire format, node bus, lifetime manager, presence and emitter."""

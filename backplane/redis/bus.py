@@ -1,0 +1,490 @@
+"""One node's two Redis connections: a pipelining writer and a subscriber.
+
+Every hub on the node shares them. The writer is a single task that drains a queue into
+pipelined commands, so a burst of PUBLISHes costs a few round trips, not one each, and
+commands keep the order they were queued in (a presence query sees the writes queued
+before it). The subscriber holds one SUBSCRIBE connection for every channel the node's
+hubs need, dispatching each message to a plain (synchronous) handler.
+
+When Redis goes away both sides reconnect with backoff. Meanwhile publishes are kept up to
+a bound and flushed after reconnecting (the oldest are dropped beyond it, and counted);
+state writes are dropped (the owners rewrite their state on reconnect) and queries fail
+at once with :class:`BackplaneUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..errors import HubplaneError
+
+logger = logging.getLogger("hubplane.redis")
+
+Handler = Callable[[bytes, bytes], None]
+ReconnectHook = Callable[[], Awaitable[None]]
+
+# Commands per pipeline round trip; larger bursts take several.
+MAX_BATCH = 2048
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 2.0
+SUBSCRIBE_CONFIRM_TIMEOUT = 5.0
+
+_NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, EOFError)
+
+# Kinds of queued command.
+PUBLISH = 0  # buffered through an outage
+STATE = 1  # dropped while disconnected (rewritten on reconnect)
+QUERY = 2  # fails while disconnected
+
+
+class BackplaneUnavailable(HubplaneError):
+    """Redis cannot be reached right now."""
+
+
+@dataclass(slots=True)
+class BusStats:
+    """Counters of one node's Redis traffic (for readiness and metrics)."""
+
+    published: int = 0
+    received: int = 0
+    buffered: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+    batches: int = 0
+    errors: int = 0
+
+
+class _Command:
+    __slots__ = ("kind", "args", "future")
+
+    def __init__(self, kind: int, args: tuple[Any, ...], future: asyncio.Future[Any] | None):
+        self.kind = kind
+        self.args = args
+        self.future = future
+
+
+def _backoff(attempt: int) -> float:
+    delay: float = min(BACKOFF_MAX, BACKOFF_FIRST * (2**attempt))
+    return delay * (0.5 + random.random() / 2)
+
+
+def connect_redis(url: str, **kwargs: Any) -> aioredis.Redis:
+    """A redis-py asyncio client for ``url``: redis://, rediss:// (TLS), unix://, or
+    ``redis+sentinel://host:port[,host:port]/service_name[/db]`` for a Sentinel-managed master.
+    """
+    options: dict[str, Any] = {
+        "socket_keepalive": True,
+        "socket_connect_timeout": 2.0,
+        "health_check_interval": 0,
+        "retry_on_timeout": False,
+    }
+    options.update(kwargs)
+    if url.startswith("redis+sentinel://"):
+        from redis.asyncio.sentinel import Sentinel
+
+        rest = url[len("redis+sentinel://") :]
+        hosts_part, _, path = rest.partition("/")
+        service, _, db = path.partition("/")
+        if not service:
+            raise ValueError("a Sentinel URL needs a service name: redis+sentinel://h:p/mymaster")
+        hosts = []
+        for item in hosts_part.split(","):
+            host, _, port = item.rpartition(":")
+            hosts.append((host or "127.0.0.1", int(port or 26379)))
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            hosts, socket_connect_timeout=options["socket_connect_timeout"]
+        )
+        master: aioredis.Redis = sentinel.master_for(service, db=int(db or 0), **options)
+        return master
+    client: aioredis.Redis = aioredis.Redis.from_url(url, **options)
+    return client
+
+
+class RedisBus:
+    """The node's Redis connections (one writer, one subscriber), shared by all hubs."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        buffer_limit: int = 10000,
+        name: str = "node",
+    ) -> None:
+        self.url = url
+        self.name = name
+        self.buffer_limit = buffer_limit
+        self.stats = BusStats()
+        self._writer_client = connect_redis(url)
+        self._reader_client = connect_redis(url)
+        self._queue: deque[_Command] = deque()
+        self._wake = asyncio.Event()
+        self._writer_up = False
+        self._reader_up = False
+        self._closing = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._handlers: dict[bytes, Handler] = {}
+        self._pubsub: Any = None
+        self._sub_queue: deque[tuple[bool, bytes]] = deque()
+        self._sub_wake = asyncio.Event()
+        self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._reconnect_hooks: list[ReconnectHook] = []
+        self._writer_ready = asyncio.Event()
+        self._reader_ready = asyncio.Event()
+        self._scripts: dict[str, str] = {}  # sha -> source, loaded on every (re)connect
+        self.last_error: str | None = None
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while both the writer and the subscriber are connected."""
+        return self._writer_up and self._reader_up
+
+    def on_reconnect(self, hook: ReconnectHook) -> None:
+        """Run ``hook`` after the writer has (re)connected, before buffered publishes go out."""
+        self._reconnect_hooks.append(hook)
+
+    def register_script(self, source: str) -> str:
+        """Remember a Lua script (loaded on every connect); returns its SHA1."""
+        import hashlib
+
+        sha = hashlib.sha1(source.encode()).hexdigest()
+        self._scripts[sha] = source
+        return sha
+
+    async def start(self, wait: float = 5.0) -> None:
+        """Start the writer and the subscriber; wait up to ``wait`` seconds for Redis.
+
+        A Redis that is not there yet is not an error: the node serves local traffic and
+        keeps retrying in the background.
+        """
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._run_writer(), name="hubplane-redis-writer"),
+            loop.create_task(self._run_reader(), name="hubplane-redis-reader"),
+        ]
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(self._writer_ready.wait(), self._reader_ready.wait()), wait
+            )
+        except TimeoutError:
+            logger.warning(
+                "Redis at %s is not reachable yet; retrying in the background", self._safe_url
+            )
+
+    async def stop(self) -> None:
+        """Flush what is queued (briefly), then close both connections."""
+        if self._writer_up and self._queue:
+            deadline = time.monotonic() + 2.0
+            while self._queue and self._writer_up and time.monotonic() < deadline:
+                self._wake.set()
+                await asyncio.sleep(0.01)
+        self._closing = True
+        self._wake.set()
+        self._sub_wake.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._fail_pending(BackplaneUnavailable("the node is stopping"))
+        for client in (self._writer_client, self._reader_client):
+            try:
+                await client.aclose()
+            except Exception:
+                logger.debug("closing a Redis client failed", exc_info=True)
+
+    @property
+    def _safe_url(self) -> str:
+        # Never log a password.
+        if "@" in self.url:
+            scheme, _, rest = self.url.partition("://")
+            return f"{scheme}://***@{rest.rpartition('@')[2]}"
+        return self.url
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def publish(self, channel: bytes, data: bytes) -> None:
+        """Queue a PUBLISH (kept through an outage, up to the buffer bound)."""
+        queue = self._queue
+        if not self._writer_up:
+            self.stats.buffered += 1
+            if len(queue) >= self.buffer_limit:
+                self._drop_oldest_publish()
+                if len(queue) >= self.buffer_limit:
+                    self.stats.dropped += 1
+                    return
+        queue.append(_Command(PUBLISH, ("PUBLISH", channel, data), None))
+        if len(queue) == 1:
+            self._wake.set()
+
+    def command(self, *args: Any) -> None:
+        """Queue a state write (dropped while Redis is unreachable; owners rewrite later)."""
+        if not self._writer_up:
+            return
+        self._queue.append(_Command(STATE, args, None))
+        if len(self._queue) == 1:
+            self._wake.set()
+
+    async def query(self, *args: Any) -> Any:
+        """Run a command after everything queued before it and return its reply."""
+        if not self._writer_up:
+            raise BackplaneUnavailable(f"Redis is unreachable ({self.last_error or 'connecting'})")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Command(QUERY, args, future))
+        if len(self._queue) == 1:
+            self._wake.set()
+        return await future
+
+    async def publish_counted(self, channel: bytes, data: bytes) -> int:
+        """PUBLISH now (in order) and return how many subscribers received it."""
+        result = await self.query("PUBLISH", channel, data)
+        return int(result)
+
+    def _drop_oldest_publish(self) -> None:
+        for i, cmd in enumerate(self._queue):
+            if cmd.kind == PUBLISH:
+                del self._queue[i]
+                self.stats.dropped += 1
+                return
+
+    def _fail_pending(self, exc: Exception) -> None:
+        keep: deque[_Command] = deque()
+        for cmd in self._queue:
+            if cmd.kind == QUERY:
+                if cmd.future is not None and not cmd.future.done():
+                    cmd.future.set_exception(exc)
+            elif cmd.kind == PUBLISH and not self._closing:
+                keep.append(cmd)
+        self._queue = keep
+
+    async def _run_writer(self) -> None:
+        attempt = 0
+        while not self._closing:
+            try:
+                await self._connect_writer()
+            except _NETWORK_ERRORS + (RedisError,) as exc:
+                self._writer_down(exc)
+                await asyncio.sleep(_backoff(attempt))
+                attempt += 1
+                continue
+            if attempt:
+                self.stats.reconnects += 1
+                logger.warning("Redis writer reconnected to %s", self._safe_url)
+            attempt = 0
+            try:
+                await self._drain_forever()
+            except _NETWORK_ERRORS + (RedisError,) as exc:
+                self._writer_down(exc)
+                await asyncio.sleep(_backoff(0))
+                attempt = 1
+
+    async def _connect_writer(self) -> None:
+        client = self._writer_client
+        await client.ping()
+        for sha, source in self._scripts.items():
+            loaded = await client.script_load(source)
+            if loaded != sha:
+                raise RuntimeError("Lua script SHA mismatch")
+        self._writer_up = True
+        self.last_error = None
+        # Hooks run before buffered publishes flush: presence is rewritten first.
+        held = self._queue
+        self._queue = deque()
+        for hook in self._reconnect_hooks:
+            try:
+                await hook()
+            except _NETWORK_ERRORS:
+                self._queue.extend(held)
+                raise
+            except Exception:
+                logger.exception("a Redis reconnect hook failed")
+        self._queue.extend(held)
+        self._writer_ready.set()
+        if self._queue:
+            self._wake.set()
+
+    def _writer_down(self, exc: BaseException) -> None:
+        if self._writer_up:
+            logger.error(
+                "Redis writer lost its connection to %s: %s; serving local traffic, "
+                "buffering up to %d publishes",
+                self._safe_url,
+                exc,
+                self.buffer_limit,
+            )
+        self._writer_up = False
+        self.last_error = str(exc) or type(exc).__name__
+        self._fail_pending(BackplaneUnavailable(f"Redis is unreachable ({self.last_error})"))
+
+    async def _drain_forever(self) -> None:
+        client = self._writer_client
+        queue = self._queue
+        wake = self._wake
+        while not self._closing:
+            if not self._queue:
+                wake.clear()
+                await wake.wait()
+                continue
+            queue = self._queue
+            n = min(len(queue), MAX_BATCH)
+            batch = [queue.popleft() for _ in range(n)]
+            pipe = client.pipeline(transaction=False)
+            for cmd in batch:
+                pipe.execute_command(*cmd.args)
+            try:
+                results = await pipe.execute(raise_on_error=False)
+            except BaseException:
+                # Nothing is known to have been applied: put the batch back (a publish may
+                # then go out twice after a reconnect; at-least-once beats silent loss).
+                queue.extendleft(reversed([c for c in batch if c.kind != STATE]))
+                raise
+            self.stats.batches += 1
+            for cmd, result in zip(batch, results, strict=False):
+                if cmd.kind == PUBLISH:
+                    self.stats.published += 1
+                if isinstance(result, Exception):
+                    if cmd.future is not None and not cmd.future.done():
+                        cmd.future.set_exception(result)
+                    else:
+                        self.stats.errors += 1
+                        logger.warning("Redis command %s failed: %s", cmd.args[0], result)
+                elif cmd.future is not None and not cmd.future.done():
+                    cmd.future.set_result(result)
+
+    # -- subscribing -------------------------------------------------------------------------
+
+    async def subscribe(self, channel: bytes, handler: Handler, confirm: bool = True) -> None:
+        """Deliver messages on ``channel`` to ``handler(channel, data)``.
+
+        With ``confirm`` (and Redis reachable) this returns once Redis has confirmed the
+        subscription, so a message published right after cannot be missed.
+        """
+        new = channel not in self._handlers
+        self._handlers[channel] = handler
+        if not new:
+            return
+        future: asyncio.Future[None] | None = None
+        if confirm and self._reader_up:
+            future = asyncio.get_running_loop().create_future()
+            self._confirm.setdefault(channel, []).append(future)
+        self._sub_queue.append((True, channel))
+        self._sub_wake.set()
+        if future is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(future), SUBSCRIBE_CONFIRM_TIMEOUT)
+            except TimeoutError:
+                logger.warning("Redis did not confirm the subscription to %r in time", channel)
+
+    def unsubscribe(self, channel: bytes) -> None:
+        """Stop receiving ``channel``."""
+        if self._handlers.pop(channel, None) is None:
+            return
+        self._sub_queue.append((False, channel))
+        self._sub_wake.set()
+
+    def subscribed(self, channel: bytes) -> bool:
+        """True when the node holds a subscription to ``channel``."""
+        return channel in self._handlers
+
+    async def _run_reader(self) -> None:
+        attempt = 0
+        while not self._closing:
+            pubsub = self._reader_client.pubsub()
+            sender: asyncio.Task[None] | None = None
+            try:
+                # Start from scratch on every connection: subscribe to every channel held.
+                self._sub_queue.clear()
+                channels = list(self._handlers)
+                await pubsub.execute_command("SUBSCRIBE", *(channels or [b"hubplane:idle"]))
+                self._pubsub = pubsub
+                if attempt:
+                    self.stats.reconnects += 1
+                    logger.warning(
+                        "Redis subscriber reconnected to %s (%d channels)",
+                        self._safe_url,
+                        len(channels),
+                    )
+                attempt = 0
+                self._reader_up = True
+                self._reader_ready.set()
+                sender = asyncio.get_running_loop().create_task(self._run_sub_sender(pubsub))
+                await self._read_forever(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except _NETWORK_ERRORS + (RedisError,) as exc:
+                if self._reader_up:
+                    logger.error("Redis subscriber lost its connection: %s", exc)
+                self._reader_up = False
+                self.last_error = str(exc) or type(exc).__name__
+                await asyncio.sleep(_backoff(attempt))
+                attempt += 1
+            finally:
+                self._reader_up = False
+                if sender is not None:
+                    sender.cancel()
+                for waiters in self._confirm.values():
+                    for fut in waiters:
+                        if not fut.done():
+                            fut.set_result(None)
+                self._confirm.clear()
+                try:
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                except Exception:
+                    pass
+
+    async def _run_sub_sender(self, pubsub: Any) -> None:
+        """Send queued SUBSCRIBE/UNSUBSCRIBE commands in order, coalescing runs."""
+        queue = self._sub_queue
+        while True:
+            if not queue:
+                self._sub_wake.clear()
+                await self._sub_wake.wait()
+                continue
+            action, channel = queue.popleft()
+            run = [channel]
+            while queue and queue[0][0] == action and len(run) < 512:
+                run.append(queue.popleft()[1])
+            try:
+                await pubsub.connection.send_command("SUBSCRIBE" if action else "UNSUBSCRIBE", *run)
+            except _NETWORK_ERRORS:
+                return  # the reader notices, reconnects and resubscribes everything
+
+    async def _read_forever(self, pubsub: Any) -> None:
+        read = pubsub.parse_response
+        handlers = self._handlers
+        stats = self.stats
+        while not self._closing:
+            response = await read(block=True)
+            if response is None:
+                continue
+            # ['message', channel, data] is by far the most common reply.
+            if response[0] == b"message":
+                stats.received += 1
+                channel = response[1]
+                handler = handlers.get(channel)
+                if handler is not None:
+                    try:
+                        handler(channel, response[2])
+                    except Exception:
+                        logger.exception("handling a message on %r failed", channel)
+            elif response[0] == b"subscribe":
+                waiters = self._confirm.pop(response[1], None)
+                if waiters:
+                    for fut in waiters:
+                        if not fut.done():
+                            fut.set_result(None)

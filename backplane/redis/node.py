@@ -1,0 +1,310 @@
+"""A node on the Redis backplane: its bus, its heartbeat, and its presence entries.
+
+Presence keys (``docs/redis-protocol.md``; ``B`` = prefix + hub wire name, ``N`` = node id):
+
+- ``<prefix>hubplane:nodes``: ZSET of node ids scored by last heartbeat (ms since epoch)
+- ``<prefix>hubplane:node:N``: HASH id, host, pid, started (ms), hubs (msgpack list of B)
+- ``B:hubplane:conns``: HASH connection id -> msgpack ``[N, user or nil]``
+- ``B:hubplane:node:N`` / ``B:hubplane:user:U`` / ``B:hubplane:group:G``: SETs of connection ids
+- ``B:hubplane:groups-of:C``: SET of the groups of connection C
+
+Survivors purge a node whose heartbeat is older than the timeout, in one Lua script; a node
+whose heartbeat finds itself missing (Redis lost its data, or it was purged while stalled)
+writes all its entries again, as it does after every reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from ..presence import new_node_id
+from .bus import BackplaneUnavailable, RedisBus
+
+if TYPE_CHECKING:
+    from ..connection import HubConnection
+    from .manager import RedisLifetimeManager
+
+logger = logging.getLogger("hubplane.redis")
+
+# Removes one connection's presence entries. ARGV: hub base, connection id, node id.
+_REMOVE_CONNECTION = """
+local base, conn, node = ARGV[1], ARGV[2], ARGV[3]
+local conns = base .. ':hubplane:conns'
+local rec = redis.call('HGET', conns, conn)
+if rec then
+  local r = cmsgpack.unpack(rec)
+  if r[1] == node then
+    redis.call('HDEL', conns, conn)
+    if r[2] then redis.call('SREM', base .. ':hubplane:user:' .. r[2], conn) end
+  end
+end
+local gk = base .. ':hubplane:groups-of:' .. conn
+for _, g in ipairs(redis.call('SMEMBERS', gk)) do
+  redis.call('SREM', base .. ':hubplane:group:' .. g, conn)
+end
+redis.call('DEL', gk)
+redis.call('SREM', base .. ':hubplane:node:' .. node, conn)
+return 1
+"""
+
+# Purges a node that stopped heartbeating, unless it came back meanwhile.
+# KEYS: nodes zset, node hash. ARGV: node id, cutoff (ms).
+_PURGE_NODE = """
+local node = ARGV[1]
+local score = redis.call('ZSCORE', KEYS[1], node)
+if score and tonumber(score) > tonumber(ARGV[2]) then return 0 end
+local hubs = redis.call('HGET', KEYS[2], 'hubs')
+local removed = 0
+if hubs then
+  for _, base in ipairs(cmsgpack.unpack(hubs)) do
+    local nodeset = base .. ':hubplane:node:' .. node
+    local conns = base .. ':hubplane:conns'
+    for _, conn in ipairs(redis.call('SMEMBERS', nodeset)) do
+      local rec = redis.call('HGET', conns, conn)
+      if rec then
+        local r = cmsgpack.unpack(rec)
+        if r[1] == node then
+          redis.call('HDEL', conns, conn)
+          if r[2] then redis.call('SREM', base .. ':hubplane:user:' .. r[2], conn) end
+        end
+      end
+      local gk = base .. ':hubplane:groups-of:' .. conn
+      for _, g in ipairs(redis.call('SMEMBERS', gk)) do
+        redis.call('SREM', base .. ':hubplane:group:' .. g, conn)
+      end
+      redis.call('DEL', gk)
+      removed = removed + 1
+    end
+    redis.call('DEL', nodeset)
+  end
+end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], node)
+return removed + 1
+"""
+
+
+def _ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RedisNode:
+    """This process's membership of the cluster: bus, heartbeat, presence writes."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        channel_prefix: str | bytes = b"",
+        node_id: str | None = None,
+        heartbeat: float = 1.0,
+        timeout: float = 5.0,
+        buffer_limit: int = 10000,
+        presence: bool = True,
+    ) -> None:
+        self.prefix = (
+            channel_prefix.encode() if isinstance(channel_prefix, str) else bytes(channel_prefix)
+        )
+        self.node_id = node_id or new_node_id()
+        self.heartbeat = heartbeat
+        self.timeout = timeout
+        self.presence_enabled = presence
+        self.bus = RedisBus(redis_url, buffer_limit=buffer_limit, name=self.node_id)
+        self.started = time.time()
+        self.managers: list[RedisLifetimeManager] = []
+        self.nodes_key = self.prefix + b"hubplane:nodes"
+        self.node_key = self.node_key_of(self.node_id)
+        self._remove_sha = self.bus.register_script(_REMOVE_CONNECTION)
+        self._purge_sha = self.bus.register_script(_PURGE_NODE)
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._started = False
+        self.purged_nodes = 0
+        self.reregistrations = 0
+        if presence:
+            self.bus.on_reconnect(self._register_all)
+
+    def node_key_of(self, node_id: str) -> bytes:
+        """The HASH describing a node."""
+        return self.prefix + b"hubplane:node:" + node_id.encode()
+
+    def manager(self, hub_name: str, protocols: Sequence[str]) -> RedisLifetimeManager:
+        """A lifetime manager for one hub on this node."""
+        from .manager import RedisLifetimeManager
+
+        manager = RedisLifetimeManager(self, hub_name, protocols)
+        self.managers.append(manager)
+        return manager
+
+    async def start(self) -> None:
+        """Connect (waiting a little for Redis) and start heartbeating. Idempotent."""
+        if self._started:
+            return
+        self._started = True
+        await self.bus.start()
+        if self.presence_enabled:
+            self._heartbeat_task = asyncio.get_running_loop().create_task(
+                self._heartbeat_forever(), name="hubplane-heartbeat"
+            )
+
+    async def stop(self) -> None:
+        """Remove this node's presence entries (a clean leave) and close the bus."""
+        if not self._started:
+            return
+        self._started = False
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._heartbeat_task
+        if self.presence_enabled and self.bus._writer_up:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self.bus.query(
+                        "EVALSHA",
+                        self._purge_sha,
+                        2,
+                        self.nodes_key,
+                        self.node_key,
+                        self.node_id,
+                        2**62,
+                    ),
+                    2.0,
+                )
+        await self.bus.stop()
+
+    # -- presence writes (fire and forget, in order on the writer) --------------------------
+
+    def _info(self) -> list[Any]:
+        hubs = msgpack.packb([m.channels.base for m in self.managers], use_bin_type=False)
+        return [
+            b"id",
+            self.node_id,
+            b"host",
+            socket.gethostname(),
+            b"pid",
+            os.getpid(),
+            b"started",
+            int(self.started * 1000),
+            b"hubs",
+            hubs,
+        ]
+
+    async def _register_all(self) -> None:
+        """Write this node and every local entry (after a reconnect or a data loss)."""
+        bus = self.bus
+        bus.command("ZADD", self.nodes_key, _ms(), self.node_id)
+        bus.command("HSET", self.node_key, *self._info())
+        for manager in self.managers:
+            for connection in list(manager.connections.values()):
+                self.connection_added(manager, connection)
+                for group in connection.groups:
+                    self.group_added(manager, connection.connection_id, group)
+
+    def connection_added(self, manager: RedisLifetimeManager, connection: HubConnection) -> None:
+        """Record a new local connection."""
+        if not self.presence_enabled:
+            return
+        keys = manager.keys
+        cid = connection.connection_id
+        user = connection.user.id if connection.user is not None else None
+        bus = self.bus
+        bus.command("HSET", keys.conns, cid, msgpack.packb([self.node_id, user]))
+        bus.command("SADD", keys.node(self.node_id), cid)
+        if user is not None:
+            bus.command("SADD", keys.user(user), cid)
+
+    def connection_removed(self, manager: RedisLifetimeManager, connection_id: str) -> None:
+        """Forget a local connection (and its groups)."""
+        if not self.presence_enabled:
+            return
+        self.bus.command(
+            "EVALSHA", self._remove_sha, 0, manager.keys.base, connection_id, self.node_id
+        )
+
+    def group_added(self, manager: RedisLifetimeManager, connection_id: str, group: str) -> None:
+        """Record a local connection joining a group."""
+        if not self.presence_enabled:
+            return
+        keys = manager.keys
+        self.bus.command("SADD", keys.group(group), connection_id)
+        self.bus.command("SADD", keys.groups_of(connection_id), group)
+
+    def group_removed(self, manager: RedisLifetimeManager, connection_id: str, group: str) -> None:
+        """Record a local connection leaving a group."""
+        if not self.presence_enabled:
+            return
+        keys = manager.keys
+        self.bus.command("SREM", keys.group(group), connection_id)
+        self.bus.command("SREM", keys.groups_of(connection_id), group)
+
+    # -- liveness ----------------------------------------------------------------------------
+
+    async def live_nodes(self) -> dict[str, float]:
+        """Node id -> last heartbeat (seconds since epoch) of every live node."""
+        cutoff = _ms() - int(self.timeout * 1000)
+        raw = await self.bus.query("ZRANGEBYSCORE", self.nodes_key, cutoff, "+inf", "WITHSCORES")
+        result: dict[str, float] = {}
+        # redis-py may hand back a flat list or (member, score) pairs, depending on version.
+        pairs = (
+            raw
+            if raw and isinstance(raw[0], list | tuple)
+            else zip(raw[::2], raw[1::2], strict=True)
+        )
+        for member, score in pairs:
+            result[member.decode()] = float(score) / 1000.0
+        return result
+
+    async def is_live(self, node_id: str) -> bool:
+        """True when ``node_id`` heartbeated within the timeout."""
+        if node_id == self.node_id:
+            return True
+        score = await self.bus.query("ZSCORE", self.nodes_key, node_id)
+        return score is not None and float(score) >= _ms() - self.timeout * 1000
+
+    async def beat(self) -> None:
+        """One heartbeat: refresh our score (re-registering when missing), purge the dead."""
+        bus = self.bus
+        now = _ms()
+        updated = await bus.query("ZADD", self.nodes_key, "XX", "CH", now, self.node_id)
+        # 0 also when the score did not change (same millisecond): check that we are missing.
+        if not updated and await bus.query("ZSCORE", self.nodes_key, self.node_id) is None:
+            self.reregistrations += 1
+            logger.warning(
+                "node %s missing from Redis presence (data lost or purged): registering again",
+                self.node_id,
+            )
+            await self._register_all()
+        cutoff = now - int(self.timeout * 1000)
+        dead = await bus.query("ZRANGEBYSCORE", self.nodes_key, "-inf", cutoff)
+        for raw in dead:
+            node = raw.decode()
+            if node == self.node_id:
+                continue
+            removed = await bus.query(
+                "EVALSHA", self._purge_sha, 2, self.nodes_key, self.node_key_of(node), node, cutoff
+            )
+            if removed:
+                self.purged_nodes += 1
+                logger.warning(
+                    "node %s stopped heartbeating: purged it and %d connections",
+                    node,
+                    int(removed) - 1,
+                )
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            try:
+                await self.beat()
+            except BackplaneUnavailable:
+                pass
+            except Exception:
+                logger.exception("presence heartbeat failed")
+            await asyncio.sleep(self.heartbeat)
