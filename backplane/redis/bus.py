@@ -144,6 +144,8 @@ class RedisBus:
         self._reader_ready = asyncio.Event()
         self._scripts: dict[str, str] = {}  # sha -> source, loaded on every (re)connect
         self.last_error: str | None = None
+        #: How long start() waits for Redis before going on in the background.
+        self.connect_wait = 5.0
 
     # -- state -------------------------------------------------------------------------------
 
@@ -164,12 +166,14 @@ class RedisBus:
         self._scripts[sha] = source
         return sha
 
-    async def start(self, wait: float = 5.0) -> None:
+    async def start(self, wait: float | None = None) -> None:
         """Start the writer and the subscriber; wait up to ``wait`` seconds for Redis.
 
         A Redis that is not there yet is not an error: the node serves local traffic and
         keeps retrying in the background.
         """
+        if wait is None:
+            wait = self.connect_wait
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._run_writer(), name="hubplane-redis-writer"),

@@ -79,6 +79,9 @@ def _write_many(
 class RedisLifetimeManager(HubLifetimeManager):
     """Connections of one hub on this node, and the routes to the rest of the cluster."""
 
+    #: False for a publisher without clients of its own (the emitter).
+    serves_clients = True
+
     def __init__(self, node: RedisNode, hub_name: str, protocols: Sequence[str]) -> None:
         self.node = node
         self.bus = node.bus
@@ -106,10 +109,11 @@ class RedisLifetimeManager(HubLifetimeManager):
         await self.node.start()
         ch = self.channels
         bus = self.bus
-        await bus.subscribe(ch.all, self._on_all)
-        await bus.subscribe(ch.internal_groups, self._on_group_command)
         await bus.subscribe(ch.ack(self.node_id), self._on_ack)
-        await bus.subscribe(ch.control, self._on_control)
+        if self.serves_clients:
+            await bus.subscribe(ch.all, self._on_all)
+            await bus.subscribe(ch.internal_groups, self._on_group_command)
+            await bus.subscribe(ch.control, self._on_control)
 
     async def stop(self) -> None:
         """Leave the cluster (the node stops once every hub has stopped)."""

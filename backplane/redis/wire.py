@@ -70,7 +70,9 @@ def _unpack_prefix(data: bytes, needed: int, kind: str, cause: Exception) -> lis
         items: list[Any] = [unpacker.unpack() for _ in range(min(length, needed))]
     except Exception:
         raise WireError(f"{kind}: not MessagePack ({cause})") from cause
-    return items + [_UNREAD] * (length - len(items))
+    # Pad to at most one element past what was read: enough for the length checks, and a
+    # header claiming billions of elements allocates nothing.
+    return items + [_UNREAD] * (min(length, needed + 1) - len(items))
 
 
 def _text(value: str) -> str:

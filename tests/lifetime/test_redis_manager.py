@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
 import pytest
 import redis.asyncio as aioredis
 
-from backplane import Hub, HubConnectionHandler, HubOptions, User
 from backplane.protocol import (
     JSON_PROTOCOL,
     MESSAGEPACK_PROTOCOL,
@@ -24,78 +21,8 @@ from backplane.protocol import (
     InvocationMessage,
 )
 from backplane.redis import wire
-from backplane.redis.manager import ConnectionNotFoundError, RedisLifetimeManager
-from backplane.redis.node import RedisNode
-from tests.hub.helpers import Client
-
-HUB = "Tests.RedisHub"
-
-
-class RedisHub(Hub):
-    wire_name = HUB
-
-    async def ping(self) -> str:
-        return "pong"
-
-
-class Cluster:
-    """Nodes in one process sharing a Redis under a private prefix."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.prefix = f"t{uuid.uuid4().hex[:8]}:"
-        self.nodes: list[RedisNode] = []
-        self.handlers: list[HubConnectionHandler] = []
-        self.clients: list[Client] = []
-
-    async def add_node(self, **kw: Any) -> HubConnectionHandler:
-        node = RedisNode(self.url, channel_prefix=self.prefix, heartbeat=0.2, timeout=1.0, **kw)
-        manager = node.manager(HUB, ("json", "messagepack"))
-        handler = HubConnectionHandler(RedisHub, HubOptions(), manager)
-        await manager.start()
-        self.nodes.append(node)
-        self.handlers.append(handler)
-        return handler
-
-    async def connect(
-        self,
-        handler: HubConnectionHandler,
-        cid: str,
-        protocol: str = "json",
-        user: str | None = None,
-    ) -> Client:
-        client = Client(handler, cid, protocol, user=User(user) if user else None)
-        await client.handshake()
-        self.clients.append(client)
-        return client
-
-    @staticmethod
-    def lifetime(handler: HubConnectionHandler) -> RedisLifetimeManager:
-        assert isinstance(handler.lifetime, RedisLifetimeManager)
-        return handler.lifetime
-
-    async def close(self) -> None:
-        for client in self.clients:
-            await client.conn.transport_closed()
-        for handler in self.handlers:
-            await handler.lifetime.stop()
-
-
-@pytest.fixture
-async def cluster(redis_server: Any) -> AsyncIterator[Cluster]:
-    c = Cluster(redis_server.url)
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
-def targets(messages: list[Any]) -> list[tuple[str, list[Any]]]:
-    return [(m.target, m.arguments) for m in messages if isinstance(m, InvocationMessage)]
-
-
-async def settle(seconds: float = 0.05) -> None:
-    await asyncio.sleep(seconds)
+from backplane.redis.manager import ConnectionNotFoundError
+from tests.lifetime.cluster import HUB, Cluster, settle, targets
 
 
 async def test_all_and_all_except_reach_every_node(cluster: Cluster) -> None:

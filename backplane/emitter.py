@@ -1,0 +1,308 @@
+"""Publish to a hub's clients from any process that can reach Redis, without running a node.
+
+::
+
+    emitter = Emitter("redis://redis:6379/0", hub="myapp.hubs.ChatHub")
+    await emitter.clients.group("room").send("Msg", "hello")
+    await emitter.groups.add(connection_id, "room")
+    await emitter.abort(connection_id)
+    await emitter.aclose()
+
+``SyncEmitter`` offers the same without ``await``, for code that has no event loop. Each send
+returns once Redis has taken the PUBLISH and raises ``BackplaneUnavailable`` when Redis cannot
+be reached, so a service knows its message went out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Collection, Coroutine, Iterable, Sequence
+from typing import Any, TypeVar
+
+from .clients import ClientProxy, GroupManager, HubClients
+from .presence import Presence, new_node_id
+from .redis import wire
+from .redis.manager import RedisLifetimeManager
+from .redis.node import RedisNode
+
+T = TypeVar("T")
+
+
+class _EmitterLifetime(RedisLifetimeManager):
+    """A lifetime manager with no clients: every call publishes and waits for Redis."""
+
+    serves_clients = False
+
+    def __init__(self, node: RedisNode, hub_name: str, protocols: Sequence[str]) -> None:
+        super().__init__(node, hub_name, protocols)
+        self._pending: list[asyncio.Future[Any]] = []
+        self._start_lock = asyncio.Lock()
+
+    async def ensure_started(self) -> None:
+        if not self._started:
+            async with self._start_lock:
+                await self.start()
+
+    def _publish(
+        self, channel: bytes, message: Any, exclude: Collection[str] | None = None
+    ) -> None:
+        data = wire.write_invocation(self._payloads(message), exclude, origin=self.node_id)
+        self._pending.append(asyncio.ensure_future(self.bus.query("PUBLISH", channel, data)))
+
+    async def _confirmed(self, call: Coroutine[Any, Any, None]) -> None:
+        await self.ensure_started()
+        # The send methods publish without awaiting in between, so what this call queued
+        # is exactly what was added to _pending while it ran.
+        self._pending = []
+        await call
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*pending)
+
+    async def send_all(
+        self, method: str, args: list[Any], exclude: Collection[str] | None = None
+    ) -> None:
+        await self._confirmed(super().send_all(method, args, exclude))
+
+    async def send_connection(self, connection_id: str, method: str, args: list[Any]) -> None:
+        await self._confirmed(super().send_connection(connection_id, method, args))
+
+    async def send_connections(
+        self, connection_ids: Collection[str], method: str, args: list[Any]
+    ) -> None:
+        await self._confirmed(super().send_connections(connection_ids, method, args))
+
+    async def send_group(
+        self, group: str, method: str, args: list[Any], exclude: Collection[str] | None = None
+    ) -> None:
+        await self._confirmed(super().send_group(group, method, args, exclude))
+
+    async def send_groups(self, groups: Collection[str], method: str, args: list[Any]) -> None:
+        await self._confirmed(super().send_groups(groups, method, args))
+
+    async def send_user(self, user_id: str, method: str, args: list[Any]) -> None:
+        await self._confirmed(super().send_user(user_id, method, args))
+
+    async def send_users(self, user_ids: Collection[str], method: str, args: list[Any]) -> None:
+        await self._confirmed(super().send_users(user_ids, method, args))
+
+    async def add_to_group(self, connection_id: str, group: str) -> None:
+        await self.ensure_started()
+        await super().add_to_group(connection_id, group)
+
+    async def remove_from_group(self, connection_id: str, group: str) -> None:
+        await self.ensure_started()
+        await super().remove_from_group(connection_id, group)
+
+    async def abort_connection(self, connection_id: str) -> None:
+        await self.ensure_started()
+        await self.bus.query(
+            "PUBLISH",
+            self.channels.control,
+            wire.write_control(wire.CONTROL_ABORT_CONNECTION, connection_id),
+        )
+
+    async def abort_user(self, user_id: str) -> None:
+        await self.ensure_started()
+        await self.bus.query(
+            "PUBLISH", self.channels.control, wire.write_control(wire.CONTROL_ABORT_USER, user_id)
+        )
+
+
+class Emitter:
+    """Reach the clients of one hub through Redis: ``clients``, ``groups``, ``abort``."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        hub: str,
+        channel_prefix: str | bytes = "",
+        protocols: Sequence[str] = ("json", "messagepack"),
+    ) -> None:
+        self.hub = hub
+        self._node = RedisNode(
+            redis_url,
+            channel_prefix=channel_prefix,
+            node_id=f"emitter_{new_node_id().partition('_')[0]}_{uuid.uuid4().hex}",
+            presence=False,
+        )
+        # A service wants to hear quickly that Redis is not there.
+        self._node.bus.connect_wait = 2.0
+        self._lifetime = _EmitterLifetime(self._node, hub, tuple(protocols))
+        self.clients = HubClients(self._lifetime)
+        self.groups = GroupManager(self._lifetime)
+
+    @property
+    def presence(self) -> Presence:
+        """Read the cluster's presence for this hub (as ``hub_context.presence``)."""
+        return self._lifetime.presence
+
+    async def abort(self, connection_id: str) -> None:
+        """Disconnect a connection wherever it is connected."""
+        await self._lifetime.abort_connection(connection_id)
+
+    async def abort_user(self, user_id: str) -> None:
+        """Disconnect every connection of a user wherever it is connected."""
+        await self._lifetime.abort_user(user_id)
+
+    async def aclose(self) -> None:
+        """Flush and close the Redis connections."""
+        await self._lifetime.stop()
+
+    async def __aenter__(self) -> Emitter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+# --------------------------------------------------------------------------- synchronous
+
+
+class _LoopThread:
+    """An event loop in a daemon thread that runs coroutines for synchronous callers."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="hubplane-emitter", daemon=True
+        )
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(self.timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+class SyncClientProxy:
+    """A set of clients to send to, synchronously: ``proxy.send("Method", *args)``."""
+
+    __slots__ = ("_runner", "_proxy")
+
+    def __init__(self, runner: _LoopThread, proxy: ClientProxy) -> None:
+        self._runner = runner
+        self._proxy = proxy
+
+    def send(self, method: str, *args: Any) -> None:
+        """Send ``method(*args)``; returns once Redis has taken it."""
+        self._runner.run(self._proxy.send(method, *args))
+
+
+class SyncHubClients:
+    """The client proxies of :class:`HubClients`, synchronous."""
+
+    def __init__(self, runner: _LoopThread, clients: HubClients) -> None:
+        self._runner = runner
+        self._clients = clients
+        self.all = SyncClientProxy(runner, clients.all)
+
+    def _wrap(self, proxy: ClientProxy) -> SyncClientProxy:
+        return SyncClientProxy(self._runner, proxy)
+
+    def all_except(self, connection_ids: Iterable[str]) -> SyncClientProxy:
+        """Every connection except the listed ones."""
+        return self._wrap(self._clients.all_except(connection_ids))
+
+    def client(self, connection_id: str) -> SyncClientProxy:
+        """One connection."""
+        return self._wrap(self._clients.client(connection_id))
+
+    def clients(self, connection_ids: Iterable[str]) -> SyncClientProxy:
+        """Each of the listed connections."""
+        return self._wrap(self._clients.clients(connection_ids))
+
+    def group(self, name: str) -> SyncClientProxy:
+        """The members of a group."""
+        return self._wrap(self._clients.group(name))
+
+    def groups(self, names: Iterable[str]) -> SyncClientProxy:
+        """The members of each listed group."""
+        return self._wrap(self._clients.groups(names))
+
+    def group_except(self, name: str, connection_ids: Iterable[str]) -> SyncClientProxy:
+        """The members of a group except the listed connections."""
+        return self._wrap(self._clients.group_except(name, connection_ids))
+
+    def user(self, user_id: str) -> SyncClientProxy:
+        """Every connection of a user."""
+        return self._wrap(self._clients.user(user_id))
+
+    def users(self, user_ids: Iterable[str]) -> SyncClientProxy:
+        """Every connection of each listed user."""
+        return self._wrap(self._clients.users(user_ids))
+
+
+class SyncGroupManager:
+    """Adds connections to groups and removes them, synchronously."""
+
+    def __init__(self, runner: _LoopThread, groups: GroupManager) -> None:
+        self._runner = runner
+        self._groups = groups
+
+    def add(self, connection_id: str, group: str) -> None:
+        """Add a connection (on any node) to a group."""
+        self._runner.run(self._groups.add(connection_id, group))
+
+    def remove(self, connection_id: str, group: str) -> None:
+        """Remove a connection (on any node) from a group."""
+        self._runner.run(self._groups.remove(connection_id, group))
+
+
+class SyncEmitter:
+    """:class:`Emitter` for synchronous code: the same calls without ``await``."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        hub: str,
+        channel_prefix: str | bytes = "",
+        protocols: Sequence[str] = ("json", "messagepack"),
+        timeout: float = 35.0,
+    ) -> None:
+        self._runner = _LoopThread(timeout)
+        self._emitter: Emitter = self._runner.run(
+            _make_emitter(redis_url, hub, channel_prefix, protocols)
+        )
+        self.hub = hub
+        self.clients = SyncHubClients(self._runner, self._emitter.clients)
+        self.groups = SyncGroupManager(self._runner, self._emitter.groups)
+
+    def abort(self, connection_id: str) -> None:
+        """Disconnect a connection wherever it is connected."""
+        self._runner.run(self._emitter.abort(connection_id))
+
+    def abort_user(self, user_id: str) -> None:
+        """Disconnect every connection of a user wherever it is connected."""
+        self._runner.run(self._emitter.abort_user(user_id))
+
+    def close(self) -> None:
+        """Flush, close the Redis connections and stop the background loop."""
+        try:
+            self._runner.run(self._emitter.aclose())
+        finally:
+            self._runner.close()
+
+    def aclose(self) -> None:
+        """The same as :meth:`close` (the name the asynchronous emitter uses)."""
+        self.close()
+
+    def __enter__(self) -> SyncEmitter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _make_emitter(
+    redis_url: str, hub: str, channel_prefix: str | bytes, protocols: Sequence[str]
+) -> Emitter:
+    # Built inside the loop thread: its asyncio objects belong to that loop.
+    return Emitter(redis_url, hub, channel_prefix, protocols)
