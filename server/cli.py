@@ -12,7 +12,16 @@ from typing import Any
 
 from . import logs
 from .errors import SettingsError
-from .runner import HubplaneServer
+from .runner import (
+    EXIT_STARTUP,
+    SUPERVISOR_ENV,
+    WORKER_ENV,
+    HubplaneServer,
+    WorkerSupervisor,
+    listen_sockets,
+    reuse_port_supported,
+    stop_with_parent,
+)
 from .settings import Settings, add_arguments, build_settings
 
 logger = logging.getLogger("hubplane.cli")
@@ -108,26 +117,73 @@ def serve(argv: Sequence[str]) -> int:
     )
     add_arguments(parser)
     args = parser.parse_args(list(argv))
+    worker = os.environ.get(WORKER_ENV)
     try:
         settings = build_settings(args)
         logs.install(settings.log_level)
         if settings.workers > 1:
-            raise SettingsError(
-                "--workers > 1 needs the Redis backplane, which this version does not have yet"
-            )
-        if settings.redis_url:
-            logger.warning(
-                "a Redis URL is set but this version has no Redis backplane yet: "
-                "serving as a single node"
-            )
+            check_workers(settings)
+        # Import the hubs here even for a supervisor, so a bad --hub fails before any worker.
         app = build_app(settings)
     except SettingsError as exc:
         print(f"hubplane: error: {exc}", file=sys.stderr)
         return 2
+    if settings.workers > 1:
+        return run_workers(argv, settings)
     config = uvicorn.Config(app, **_uvicorn_options(settings))  # configures uvicorn's logging
     logs.guard_handlers()
-    HubplaneServer(config).run()
+    server = HubplaneServer(config)
+    if not worker:
+        server.run()
+        return 0
+    try:
+        sockets = listen_sockets(settings.host, settings.port)
+    except OSError as exc:
+        logger.error(
+            "worker %s cannot listen on %s:%d: %s", worker, settings.host, settings.port, exc
+        )
+        return EXIT_STARTUP
+    supervisor = os.environ.get(SUPERVISOR_ENV, "")
+    stop_with_parent(server, int(supervisor) if supervisor.isdigit() else os.getppid())
+    logger.info(
+        "worker %s (pid %d) serving on http://%s:%d",
+        worker,
+        os.getpid(),
+        settings.host,
+        settings.port,
+    )
+    try:
+        server.run(sockets=sockets)
+    except KeyboardInterrupt:  # a second Ctrl+C forwarded by the supervisor: no traceback
+        return 130
     return 0
+
+
+def check_workers(settings: Settings) -> None:
+    """Refuse ``--workers N`` settings that cannot work (Redis is checked by the settings)."""
+    if settings.port == 0:
+        raise SettingsError(
+            "--port 0 cannot be used with --workers > 1: each worker would listen on a "
+            "different free port; choose a port"
+        )
+    if not reuse_port_supported():
+        raise SettingsError(
+            "--workers > 1 needs SO_REUSEPORT, which this platform lacks; run one process "
+            "per port behind a load balancer instead"
+        )
+
+
+def run_workers(argv: Sequence[str], settings: Settings) -> int:
+    """Supervise ``settings.workers`` children, each ``hubplane serve ... --workers 1``."""
+    # The last --workers flag wins, and flags win over HUBPLANE_WORKERS.
+    command = [sys.executable, "-m", "server.cli", "serve", *argv, "--workers", "1"]
+    logger.info(
+        "serving on http://%s:%d with %d worker processes",
+        settings.host,
+        settings.port,
+        settings.workers,
+    )
+    return WorkerSupervisor(command, settings.workers).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
