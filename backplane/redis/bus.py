@@ -15,6 +15,7 @@ at once with :class:`BackplaneUnavailable`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -38,7 +39,10 @@ ReconnectHook = Callable[[], Awaitable[None]]
 # Commands per pipeline round trip; larger bursts take several.
 MAX_BATCH = 2048  # default of RedisBus.max_batch
 BACKOFF_FIRST = 0.05
-BACKOFF_MAX = 2.0
+BACKOFF_MAX = 1.0
+# After a reconnect the writer holds its queue this long, so the other nodes' subscribers
+# (retrying at most BACKOFF_MAX apart) are back before the buffered publishes go out.
+FLUSH_DELAY = 1.5
 SUBSCRIBE_CONFIRM_TIMEOUT = 5.0
 
 # PUBLISH every (channel, message) pair of ARGV, in order.
@@ -156,6 +160,9 @@ class RedisBus:
         self.connect_wait = 5.0
         #: Commands per pipelined round trip (1 turns pipelining off, for comparison).
         self.max_batch = MAX_BATCH
+        #: Seconds the writer holds its queue after reconnecting (see FLUSH_DELAY).
+        self.flush_delay = FLUSH_DELAY
+        self._hold_until = 0.0
         #: Send runs of publishes as one Lua call (False: one PUBLISH command each).
         self.publish_script = True
         self._publish_sha = self.register_script(_PUBLISH_MANY)
@@ -238,7 +245,8 @@ class RedisBus:
     def publish(self, channel: bytes, data: bytes) -> None:
         """Queue a PUBLISH (kept through an outage, up to the buffer bound)."""
         queue = self._queue
-        if not self._writer_up:
+        if not (self._writer_up and self._reader_up):
+            # Either side down means Redis is (about to be found) unreachable.
             self.stats.buffered += 1
             if len(queue) >= self.buffer_limit:
                 self._drop_oldest_publish()
@@ -301,7 +309,13 @@ class RedisBus:
                 continue
             if attempt:
                 self.stats.reconnects += 1
-                logger.warning("Redis writer reconnected to %s", self._safe_url)
+                logger.warning(
+                    "Redis writer reconnected to %s; flushing %d queued commands in %.1f s",
+                    self._safe_url,
+                    len(self._queue),
+                    self.flush_delay,
+                )
+                self._hold_until = asyncio.get_running_loop().time() + self.flush_delay
             attempt = 0
             try:
                 await self._drain_forever()
@@ -349,6 +363,7 @@ class RedisBus:
         self._fail_pending(BackplaneUnavailable(f"Redis is unreachable ({self.last_error})"))
 
     async def _drain_forever(self) -> None:
+        loop = asyncio.get_running_loop()
         client = self._writer_client
         queue = self._queue
         wake = self._wake
@@ -358,8 +373,19 @@ class RedisBus:
                 await wake.wait()
                 continue
             queue = self._queue
-            n = min(len(queue), self.max_batch)
-            batch = [queue.popleft() for _ in range(n)]
+            hold = self._hold_until - loop.time()
+            if hold > 0:
+                # Publishes wait for the other nodes to resubscribe; the rest goes now.
+                batch = [c for c in queue if c.kind != PUBLISH]
+                if not batch:
+                    wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), hold)
+                    continue
+                self._queue = queue = deque(c for c in queue if c.kind == PUBLISH)
+            else:
+                n = min(len(queue), self.max_batch)
+                batch = [queue.popleft() for _ in range(n)]
             # Runs of plain PUBLISHes travel as one script call: Redis does the same work,
             # and redis-py packs one command and parses one reply instead of hundreds.
             pipe = client.pipeline(transaction=False)
