@@ -3,14 +3,20 @@
 from .clients import ClientProxy, GroupManager, HubCallerClients, HubClients, HubContext
 from .connection import HubConnection
 from .emitter import Emitter, SyncEmitter
-from .errors import HubException, HubplaneError, HubRegistrationError, ProtocolError
+from .errors import (
+    ConnectionNotFoundError,
+    HubException,
+    HubplaneError,
+    HubRegistrationError,
+    ProtocolError,
+)
 from .handler import HubConnectionHandler, HubOptions
 from .hub import Hub, HubCallerContext, User, hub_method
 from .lifetime.base import HubLifetimeManager, SerializedMessage
 from .lifetime.memory import MemoryLifetimeManager
 from .presence import Presence
 from .redis.bus import BackplaneUnavailable
-from .redis.manager import ConnectionNotFoundError, RedisLifetimeManager
+from .redis.manager import RedisLifetimeManager
 
 __all__ = [
     "BackplaneUnavailable",

@@ -31,9 +31,21 @@ class ClientProxy:
 
 
 class SingleClientProxy(ClientProxy):
-    """A proxy for exactly one connection."""
+    """A proxy for exactly one connection, which can also ask it for a result."""
 
-    __slots__ = ()
+    __slots__ = ("_lifetime",)
+
+    def __init__(self, lifetime: HubLifetimeManager, connection_id: str) -> None:
+        super().__init__(lifetime.send_connection, connection_id)
+        self._lifetime = lifetime
+
+    async def invoke(self, method: str, *args: Any, timeout: float | None = 30.0) -> Any:
+        """Call ``method(*args)`` on the client, wherever it is connected, and return its result.
+
+        Raises ``HubException`` with the client's error, ``TimeoutError`` after ``timeout``
+        seconds, and ``ConnectionNotFoundError`` when no node has the connection.
+        """
+        return await self._lifetime.invoke_connection(self._targets[0], method, list(args), timeout)
 
 
 class HubClients:
@@ -51,7 +63,7 @@ class HubClients:
 
     def client(self, connection_id: str) -> SingleClientProxy:
         """One connection."""
-        return SingleClientProxy(self._lifetime.send_connection, connection_id)
+        return SingleClientProxy(self._lifetime, connection_id)
 
     def clients(self, connection_ids: Iterable[str]) -> ClientProxy:
         """Each of the listed connections."""
@@ -86,7 +98,7 @@ class HubCallerClients(HubClients):
     def __init__(self, lifetime: HubLifetimeManager, caller_id: str) -> None:
         super().__init__(lifetime)
         self._caller_id = caller_id
-        self.caller: SingleClientProxy = SingleClientProxy(lifetime.send_connection, caller_id)
+        self.caller: SingleClientProxy = SingleClientProxy(lifetime, caller_id)
         self.others: ClientProxy = ClientProxy(lifetime.send_all, exclude=frozenset((caller_id,)))
 
     def others_in_group(self, name: str) -> ClientProxy:

@@ -21,3 +21,7 @@ class MessageTooLargeError(ProtocolError):
 
 class HubRegistrationError(HubplaneError):
     """A hub class cannot be registered (for example two methods share a name)."""
+
+
+class ConnectionNotFoundError(HubplaneError, LookupError):
+    """No live node owns the connection."""

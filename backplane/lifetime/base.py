@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from ..protocol.messages import HubMessage
+from ..errors import ConnectionNotFoundError, HubException
+from ..protocol.messages import CompletionMessage, HubMessage, InvocationMessage
 
 if TYPE_CHECKING:
     from ..connection import HubConnection
@@ -120,6 +122,12 @@ class HubLifetimeManager(ABC):
         """Disconnect a connection wherever it is connected."""
 
     @abstractmethod
+    async def invoke_connection(
+        self, connection_id: str, method: str, args: list[Any], timeout: float | None
+    ) -> Any:
+        """Call ``method`` on one client and return its result (a client result)."""
+
+    @abstractmethod
     async def abort_user(self, user_id: str) -> None:
         """Disconnect every connection of a user wherever it is connected."""
 
@@ -128,3 +136,37 @@ class HubLifetimeManager(ABC):
 
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Stop background work. Default: nothing."""
+
+
+def new_invocation_id() -> str:
+    """A random 22-character id, as .NET's client-result ids (a GUID in base64url)."""
+    import base64
+    import uuid
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def completion_outcome(completion: CompletionMessage, future: asyncio.Future[Any]) -> None:
+    """Settle ``future`` with a client's Completion: its result, or a HubException."""
+    if future.done():
+        return
+    if completion.error is not None:
+        future.set_exception(HubException(completion.error))
+    else:
+        future.set_result(completion.result)
+
+
+async def invoke_local(
+    connection: HubConnection, method: str, args: list[Any], timeout: float | None
+) -> Any:
+    """Ask a connection on this node for a client result and wait for it."""
+    if connection.closing or connection.protocol is None:
+        raise ConnectionNotFoundError(f"Connection '{connection.connection_id}' does not exist.")
+    invocation_id = new_invocation_id()
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    connection.results[invocation_id] = lambda completion: completion_outcome(completion, future)
+    try:
+        connection.write_message(InvocationMessage(method, args, invocation_id=invocation_id))
+        return await asyncio.wait_for(future, timeout)
+    finally:
+        connection.results.pop(invocation_id, None)

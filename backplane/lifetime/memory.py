@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ConnectionNotFoundError
 from ..presence import MemoryPresence
 from ..protocol.messages import InvocationMessage
-from .base import HubLifetimeManager, SerializedMessage
+from .base import HubLifetimeManager, SerializedMessage, invoke_local
 
 if TYPE_CHECKING:
     from ..connection import HubConnection
@@ -73,6 +74,15 @@ class MemoryLifetimeManager(HubLifetimeManager):
         connection = self.connections.get(connection_id)
         if connection is not None:
             connection.abort()
+
+    async def invoke_connection(
+        self, connection_id: str, method: str, args: list[Any], timeout: float | None
+    ) -> Any:
+        """Call ``method`` on one client and return its result."""
+        connection = self.connections.get(connection_id)
+        if connection is None:
+            raise ConnectionNotFoundError(f"Connection '{connection_id}' does not exist.")
+        return await invoke_local(connection, method, args, timeout)
 
     async def abort_user(self, user_id: str) -> None:
         """Disconnect every local connection of a user."""

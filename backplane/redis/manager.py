@@ -15,8 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from ..errors import HubplaneError
-from ..lifetime.base import HubLifetimeManager, SerializedMessage
+from ..errors import ConnectionNotFoundError, HubException
+from ..lifetime.base import (
+    HubLifetimeManager,
+    SerializedMessage,
+    completion_outcome,
+    invoke_local,
+    new_invocation_id,
+)
 from ..presence import Presence
 from ..protocol import HubProtocol, get_protocol
 from ..protocol.messages import CompletionMessage, InvocationMessage
@@ -33,10 +39,6 @@ logger = logging.getLogger("hubplane.redis")
 ACK_TIMEOUT = 30.0
 # ... and how long when no live node is known to own the connection.
 UNKNOWN_OWNER_GRACE = 1.0
-
-
-class ConnectionNotFoundError(HubplaneError, LookupError):
-    """No live node owns the connection."""
 
 
 class PresenceKeys:
@@ -96,6 +98,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         self.presence: RedisPresence = RedisPresence(self)
         self._ack_id = 0
         self._acks: dict[int, asyncio.Future[None]] = {}
+        self._results: dict[str, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
 
@@ -110,6 +113,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         ch = self.channels
         bus = self.bus
         await bus.subscribe(ch.ack(self.node_id), self._on_ack)
+        await bus.subscribe(ch.return_channel(self.node_id), self._on_return)
         if self.serves_clients:
             await bus.subscribe(ch.all, self._on_all)
             await bus.subscribe(ch.internal_groups, self._on_group_command)
@@ -122,7 +126,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         self._started = False
         for task in list(self._tasks):
             task.cancel()
-        for fut in self._acks.values():
+        for fut in [*self._acks.values(), *self._results.values()]:
             if not fut.done():
                 fut.set_exception(BackplaneUnavailable("the node is stopping"))
         if all(not m._started for m in self.node.managers):
@@ -250,6 +254,75 @@ class RedisLifetimeManager(HubLifetimeManager):
                 ) from None
         finally:
             self._acks.pop(command_id, None)
+
+    async def invoke_connection(
+        self, connection_id: str, method: str, args: list[Any], timeout: float | None
+    ) -> Any:
+        """Call ``method`` on one client, on any node, and return its result.
+
+        A remote call travels in the 4-element invocation with this node's return channel.
+        It fails at once when no node is subscribed to the connection (PUBLISH reached
+        nobody), and within the presence timeout when the owning node dies meanwhile.
+        """
+        connection = self.connections.get(connection_id)
+        if connection is not None:
+            return await invoke_local(connection, method, args, timeout)
+        invocation_id = new_invocation_id()
+        message = SerializedMessage(InvocationMessage(method, args, invocation_id=invocation_id))
+        data = wire.write_invocation(
+            self._payloads(message),
+            invocation_id=invocation_id,
+            return_channel=self.channels.return_channel_name(self.node_id),
+        )
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._results[invocation_id] = future
+        try:
+            receivers = await self.bus.publish_counted(
+                self.channels.connection(connection_id), data
+            )
+            if receivers == 0:
+                raise ConnectionNotFoundError(f"Connection '{connection_id}' does not exist.")
+            owner = await self.presence.owner_of(connection_id)
+            loop = asyncio.get_running_loop()
+            deadline = None if timeout is None else loop.time() + timeout
+            while True:
+                step = self.node.timeout
+                if deadline is not None:
+                    step = min(step, deadline - loop.time())
+                    if step <= 0:
+                        raise TimeoutError(
+                            f"Client result from connection '{connection_id}' timed out."
+                        )
+                try:
+                    return await asyncio.wait_for(asyncio.shield(future), step)
+                except TimeoutError:
+                    if owner is not None and not await self.node.is_live(owner):
+                        raise HubException("Connection disconnected.") from None
+        finally:
+            self._results.pop(invocation_id, None)
+
+    def _on_return(self, channel: bytes, data: bytes) -> None:
+        try:
+            protocol_name, framed = wire.read_completion(data)
+        except wire.WireError as exc:
+            logger.warning("dropping a malformed completion from Redis: %s", exc)
+            return
+        protocol = get_protocol(protocol_name)
+        if protocol is None:
+            logger.warning(
+                "a completion in unknown protocol %r (mismatched servers?)", protocol_name
+            )
+            return
+        try:
+            messages, _ = protocol.parse_messages(framed)
+        except Exception as exc:
+            logger.warning("dropping an unreadable completion from Redis: %s", exc)
+            return
+        for completion in messages:
+            if isinstance(completion, CompletionMessage):
+                future = self._results.get(completion.invocation_id)
+                if future is not None:
+                    completion_outcome(completion, future)
 
     async def abort_connection(self, connection_id: str) -> None:
         """Disconnect a connection wherever it is connected."""

@@ -14,6 +14,7 @@ import msgpack
 import pytest
 import redis.asyncio as aioredis
 
+from backplane import ConnectionNotFoundError
 from backplane.protocol import (
     JSON_PROTOCOL,
     MESSAGEPACK_PROTOCOL,
@@ -21,7 +22,6 @@ from backplane.protocol import (
     InvocationMessage,
 )
 from backplane.redis import wire
-from backplane.redis.manager import ConnectionNotFoundError
 from tests.lifetime.cluster import HUB, Cluster, settle, targets
 
 
