@@ -525,8 +525,11 @@ class RedisBus:
             run = [channel]
             while queue and queue[0][0] == action and len(run) < 512:
                 run.append(queue.popleft()[1])
+            connection = pubsub.connection
+            if connection is None:
+                return  # closed: the reader reconnects and resubscribes everything
             try:
-                await pubsub.connection.send_command("SUBSCRIBE" if action else "UNSUBSCRIBE", *run)
+                await connection.send_command("SUBSCRIBE" if action else "UNSUBSCRIBE", *run)
             except _NETWORK_ERRORS:
                 return  # the reader notices, reconnects and resubscribes everything
 

@@ -41,12 +41,17 @@ def free_port() -> int:
 
 
 async def run_once(
-    url: str, messages: int, max_batch: int, receivers: int, script: bool = True
+    url: str,
+    messages: int,
+    max_batch: int,
+    receivers: int,
+    script: bool = True,
+    protocols: tuple[str, ...] = ("json", "messagepack"),
 ) -> dict[str, float]:
     prefix = f"bench{os.getpid()}{max_batch}:"
     sender = RedisNode(url, channel_prefix=prefix, presence=False)
     receiver = RedisNode(url, channel_prefix=prefix, presence=False)
-    m1 = sender.manager(BenchHub.wire_name, ("json", "messagepack"))
+    m1 = sender.manager(BenchHub.wire_name, protocols)
     m2 = receiver.manager(BenchHub.wire_name, ("json", "messagepack"))
     h2 = HubConnectionHandler(BenchHub, HubOptions(max_buffer_size=1 << 30), m2)
     await m1.start()
