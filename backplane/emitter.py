@@ -38,12 +38,10 @@ class _EmitterLifetime(RedisLifetimeManager):
     def __init__(self, node: RedisNode, hub_name: str, protocols: Sequence[str]) -> None:
         super().__init__(node, hub_name, protocols)
         self._pending: list[asyncio.Future[Any]] = []
-        self._start_lock = asyncio.Lock()
 
     async def ensure_started(self) -> None:
         if not self._started:
-            async with self._start_lock:
-                await self.start()
+            await self.start()
 
     def _publish(
         self, channel: bytes, message: Any, exclude: Collection[str] | None = None

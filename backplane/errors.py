@@ -23,5 +23,5 @@ class HubRegistrationError(HubplaneError):
     """A hub class cannot be registered (for example two methods share a name)."""
 
 
-class ConnectionNotFoundError(HubplaneError, LookupError):
-    """No live node owns the connection."""
+class ConnectionNotFoundError(HubException, LookupError):
+    """No live node owns the connection (its message reaches a calling client verbatim)."""

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -96,11 +98,13 @@ def connect_redis(url: str, **kwargs: Any) -> aioredis.Redis:
     """A redis-py asyncio client for ``url``: redis://, rediss:// (TLS), unix://, or
     ``redis+sentinel://host:port[,host:port]/service_name[/db]`` for a Sentinel-managed master.
     """
+    # No retries inside redis-py: the bus has its own reconnect loop, and redis-py's default
+    # backoff (seconds) would keep a node deaf long after Redis is back.
     options: dict[str, Any] = {
         "socket_keepalive": True,
         "socket_connect_timeout": 2.0,
         "health_check_interval": 0,
-        "retry_on_timeout": False,
+        "retry": Retry(NoBackoff(), 0),
     }
     options.update(kwargs)
     if url.startswith("redis+sentinel://"):
@@ -152,6 +156,7 @@ class RedisBus:
         self._sub_wake = asyncio.Event()
         self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
         self._reconnect_hooks: list[ReconnectHook] = []
+        self._resubscribed_hooks: list[Callable[[], None]] = []
         self._writer_ready = asyncio.Event()
         self._reader_ready = asyncio.Event()
         self._scripts: dict[str, str] = {}  # sha -> source, loaded on every (re)connect
@@ -162,6 +167,9 @@ class RedisBus:
         self.max_batch = MAX_BATCH
         #: Seconds the writer holds its queue after reconnecting (see FLUSH_DELAY).
         self.flush_delay = FLUSH_DELAY
+        #: Seconds between keep-alive PINGs on the idle subscriber connection.
+        self.ping_interval = 5.0
+        self._last_read = 0.0
         self._hold_until = 0.0
         #: Send runs of publishes as one Lua call (False: one PUBLISH command each).
         self.publish_script = True
@@ -173,6 +181,10 @@ class RedisBus:
     def connected(self) -> bool:
         """True while both the writer and the subscriber are connected."""
         return self._writer_up and self._reader_up
+
+    def on_resubscribed(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` each time the subscriber is back after losing its connection."""
+        self._resubscribed_hooks.append(hook)
 
     def on_reconnect(self, hook: ReconnectHook) -> None:
         """Run ``hook`` after the writer has (re)connected, before buffered publishes go out."""
@@ -262,8 +274,7 @@ class RedisBus:
         if not self._writer_up:
             return
         self._queue.append(_Command(STATE, args, None))
-        if len(self._queue) == 1:
-            self._wake.set()
+        self._wake.set()
 
     async def query(self, *args: Any) -> Any:
         """Run a command after everything queued before it and return its reply."""
@@ -271,18 +282,24 @@ class RedisBus:
             raise BackplaneUnavailable(f"Redis is unreachable ({self.last_error or 'connecting'})")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append(_Command(QUERY, args, future))
-        if len(self._queue) == 1:
-            self._wake.set()
+        self._wake.set()
         return await future
 
     async def publish_counted(self, channel: bytes, data: bytes) -> int:
-        """PUBLISH now (in order) and return how many subscribers received it."""
-        result = await self.query("PUBLISH", channel, data)
-        return int(result)
+        """PUBLISH (in order with the other publishes) and return how many received it.
+
+        Raises :class:`BackplaneUnavailable` at once while Redis is unreachable.
+        """
+        if not self._writer_up:
+            raise BackplaneUnavailable(f"Redis is unreachable ({self.last_error or 'connecting'})")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Command(PUBLISH, ("PUBLISH", channel, data), future))
+        self._wake.set()
+        return int(await future)
 
     def _drop_oldest_publish(self) -> None:
         for i, cmd in enumerate(self._queue):
-            if cmd.kind == PUBLISH:
+            if cmd.kind == PUBLISH and cmd.future is None:
                 del self._queue[i]
                 self.stats.dropped += 1
                 return
@@ -290,8 +307,9 @@ class RedisBus:
     def _fail_pending(self, exc: Exception) -> None:
         keep: deque[_Command] = deque()
         for cmd in self._queue:
-            if cmd.kind == QUERY:
-                if cmd.future is not None and not cmd.future.done():
+            if cmd.future is not None:
+                # Somebody waits for this reply: tell them now rather than much later.
+                if not cmd.future.done():
                     cmd.future.set_exception(exc)
             elif cmd.kind == PUBLISH and not self._closing:
                 keep.append(cmd)
@@ -304,7 +322,7 @@ class RedisBus:
                 await self._connect_writer()
             except _NETWORK_ERRORS + (RedisError,) as exc:
                 self._writer_down(exc)
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(_backoff(attempt - 1 if attempt else 0))
                 attempt += 1
                 continue
             if attempt:
@@ -320,8 +338,11 @@ class RedisBus:
             try:
                 await self._drain_forever()
             except _NETWORK_ERRORS + (RedisError,) as exc:
-                self._writer_down(exc)
-                await asyncio.sleep(_backoff(0))
+                # A connection that went stale while idle (Redis restarted) gets one
+                # immediate replacement, so nobody waiting on the queue is failed for it.
+                if self._closing:
+                    return
+                logger.warning("Redis writer connection failed (%s); reconnecting", exc)
                 attempt = 1
 
     async def _connect_writer(self) -> None:
@@ -392,7 +413,7 @@ class RedisBus:
             groups: list[list[_Command]] = []
             run: list[_Command] = []
             for cmd in batch:
-                if cmd.kind == PUBLISH and self.publish_script:
+                if cmd.kind == PUBLISH and cmd.future is None and self.publish_script:
                     run.append(cmd)
                     continue
                 if run:
@@ -403,7 +424,7 @@ class RedisBus:
                 groups.append(run)
             for group in groups:
                 first = group[0]
-                if first.kind == PUBLISH and self.publish_script:
+                if first.kind == PUBLISH and first.future is None and self.publish_script:
                     args: list[Any] = ["EVALSHA", self._publish_sha, 0]
                     for cmd in group:
                         args.append(cmd.args[1])
@@ -419,7 +440,11 @@ class RedisBus:
                 queue.extendleft(reversed([c for c in batch if c.kind != STATE]))
                 raise
             self.stats.batches += 1
+            retry: list[_Command] = []
             for group, result in zip(groups, results, strict=False):
+                if isinstance(result, Exception) and "NOSCRIPT" in str(result):
+                    retry.extend(group)  # Redis lost our scripts (SCRIPT FLUSH): reload, resend
+                    continue
                 for cmd in group:
                     if cmd.kind == PUBLISH:
                         self.stats.published += 1
@@ -431,6 +456,11 @@ class RedisBus:
                             logger.warning("Redis command %s failed: %s", cmd.args[0], result)
                     elif cmd.future is not None and not cmd.future.done():
                         cmd.future.set_result(result)
+            if retry:
+                logger.warning("Redis lost hubplane's Lua scripts: loading them again")
+                for source in self._scripts.values():
+                    await client.script_load(source)
+                queue.extendleft(reversed(retry))
 
     # -- subscribing -------------------------------------------------------------------------
 
@@ -442,14 +472,16 @@ class RedisBus:
         """
         new = channel not in self._handlers
         self._handlers[channel] = handler
-        if not new:
-            return
+        if not new and channel not in self._confirm:
+            return  # subscribed and confirmed
         future: asyncio.Future[None] | None = None
         if confirm and self._reader_up:
+            # A second caller for a channel still being confirmed waits for the same reply.
             future = asyncio.get_running_loop().create_future()
             self._confirm.setdefault(channel, []).append(future)
-        self._sub_queue.append((True, channel))
-        self._sub_wake.set()
+        if new:
+            self._sub_queue.append((True, channel))
+            self._sub_wake.set()
         if future is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(future), SUBSCRIBE_CONFIRM_TIMEOUT)
@@ -485,6 +517,11 @@ class RedisBus:
                         self._safe_url,
                         len(channels),
                     )
+                    for hook in self._resubscribed_hooks:
+                        try:
+                            hook()
+                        except Exception:
+                            logger.exception("a Redis resubscribe hook failed")
                 attempt = 0
                 self._reader_up = True
                 self._reader_ready.set()
@@ -514,12 +551,34 @@ class RedisBus:
                     pass
 
     async def _run_sub_sender(self, pubsub: Any) -> None:
-        """Send queued SUBSCRIBE/UNSUBSCRIBE commands in order, coalescing runs."""
+        """Send queued SUBSCRIBE/UNSUBSCRIBE commands in order, coalescing runs.
+
+        When idle it PINGs every ``ping_interval`` seconds, and drops the connection when
+        nothing at all has come back for three intervals: a socket that died silently
+        (a NAT or balancer timeout) would otherwise leave the node deaf for good.
+        """
         queue = self._sub_queue
+        loop = asyncio.get_running_loop()
         while True:
             if not queue:
                 self._sub_wake.clear()
-                await self._sub_wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._sub_wake.wait(), self.ping_interval)
+                if queue:
+                    continue
+                if loop.time() - self._last_read > 3 * self.ping_interval:
+                    logger.error("Redis subscriber heard nothing for too long: reconnecting")
+                    connection = pubsub.connection
+                    if connection is not None:
+                        await connection.disconnect()
+                    return
+                connection = pubsub.connection
+                if connection is None:
+                    return
+                try:
+                    await connection.send_command("PING", check_health=False)
+                except _NETWORK_ERRORS:
+                    return
                 continue
             action, channel = queue.popleft()
             run = [channel]
@@ -535,10 +594,13 @@ class RedisBus:
 
     async def _read_forever(self, pubsub: Any) -> None:
         read = pubsub.parse_response
+        loop_time = asyncio.get_running_loop().time
+        self._last_read = loop_time()
         handlers = self._handlers
         stats = self.stats
         while not self._closing:
             response = await read(block=True)
+            self._last_read = loop_time()
             if response is None:
                 continue
             # ['message', channel, data] is by far the most common reply.

@@ -98,26 +98,33 @@ class RedisLifetimeManager(HubLifetimeManager):
         self.presence: RedisPresence = RedisPresence(self)
         self._ack_id = 0
         self._acks: dict[int, asyncio.Future[None]] = {}
+        # Group commands awaiting their ack, by id: sent again when our subscriber comes
+        # back, since an ack published while it was away is lost (add/remove are idempotent).
+        self._unacked: dict[int, bytes] = {}
         self._results: dict[str, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
+        self._start_lock = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Join the cluster: start the node (once) and subscribe to the hub's fixed channels."""
-        if self._started:
-            return
-        self._started = True
-        await self.node.start()
-        ch = self.channels
-        bus = self.bus
-        await bus.subscribe(ch.ack(self.node_id), self._on_ack)
-        await bus.subscribe(ch.return_channel(self.node_id), self._on_return)
-        if self.serves_clients:
-            await bus.subscribe(ch.all, self._on_all)
-            await bus.subscribe(ch.internal_groups, self._on_group_command)
-            await bus.subscribe(ch.control, self._on_control)
+        # One start, however many callers arrive at once (the emitter starts on first use).
+        async with self._start_lock:
+            if self._started:
+                return
+            self.bus.on_resubscribed(self._resend_group_commands)
+            await self.node.start()
+            ch = self.channels
+            bus = self.bus
+            await bus.subscribe(ch.ack(self.node_id), self._on_ack)
+            await bus.subscribe(ch.return_channel(self.node_id), self._on_return)
+            if self.serves_clients:
+                await bus.subscribe(ch.all, self._on_all)
+                await bus.subscribe(ch.internal_groups, self._on_group_command)
+                await bus.subscribe(ch.control, self._on_control)
+            self._started = True
 
     async def stop(self) -> None:
         """Leave the cluster (the node stops once every hub has stopped)."""
@@ -227,16 +234,20 @@ class RedisLifetimeManager(HubLifetimeManager):
         Fails within about a second when no live node owns the connection (.NET waits
         30 s), using the presence table to tell a slow owner from a missing one.
         """
+        if not self.bus.connected:
+            # Fail now rather than buffer a change the caller is told has failed.
+            raise BackplaneUnavailable(
+                f"Redis is unreachable: cannot change the groups of connection '{connection_id}'"
+            )
         self._ack_id = command_id = wire.next_command_id(self._ack_id)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._acks[command_id] = future
+        data = wire.write_group_command(
+            wire.GroupCommand(command_id, self.node_id, action, group, connection_id)
+        )
+        self._unacked[command_id] = data
         try:
-            self.bus.publish(
-                self.channels.internal_groups,
-                wire.write_group_command(
-                    wire.GroupCommand(command_id, self.node_id, action, group, connection_id)
-                ),
-            )
+            self.bus.publish(self.channels.internal_groups, data)
             owner = await self.presence.owner_of(connection_id)
             owned = owner is not None and await self.node.is_live(owner)
             try:
@@ -254,6 +265,7 @@ class RedisLifetimeManager(HubLifetimeManager):
                 ) from None
         finally:
             self._acks.pop(command_id, None)
+            self._unacked.pop(command_id, None)
 
     async def invoke_connection(
         self, connection_id: str, method: str, args: list[Any], timeout: float | None
@@ -323,6 +335,10 @@ class RedisLifetimeManager(HubLifetimeManager):
                 future = self._results.get(completion.invocation_id)
                 if future is not None:
                     completion_outcome(completion, future)
+
+    def _resend_group_commands(self) -> None:
+        for data in self._unacked.values():
+            self.bus.publish(self.channels.internal_groups, data)
 
     async def abort_connection(self, connection_id: str) -> None:
         """Disconnect a connection wherever it is connected."""
@@ -471,6 +487,8 @@ class RedisLifetimeManager(HubLifetimeManager):
         if invocation is None:
             return
         connection = self.connections.get(cid)
+        if connection is not None and connection.closing:
+            connection = None  # ending: its pending results have already been failed
         if invocation.invocation_id and invocation.return_channel:
             # A client result asked for by another node: answer on its return channel.
             return_channel = self.node.prefix + invocation.return_channel.encode()
@@ -513,13 +531,15 @@ class RedisLifetimeManager(HubLifetimeManager):
             logger.warning("dropping a malformed group command from Redis: %s", exc)
             return
         connection = self.connections.get(command.connection_id)
-        if connection is None:
-            return  # not ours
+        if connection is None or connection.closing:
+            return  # not ours (or ending: no ack, and the sender fails within a second)
         self._spawn(self._apply_group_command(connection, command))
 
     async def _apply_group_command(
         self, connection: HubConnection, command: wire.GroupCommand
     ) -> None:
+        if self.connections.get(connection.connection_id) is not connection:
+            return  # it left meanwhile
         if command.action == wire.GROUP_ADD:
             await self._add_local(connection, command.group)
         elif command.action == wire.GROUP_REMOVE:

@@ -93,8 +93,40 @@ return removed + 1
 """
 
 
-def _ms() -> int:
-    return int(time.time() * 1000)
+# Node liveness uses Redis's clock, so skewed host clocks cannot make a live node look dead.
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# Registers a node. KEYS: nodes zset. ARGV: node id.
+_TOUCH = (
+    _NOW
+    + """
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+return now
+"""
+)
+
+# One heartbeat. KEYS: nodes zset. ARGV: node id, timeout (ms).
+# Returns {1 if the node was registered, now, ids of nodes silent for longer than the timeout}.
+_HEARTBEAT = (
+    _NOW
+    + """
+local present = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if present then redis.call('ZADD', KEYS[1], now, ARGV[1]) end
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+return {present and 1 or 0, now, dead}
+"""
+)
+
+# Live nodes with their last heartbeat. KEYS: nodes zset. ARGV: timeout (ms).
+_LIVE = (
+    _NOW
+    + """
+return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf', 'WITHSCORES')
+"""
+)
 
 
 class RedisNode:
@@ -125,6 +157,10 @@ class RedisNode:
         self.node_key = self.node_key_of(self.node_id)
         self._remove_sha = self.bus.register_script(_REMOVE_CONNECTION)
         self._purge_sha = self.bus.register_script(_PURGE_NODE)
+        self._touch_sha = self.bus.register_script(_TOUCH)
+        self._heartbeat_sha = self.bus.register_script(_HEARTBEAT)
+        self._live_sha = self.bus.register_script(_LIVE)
+        self._start_lock = asyncio.Lock()
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._started = False
         self.purged_nodes = 0
@@ -146,14 +182,15 @@ class RedisNode:
 
     async def start(self) -> None:
         """Connect (waiting a little for Redis) and start heartbeating. Idempotent."""
-        if self._started:
-            return
-        self._started = True
-        await self.bus.start()
-        if self.presence_enabled:
-            self._heartbeat_task = asyncio.get_running_loop().create_task(
-                self._heartbeat_forever(), name="hubplane-heartbeat"
-            )
+        async with self._start_lock:
+            if self._started:
+                return
+            await self.bus.start()
+            if self.presence_enabled:
+                self._heartbeat_task = asyncio.get_running_loop().create_task(
+                    self._heartbeat_forever(), name="hubplane-heartbeat"
+                )
+            self._started = True
 
     async def stop(self) -> None:
         """Remove this node's presence entries (a clean leave) and close the bus."""
@@ -198,9 +235,16 @@ class RedisNode:
         ]
 
     async def _register_all(self) -> None:
-        """Write this node and every local entry (after a reconnect or a data loss)."""
+        """Write this node and every local entry (after a reconnect or a data loss).
+
+        Our old entries go first: removals dropped during an outage must not leave ghosts.
+        The writer runs these in order, so nobody sees the node half written for long.
+        """
         bus = self.bus
-        bus.command("ZADD", self.nodes_key, _ms(), self.node_id)
+        bus.command(
+            "EVALSHA", self._purge_sha, 2, self.nodes_key, self.node_key, self.node_id, 2**62
+        )
+        bus.command("EVALSHA", self._touch_sha, 1, self.nodes_key, self.node_id)
         bus.command("HSET", self.node_key, *self._info())
         for manager in self.managers:
             for connection in list(manager.connections.values()):
@@ -249,8 +293,9 @@ class RedisNode:
 
     async def live_nodes(self) -> dict[str, float]:
         """Node id -> last heartbeat (seconds since epoch) of every live node."""
-        cutoff = _ms() - int(self.timeout * 1000)
-        raw = await self.bus.query("ZRANGEBYSCORE", self.nodes_key, cutoff, "+inf", "WITHSCORES")
+        raw = await self.bus.query(
+            "EVALSHA", self._live_sha, 1, self.nodes_key, int(self.timeout * 1000)
+        )
         result: dict[str, float] = {}
         # redis-py may hand back a flat list or (member, score) pairs, depending on version.
         pairs = (
@@ -266,24 +311,27 @@ class RedisNode:
         """True when ``node_id`` heartbeated within the timeout."""
         if node_id == self.node_id:
             return True
-        score = await self.bus.query("ZSCORE", self.nodes_key, node_id)
-        return score is not None and float(score) >= _ms() - self.timeout * 1000
+        return node_id in await self.live_nodes()
 
     async def beat(self) -> None:
         """One heartbeat: refresh our score (re-registering when missing), purge the dead."""
         bus = self.bus
-        now = _ms()
-        updated = await bus.query("ZADD", self.nodes_key, "XX", "CH", now, self.node_id)
-        # 0 also when the score did not change (same millisecond): check that we are missing.
-        if not updated and await bus.query("ZSCORE", self.nodes_key, self.node_id) is None:
+        present, now, dead = await bus.query(
+            "EVALSHA",
+            self._heartbeat_sha,
+            1,
+            self.nodes_key,
+            self.node_id,
+            int(self.timeout * 1000),
+        )
+        if not present:
             self.reregistrations += 1
             logger.warning(
                 "node %s missing from Redis presence (data lost or purged): registering again",
                 self.node_id,
             )
             await self._register_all()
-        cutoff = now - int(self.timeout * 1000)
-        dead = await bus.query("ZRANGEBYSCORE", self.nodes_key, "-inf", cutoff)
+        cutoff = int(now) - int(self.timeout * 1000)
         for raw in dead:
             node = raw.decode()
             if node == self.node_id:
