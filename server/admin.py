@@ -142,6 +142,10 @@ class AdminApi:
         groups = sorted(await presence.groups_of(connection_id))
         return {"hub": path, "connection": connection_id, "groups": groups}
 
+    async def backplane(self, request: Request) -> Any:
+        """``GET /_hubplane/backplane``: this node's Redis state and counters."""
+        return self.hubplane.backplane_status()
+
     async def not_found(self, request: Request) -> Any:
         """Any other path under the prefix (after authentication, so it reveals nothing)."""
         raise AdminError(404, "no such admin endpoint")
@@ -152,6 +156,7 @@ def admin_routes(hubplane: Hubplane) -> list[BaseRoute]:
     api = AdminApi(hubplane)
     table: list[tuple[str, Handler]] = [
         ("/hubs", api.hubs),
+        ("/backplane", api.backplane),
         ("/nodes", api.nodes),
         ("/connections", api.connections),
         # group and user names may hold any character, '/' included (sent as %2F)

@@ -96,6 +96,33 @@ class Hubplane:
             raise KeyError(f"no hub {hub!r} is served here")
         return endpoint.handler.context
 
+    def backplane_status(self) -> dict[str, Any]:
+        """This node's backplane: Redis reachable or not, and its traffic counters.
+
+        Readiness and metrics read this; the admin API serves it at ``/_hubplane/backplane``.
+        """
+        node = self.redis_node
+        if node is None:
+            return {"mode": "memory", "connected": True}
+        bus = node.bus
+        stats = bus.stats
+        return {
+            "mode": "redis",
+            "node": node.node_id,
+            "connected": bus.connected,
+            "last_error": bus.last_error,
+            "published": stats.published,
+            "received": stats.received,
+            "buffered": stats.buffered,
+            "dropped": stats.dropped,
+            "queued": len(bus._queue),
+            "reconnects": stats.reconnects,
+            "round_trips": stats.batches,
+            "errors": stats.errors,
+            "purged_nodes": node.purged_nodes,
+            "reregistrations": node.reregistrations,
+        }
+
     def handlers(self) -> list[HubConnectionHandler]:
         """The handler of every hub."""
         return [e.handler for e in self.endpoints.values()]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +103,25 @@ def _ranges(seqs: list[int]) -> str:
     return ",".join(out)
 
 
+ADMIN = "outage-admin-token"
+
+
+def backplane_of(base_url: str) -> dict[str, Any]:
+    """A node's own account of its Redis traffic (``GET /_hubplane/backplane``)."""
+    request = urllib.request.Request(
+        base_url.rstrip("/") + "/_hubplane/backplane",
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=5) as response:
+        body: dict[str, Any] = json.loads(response.read())
+    return body
+
+
 def test_redis_outage_under_steady_traffic(
     private_redis: RedisServer, hubplane_server: Any, node_client: Any, record_property: Any
 ) -> None:
-    nodes = start_nodes(hubplane_server, private_redis.url, 3)
+    nodes = start_nodes(hubplane_server, private_redis.url, 3, extra=("--admin-token", ADMIN))
     urls = [n.hub_url(HUB_PATH) for n in nodes]
     pool = Puppets(node_client.node)
     try:
@@ -293,6 +309,15 @@ def test_redis_outage_under_steady_traffic(
             "error": added.error,
             "ms": added.ms,
         }
+        # What each node says it buffered, dropped and reconnected (the admin API).
+        stats["nodes"] = {f"n{i}": backplane_of(n.url) for i, n in enumerate(nodes)}
+        sender_node = stats["nodes"]["n0"]
+        if sender_node["buffered"] < 1 or sender_node["dropped"] != 0:
+            problems.append(
+                f"the sender's node should have buffered and not dropped: {sender_node}"
+            )
+        if not all(v["connected"] and v["reconnects"] >= 1 for v in stats["nodes"].values()):
+            problems.append("every node should be connected again after reconnecting")
         print("redis outage:", json.dumps(stats, indent=1))
         record_property("redis_outage", json.dumps(stats))
         assert not problems, "\n".join(problems) + "\n" + json.dumps(stats, indent=1)

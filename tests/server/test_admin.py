@@ -333,3 +333,16 @@ def test_token_from_the_environment() -> None:
 
     environ = {**os.environ, "HUBPLANE_ADMIN_TOKEN": "from-env"}
     assert build_settings(environ=environ).admin_token == "from-env"
+
+
+async def test_backplane_state_on_a_single_node() -> None:
+    async with (
+        serve_app(app_with()) as host,
+        httpx.AsyncClient(base_url=f"http://{host}", headers=AUTH) as http,
+    ):
+        r = await http.get("/_hubplane/backplane")
+        assert r.status_code == 200
+        assert r.json() == {"mode": "memory", "connected": True}
+        assert (
+            await http.get("/_hubplane/backplane", headers={"Authorization": ""})
+        ).status_code == 401
