@@ -70,6 +70,10 @@ class ClusterHub(Hub):
         return {"error": None, "seconds": time.monotonic() - started}
 
     # --- pushes through every proxy ----------------------------------------------
+    async def ask_client(self, connection_id: str, method: str, args: list[Any]) -> Any:
+        """A client result from any connection, wherever it is connected."""
+        return await self.clients.client(connection_id).invoke(method, *args, timeout=10.0)
+
     async def send_all(self, payload: Any) -> None:
         await self.clients.all.send("Receive", "all", payload)
 

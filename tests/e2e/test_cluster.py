@@ -234,6 +234,7 @@ class Puppets:
         protocol: str = "json",
         name: str | None = None,
         query: dict[str, str] | None = None,
+        answers: dict[str, Any] | None = None,
         timeout: float = 10.0,
     ) -> Puppet:
         """Connect a client to the hub at ``url`` and wait until its ``on_connected`` ran."""
@@ -244,8 +245,9 @@ class Puppets:
         groups = list(groups)
         if groups:
             params["groups"] = ",".join(groups)
+        extra = {"answers": answers} if answers else {}
         reply = self.request(
-            "connect", timeout, conn=name, url=url, protocol=protocol, query=params
+            "connect", timeout, conn=name, url=url, protocol=protocol, query=params, **extra
         )
         if not reply.ok:
             raise PuppetError(f"{name} could not connect to {url}: {reply.error}")
@@ -787,6 +789,28 @@ def test_hub_context_of_an_in_process_node_reaches_other_nodes(
         assert isinstance(n["connections"], int) and n["connections"] >= 0, n
         assert n["started"] <= n["last_heartbeat"] + 0.5, n
         assert now - n["last_heartbeat"] <= PRESENCE_TIMEOUT + 1, n
+
+
+def test_client_results_from_a_client_on_another_node(
+    cluster: list[Any], inproc: InProcessNode, puppets: Puppets
+) -> None:
+    url = [n.hub_url(HUB_PATH) for n in cluster]
+    answers = {"GetAnswer": 42, "GetText": "forty-two", "Refuse": {"$error": "not telling"}}
+    json_far = puppets.connect(url[2], name="rj", answers=answers)
+    pack_far = puppets.connect(url[1], name="rm", protocol="messagepack", answers=answers)
+    asker = puppets.connect(url[0], name="asker")
+    assert asker.invoke("AskClient", json_far.id, "GetAnswer", [1]) == 42
+    assert asker.invoke("AskClient", pack_far.id, "GetText", []) == "forty-two"
+    refused = asker.call("AskClient", pack_far.id, "Refuse", [])
+    assert not refused.ok and "not telling" in str(refused.error)
+    # The same from a HubContext on the in-process node.
+    ask = inproc.context.clients.client(json_far.id).invoke("GetAnswer", timeout=5)
+    assert inproc.run(ask) == 42
+    # A connection nobody owns fails at once with a clear message.
+    started = time.monotonic()
+    missing = asker.call("AskClient", "no-such-connection", "GetAnswer", [])
+    assert not missing.ok and "does not exist" in str(missing.error)
+    assert time.monotonic() - started < 2
 
 
 def test_abort_from_another_node(

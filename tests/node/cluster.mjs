@@ -13,7 +13,9 @@
 // Commands (stdin), each {"id": N, "op": OP, ...}; every command gets exactly one reply
 // {"id": N, "ok": VALUE, "ms": M} or {"id": N, "error": TEXT, "ms": M} (M = duration in ms):
 //   connect {conn, url, protocol?, transport?, query?, on?: [methods], reconnect?,
-//            skipNegotiation?}                    -> the connection id
+//            skipNegotiation?, answers?: {method: value | {"$error": text}}}
+//                                                 -> the connection id; each answers entry
+//            registers a handler that returns the value (a client result) or throws
 //   invoke  {conn, method, args}                  -> the result (error: the client's message)
 //   send    {conn, method, args}                  -> null once the message is written
 //   stop    {conn}                                -> null
@@ -103,6 +105,13 @@ async function connect(cmd) {
   const name = cmd.conn;
   for (const method of cmd.on || DEFAULT_METHODS) {
     conn.on(method, (...args) => out({ event: "message", conn: name, method, args }));
+  }
+  for (const [method, value] of Object.entries(cmd.answers || {})) {
+    conn.on(method, (...args) => {
+      out({ event: "asked", conn: name, method, args });
+      if (value && typeof value === "object" && "$error" in value) throw new Error(value.$error);
+      return value;
+    });
   }
   conn.onclose((e) => out({ event: "close", conn: name, error: errorText(e) }));
   conn.onreconnecting((e) => out({ event: "reconnecting", conn: name, error: errorText(e) }));
