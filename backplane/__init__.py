@@ -4,6 +4,11 @@ from .clients import ClientProxy, GroupManager, HubCallerClients, HubClients, Hu
 from .connection import HubConnection
 from .emitter import Emitter, SyncEmitter
 from .errors import (
+    ClientDisconnectedError,
+    ClientNotFoundError,
+    ClientResultError,
+    ClientResultFailedError,
+    ClientResultTimeoutError,
     ConnectionNotFoundError,
     HubException,
     HubplaneError,
@@ -19,6 +24,11 @@ from .redis.bus import BackplaneUnavailable
 from .redis.manager import RedisLifetimeManager
 
 __all__ = [
+    "ClientDisconnectedError",
+    "ClientNotFoundError",
+    "ClientResultError",
+    "ClientResultFailedError",
+    "ClientResultTimeoutError",
     "BackplaneUnavailable",
     "ConnectionNotFoundError",
     "Emitter",

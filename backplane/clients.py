@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Iterable
+from types import EllipsisType
 from typing import Any
 
 from .lifetime.base import HubLifetimeManager
@@ -39,13 +40,19 @@ class SingleClientProxy(ClientProxy):
         super().__init__(lifetime.send_connection, connection_id)
         self._lifetime = lifetime
 
-    async def invoke(self, method: str, *args: Any, timeout: float | None = 30.0) -> Any:
+    async def invoke(
+        self, method: str, *args: Any, timeout: float | None | EllipsisType = ...
+    ) -> Any:
         """Call ``method(*args)`` on the client, wherever it is connected, and return its result.
 
-        Raises ``HubException`` with the client's error, ``TimeoutError`` after ``timeout``
-        seconds, and ``ConnectionNotFoundError`` when no node has the connection.
+        ``timeout`` is in seconds (None: wait for ever); by default ``--client-result-timeout``.
+        Raises a ``ClientResultError``: ``ClientResultFailedError`` with the client's error
+        (its handler threw, or it has none), ``ClientDisconnectedError`` when it or its node
+        goes away, ``ClientResultTimeoutError``, or ``ClientNotFoundError``.
         """
-        return await self._lifetime.invoke_connection(self._targets[0], method, list(args), timeout)
+        lifetime = self._lifetime
+        wait = lifetime.client_result_timeout if isinstance(timeout, EllipsisType) else timeout
+        return await lifetime.invoke_connection(self._targets[0], method, list(args), wait)
 
 
 class HubClients:

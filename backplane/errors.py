@@ -25,3 +25,23 @@ class HubRegistrationError(HubplaneError):
 
 class ConnectionNotFoundError(HubException, LookupError):
     """No live node owns the connection (its message reaches a calling client verbatim)."""
+
+
+class ClientResultError(HubException):
+    """A client result could not be had: the family ``invoke()`` raises."""
+
+
+class ClientResultFailedError(ClientResultError):
+    """The client answered with an error (its handler threw, or it has no handler)."""
+
+
+class ClientDisconnectedError(ClientResultError):
+    """The client, or the node it was connected to, went away before answering."""
+
+
+class ClientResultTimeoutError(ClientResultError, TimeoutError):
+    """The client did not answer within the timeout."""
+
+
+class ClientNotFoundError(ClientResultError, ConnectionNotFoundError):
+    """No node has the connection that was asked for a result."""

@@ -28,6 +28,7 @@ class HubOptions:
     detailed_errors: bool = False
     max_buffer_size: int = 1024 * 1024
     protocols: tuple[str, ...] = ("json", "messagepack")
+    client_result_timeout: float | None = 30.0
 
 
 @dataclass(slots=True)
@@ -52,6 +53,7 @@ class HubConnectionHandler:
         self.descriptor = HubDescriptor(hub_type)
         self.options = options or HubOptions()
         self.lifetime = lifetime if lifetime is not None else MemoryLifetimeManager()
+        self.lifetime.client_result_timeout = self.options.client_result_timeout
         self.group_manager = GroupManager(self.lifetime)
         self.context = HubContext(hub_type, self.lifetime)
         self.connections: dict[str, HubConnection] = {}

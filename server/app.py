@@ -65,6 +65,7 @@ class Hubplane:
             detailed_errors=settings.detailed_errors,
             max_buffer_size=settings.max_buffer_size,
             protocols=tuple(settings.protocols),
+            client_result_timeout=settings.client_result_timeout,
         )
         self.redis_node: RedisNode | None = None
         if settings.redis_url:

@@ -96,6 +96,9 @@ class Settings:
         default=10000,
         metadata={"help": "publishes kept while Redis is unreachable; older ones are dropped"},
     )
+    client_result_timeout: float = field(
+        default=30.0, metadata={"help": "seconds invoke() waits for a client result by default"}
+    )
     workers: int = field(default=1, metadata={"help": "worker processes (needs Redis when > 1)"})
 
     def validate(self) -> Settings:
@@ -105,6 +108,7 @@ class Settings:
             "client_timeout",
             "handshake_timeout",
             "disconnect_timeout",
+            "client_result_timeout",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{flag(name)} must be a positive number of seconds")

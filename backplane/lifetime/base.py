@@ -7,7 +7,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConnectionNotFoundError, HubException
+from ..errors import (
+    ClientDisconnectedError,
+    ClientNotFoundError,
+    ClientResultFailedError,
+    ClientResultTimeoutError,
+)
 from ..protocol.messages import CompletionMessage, HubMessage, InvocationMessage
 
 if TYPE_CHECKING:
@@ -66,6 +71,8 @@ class HubLifetimeManager(ABC):
 
     #: Cluster-wide (or, in memory, node-wide) answers about who is connected.
     presence: Presence
+    #: Seconds ``invoke()`` waits for a client result by default (``--client-result-timeout``).
+    client_result_timeout: float | None = 30.0
 
     @abstractmethod
     async def on_connected(self, connection: HubConnection) -> None:
@@ -146,14 +153,32 @@ def new_invocation_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
+# The error text a Completion carries when the client's connection ended first (as .NET's).
+DISCONNECTED = "Connection disconnected."
+
+
 def completion_outcome(completion: CompletionMessage, future: asyncio.Future[Any]) -> None:
-    """Settle ``future`` with a client's Completion: its result, or a HubException."""
+    """Settle ``future`` with a client's Completion: its result, or a ClientResultError."""
     if future.done():
         return
-    if completion.error is not None:
-        future.set_exception(HubException(completion.error))
-    else:
+    if completion.error is None:
         future.set_result(completion.result)
+    elif completion.error == DISCONNECTED:
+        future.set_exception(ClientDisconnectedError(DISCONNECTED))
+    else:
+        future.set_exception(ClientResultFailedError(completion.error))
+
+
+def not_found(connection_id: str) -> ClientNotFoundError:
+    """The error for a client result asked of a connection no node has."""
+    return ClientNotFoundError(f"Connection '{connection_id}' does not exist.")
+
+
+def timed_out(connection_id: str, timeout: float | None) -> ClientResultTimeoutError:
+    """The error for a client result that did not come in time."""
+    return ClientResultTimeoutError(
+        f"Connection '{connection_id}' did not answer within {timeout} seconds."
+    )
 
 
 async def invoke_local(
@@ -161,12 +186,15 @@ async def invoke_local(
 ) -> Any:
     """Ask a connection on this node for a client result and wait for it."""
     if connection.closing or connection.protocol is None:
-        raise ConnectionNotFoundError(f"Connection '{connection.connection_id}' does not exist.")
+        raise not_found(connection.connection_id)
     invocation_id = new_invocation_id()
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     connection.results[invocation_id] = lambda completion: completion_outcome(completion, future)
     try:
         connection.write_message(InvocationMessage(method, args, invocation_id=invocation_id))
-        return await asyncio.wait_for(future, timeout)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise timed_out(connection.connection_id, timeout) from None
     finally:
         connection.results.pop(invocation_id, None)

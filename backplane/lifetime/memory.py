@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConnectionNotFoundError
 from ..presence import MemoryPresence
 from ..protocol.messages import InvocationMessage
-from .base import HubLifetimeManager, SerializedMessage, invoke_local
+from .base import HubLifetimeManager, SerializedMessage, invoke_local, not_found
 
 if TYPE_CHECKING:
     from ..connection import HubConnection
@@ -81,7 +80,7 @@ class MemoryLifetimeManager(HubLifetimeManager):
         """Call ``method`` on one client and return its result."""
         connection = self.connections.get(connection_id)
         if connection is None:
-            raise ConnectionNotFoundError(f"Connection '{connection_id}' does not exist.")
+            raise not_found(connection_id)
         return await invoke_local(connection, method, args, timeout)
 
     async def abort_user(self, user_id: str) -> None:

@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from ..errors import ConnectionNotFoundError, HubException
+from ..errors import ClientDisconnectedError, ConnectionNotFoundError
 from ..lifetime.base import (
     HubLifetimeManager,
     SerializedMessage,
     completion_outcome,
     invoke_local,
     new_invocation_id,
+    not_found,
+    timed_out,
 )
 from ..presence import Presence
 from ..protocol import HubProtocol, get_protocol
@@ -293,7 +295,7 @@ class RedisLifetimeManager(HubLifetimeManager):
                 self.channels.connection(connection_id), data
             )
             if receivers == 0:
-                raise ConnectionNotFoundError(f"Connection '{connection_id}' does not exist.")
+                raise not_found(connection_id)
             owner = await self.presence.owner_of(connection_id)
             loop = asyncio.get_running_loop()
             deadline = None if timeout is None else loop.time() + timeout
@@ -302,14 +304,12 @@ class RedisLifetimeManager(HubLifetimeManager):
                 if deadline is not None:
                     step = min(step, deadline - loop.time())
                     if step <= 0:
-                        raise TimeoutError(
-                            f"Client result from connection '{connection_id}' timed out."
-                        )
+                        raise timed_out(connection_id, timeout)
                 try:
                     return await asyncio.wait_for(asyncio.shield(future), step)
                 except TimeoutError:
                     if owner is not None and not await self.node.is_live(owner):
-                        raise HubException("Connection disconnected.") from None
+                        raise ClientDisconnectedError("Connection disconnected.") from None
         finally:
             self._results.pop(invocation_id, None)
 

@@ -7,7 +7,15 @@ import time
 
 import pytest
 
-from backplane import ConnectionNotFoundError, HubException
+from backplane import (
+    ClientDisconnectedError,
+    ClientNotFoundError,
+    ClientResultError,
+    ClientResultFailedError,
+    ClientResultTimeoutError,
+    ConnectionNotFoundError,
+    HubException,
+)
 from backplane.protocol import CompletionMessage, InvocationMessage
 from tests.hub.helpers import Client, make_handler
 from tests.lifetime.cluster import Cluster, RedisHub
@@ -34,19 +42,42 @@ async def test_on_one_node_with_the_memory_manager() -> None:
     assert await call == 42
     call = asyncio.ensure_future(proxy.invoke("Fails"))
     await answer(client, error="no way")
-    with pytest.raises(HubException, match="no way"):
+    with pytest.raises(ClientResultFailedError, match="no way"):
         await call
-    with pytest.raises(TimeoutError):
+    with pytest.raises(ClientResultTimeoutError):
         await proxy.invoke("Silent", timeout=0.05)
     assert [m.target for m in client.messages() if isinstance(m, InvocationMessage)] == ["Silent"]
-    with pytest.raises(ConnectionNotFoundError):
+    with pytest.raises(ClientNotFoundError):
         await handler.context.clients.client("nobody").invoke("X")
     # A client that goes away fails the pending call.
     call = asyncio.ensure_future(proxy.invoke("Pending"))
     await client.wait_messages(1)
     await client.conn.transport_closed()
-    with pytest.raises(HubException, match="Connection disconnected"):
+    with pytest.raises(ClientDisconnectedError, match="Connection disconnected"):
         await call
+
+
+def test_the_error_family() -> None:
+    for error in (
+        ClientResultFailedError,
+        ClientDisconnectedError,
+        ClientResultTimeoutError,
+        ClientNotFoundError,
+    ):
+        assert issubclass(error, ClientResultError)
+        assert issubclass(error, HubException)  # the message reaches a calling client as is
+    assert issubclass(ClientResultTimeoutError, TimeoutError)
+    assert issubclass(ClientNotFoundError, ConnectionNotFoundError)
+
+
+async def test_the_default_timeout_comes_from_the_options() -> None:
+    handler = make_handler(RedisHub, client_result_timeout=0.05)
+    client = Client(handler, "c1")
+    await client.handshake()
+    started = time.monotonic()
+    with pytest.raises(ClientResultTimeoutError):
+        await handler.context.clients.client("c1").invoke("Silent")
+    assert time.monotonic() - started < 1
 
 
 async def test_across_nodes(cluster: Cluster) -> None:
@@ -61,18 +92,18 @@ async def test_across_nodes(cluster: Cluster) -> None:
         assert await call == value
     call = asyncio.ensure_future(h1.context.clients.client("j").invoke("Fails"))
     await answer(json_client, error="client said no")
-    with pytest.raises(HubException, match="client said no"):
+    with pytest.raises(ClientResultFailedError, match="client said no"):
         await call
     # Unknown connection: PUBLISH reaches nobody, so it fails at once.
     started = time.monotonic()
-    with pytest.raises(ConnectionNotFoundError):
+    with pytest.raises(ClientNotFoundError):
         await h1.context.clients.client("nobody").invoke("X")
     assert time.monotonic() - started < 0.5
     # The client disconnects while the other node waits.
     call = asyncio.ensure_future(h1.context.clients.client("m").invoke("Pending"))
     await msgpack_client.wait_messages(1)
     await msgpack_client.conn.transport_closed()
-    with pytest.raises(HubException, match="Connection disconnected"):
+    with pytest.raises(ClientDisconnectedError, match="Connection disconnected"):
         await asyncio.wait_for(call, 2)
 
 
@@ -86,6 +117,6 @@ async def test_owner_node_dying_fails_the_call(cluster: Cluster) -> None:
     assert beat is not None
     beat.cancel()
     started = time.monotonic()
-    with pytest.raises(HubException, match="Connection disconnected"):
+    with pytest.raises(ClientDisconnectedError, match="Connection disconnected"):
         await asyncio.wait_for(call, 5)
     assert time.monotonic() - started < 3
