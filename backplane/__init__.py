@@ -15,6 +15,7 @@ from .errors import (
     HubRegistrationError,
     ProtocolError,
 )
+from .filters import HubFilter, HubInvocationContext, HubLifetimeContext
 from .handler import HubConnectionHandler, HubOptions
 from .hub import Hub, HubCallerContext, User, hub_method
 from .lifetime.base import HubLifetimeManager, SerializedMessage
@@ -45,6 +46,9 @@ __all__ = [
     "HubConnectionHandler",
     "HubContext",
     "HubException",
+    "HubFilter",
+    "HubInvocationContext",
+    "HubLifetimeContext",
     "HubLifetimeManager",
     "HubOptions",
     "HubRegistrationError",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import dispatch
 from .clients import HubCallerClients
 from .errors import HubException, MessageTooLargeError, ProtocolError
+from .filters import HubInvocationContext, HubLifetimeContext
 from .hub import HubCallerContext, User
 from .lifetime.base import SerializedMessage
 from .outbound import OutboundBuffer
@@ -136,7 +137,9 @@ class HubConnection:
         self.groups: set[str] = set()
         self.outbound = OutboundBuffer(handler.options.max_buffer_size)
         self.caller_context = HubCallerContext(self)
-        self.caller_clients = HubCallerClients(handler.lifetime, connection_id)
+        self.caller_clients: HubCallerClients[Any] = HubCallerClients(
+            handler.lifetime, connection_id, handler.client_interface
+        )
         self.supports_binary = supports_binary
         self.send_pings = send_pings
         self._inbuf = bytearray()
@@ -300,7 +303,12 @@ class HubConnection:
         self.handler.stats.connected += 1
         try:
             await self.handler.lifetime.on_connected(self)
-            await dispatch.maybe_await(dispatch.create_hub(self).on_connected())
+            hub = dispatch.create_hub(self)
+            connected = self.handler.pipelines.connected
+            if connected is None:
+                await dispatch.maybe_await(hub.on_connected())
+            else:
+                await connected(HubLifetimeContext(hub, self.caller_context))
         except Exception as exc:
             logger.exception("%s: on_connected failed", self.log_name)
             self.close(dispatch.error_text(CLOSE_ERROR, exc, options.detailed_errors), False)
@@ -462,9 +470,15 @@ class HubConnection:
             args = message.arguments
         try:
             hub = dispatch.create_hub(self)
-            result = method.func(hub, *args)
-            if method.is_coroutine or inspect.isawaitable(result):
-                result = await result
+            pipeline = self.handler.pipelines.invoke
+            if pipeline is None:
+                result = method.func(hub, *args)
+                if method.is_coroutine or inspect.isawaitable(result):
+                    result = await result
+            else:
+                result = await pipeline(
+                    HubInvocationContext(hub, self.caller_context, method.name, args, method.func)
+                )
         except Exception as exc:
             if not isinstance(exc, HubException):
                 logger.exception("%s: hub method %r failed", self.log_name, target)
@@ -541,7 +555,13 @@ class HubConnection:
         streaming = False  # errors before the first item are invocation errors
         try:
             hub = dispatch.create_hub(self)
-            source = method.func(hub, *args)
+            pipeline = self.handler.pipelines.invoke
+            if pipeline is None:
+                source = method.func(hub, *args)
+            else:
+                source = await pipeline(
+                    HubInvocationContext(hub, self.caller_context, method.name, args, method.func)
+                )
             if inspect.isawaitable(source):
                 source = await source
             streaming = True
@@ -642,7 +662,11 @@ class HubConnection:
                 try:
                     if self._connected:
                         hub = dispatch.create_hub(self)
-                        await dispatch.maybe_await(hub.on_disconnected(exc))
+                        disconnected = self.handler.pipelines.disconnected
+                        if disconnected is None:
+                            await dispatch.maybe_await(hub.on_disconnected(exc))
+                        else:
+                            await disconnected(HubLifetimeContext(hub, self.caller_context), exc)
                 except Exception:
                     logger.exception("%s: on_disconnected failed", self.log_name)
                 finally:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .clients import GroupManager, HubContext
+from .clients import GroupManager, HubContext, client_interface, hub_client_type
 from .connection import HubConnection
 from .dispatch import HubDescriptor
+from .filters import FilterPipelines, FilterSpec, instantiate
 from .hub import Hub
 from .lifetime.base import HubLifetimeManager
 from .lifetime.memory import MemoryLifetimeManager
@@ -48,6 +50,7 @@ class HubConnectionHandler:
         hub_type: type[Hub[Any]],
         options: HubOptions | None = None,
         lifetime: HubLifetimeManager | None = None,
+        filters: Sequence[FilterSpec] = (),
     ) -> None:
         self.hub_type = hub_type
         self.descriptor = HubDescriptor(hub_type)
@@ -55,8 +58,13 @@ class HubConnectionHandler:
         self.lifetime = lifetime if lifetime is not None else MemoryLifetimeManager()
         self.lifetime.client_result_timeout = self.options.client_result_timeout
         self.group_manager = GroupManager(self.lifetime)
-        self.context = HubContext(hub_type, self.lifetime)
+        # A typed hub's client protocol (Hub[ChatClient]): proxies send its methods by name.
+        self.client_interface = client_interface(hub_client_type(hub_type))
+        self.context: HubContext[Any] = HubContext(hub_type, self.lifetime, self.client_interface)
         self.connections: dict[str, HubConnection] = {}
+        # Global filters first, then the hub's own (its ``filters`` class attribute).
+        self.filters = instantiate([*filters, *getattr(hub_type, "filters", ())])
+        self.pipelines = FilterPipelines(self.filters)
         self.stats = HubStats()
 
     def tick(self, now: float) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from typing_extensions import TypeVar as TypeVarWithDefault
@@ -10,6 +10,7 @@ from typing_extensions import TypeVar as TypeVarWithDefault
 if TYPE_CHECKING:
     from .clients import GroupManager, HubCallerClients
     from .connection import HubConnection
+    from .filters import FilterSpec
     from .presence import Presence
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -112,12 +113,15 @@ class Hub(Generic[TClient]):
 
     # Set on each instance before a method runs.
     context: HubCallerContext
-    clients: HubCallerClients
+    clients: HubCallerClients[TClient]
     groups: GroupManager
     presence: Presence
 
     # The name this hub has on the backplane; defaults to module.qualname.
     wire_name: ClassVar[str | None] = None
+
+    # Filters of this hub only (instances or classes), after the global ones.
+    filters: ClassVar[Sequence[FilterSpec]] = ()
 
     async def on_connected(self) -> None:
         """Called when a client has connected (after the handshake)."""
