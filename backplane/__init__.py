@@ -1,5 +1,6 @@
 """hubplane's library: hub protocols, the hub programming model and the lifetime managers."""
 
+from .authorization import authorize
 from .clients import ClientProxy, GroupManager, HubCallerClients, HubClients, HubContext
 from .connection import HubConnection
 from .emitter import Emitter, SyncEmitter
@@ -25,6 +26,7 @@ from .redis.bus import BackplaneUnavailable
 from .redis.manager import RedisLifetimeManager
 
 __all__ = [
+    "authorize",
     "ClientDisconnectedError",
     "ClientNotFoundError",
     "ClientResultError",

@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import dispatch
+from .authorization import allowed, unauthorized_error
 from .clients import HubCallerClients
 from .errors import HubException, MessageTooLargeError, ProtocolError
 from .filters import HubInvocationContext, HubLifetimeContext
@@ -461,6 +462,12 @@ class HubConnection:
                     "non-streaming invocation.",
                 )
             return
+        if method.rules and not await allowed(method.rules, self.user):
+            if invocation_id:
+                self._complete_error(invocation_id, unauthorized_error(target))
+            if method.stream_params:
+                self._close_uploads(message)
+            return
         if args is None:
             error = self._check_binding(message, method)
             if error is not None:
@@ -553,6 +560,12 @@ class HubConnection:
         options = self.handler.options
         source: Any = None
         streaming = False  # errors before the first item are invocation errors
+        if method.rules and not await allowed(method.rules, self.user):
+            self._streams.pop(invocation_id, None)
+            if method.stream_params:
+                self._close_uploads(message)
+            self._complete_error(invocation_id, unauthorized_error(message.target))
+            return
         try:
             hub = dispatch.create_hub(self)
             pipeline = self.handler.pipelines.invoke

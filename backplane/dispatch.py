@@ -9,6 +9,7 @@ import typing
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
+from .authorization import AuthorizationRule, class_rules, method_rules
 from .errors import HubException, HubRegistrationError
 from .hub import HUB_METHOD_ATTR, Hub
 
@@ -47,6 +48,7 @@ class HubMethod:
         "max_args",
         "stream_params",
         "returns_value",
+        "rules",
     )
 
     def __init__(self, name: str, func: Callable[..., Any]) -> None:
@@ -91,6 +93,8 @@ class HubMethod:
             index += 1
         self.min_args = min_args
         self.max_args = max_args
+        # @authorize rules of the hub class and of this method (filled by HubDescriptor).
+        self.rules: list[AuthorizationRule] = method_rules(func)
 
     def expected_args(self) -> str:
         """The argument count this method expects, for error messages."""
@@ -104,12 +108,13 @@ class HubMethod:
 class HubDescriptor:
     """The method table of a hub class, built once when the hub is registered."""
 
-    __slots__ = ("hub_type", "methods", "_by_target")
+    __slots__ = ("hub_type", "methods", "hub_rules", "_by_target")
 
     def __init__(self, hub_type: type[Hub[Any]]) -> None:
         if not (isinstance(hub_type, type) and issubclass(hub_type, Hub)):
             raise HubRegistrationError(f"{hub_type!r} is not a subclass of backplane.Hub")
         self.hub_type = hub_type
+        self.hub_rules = class_rules(hub_type)
         self.methods: dict[str, HubMethod] = {}
         self._by_target: dict[str, HubMethod] = {}  # target names as clients spell them
         merged: dict[str, Any] = {}
@@ -131,7 +136,9 @@ class HubDescriptor:
                     f"both answer to the client name {name!r}"
                 )
             owners[key] = attr
-            self.methods[key] = HubMethod(name, value)
+            method = HubMethod(name, value)
+            method.rules = [*self.hub_rules, *method.rules]
+            self.methods[key] = method
 
     def lookup(self, target: str) -> HubMethod | None:
         """The method a client target name refers to, or None."""

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .authorization import allowed
 from .clients import GroupManager, HubContext, client_interface, hub_client_type
 from .connection import HubConnection
 from .dispatch import HubDescriptor
 from .filters import FilterPipelines, FilterSpec, instantiate
-from .hub import Hub
+from .hub import Hub, User
 from .lifetime.base import HubLifetimeManager
 from .lifetime.memory import MemoryLifetimeManager
 
@@ -66,6 +67,16 @@ class HubConnectionHandler:
         self.filters = instantiate([*filters, *getattr(hub_type, "filters", ())])
         self.pipelines = FilterPipelines(self.filters)
         self.stats = HubStats()
+
+    async def refuses(self, user: User | None) -> int | None:
+        """The HTTP status refusing ``user`` this hub (``@authorize`` on the class), or None.
+
+        401 when there is no user, 403 when there is one that the rules do not admit.
+        """
+        rules = self.descriptor.hub_rules
+        if not rules or await allowed(rules, user):
+            return None
+        return 401 if user is None else 403
 
     def tick(self, now: float) -> None:
         """Run every connection's timers."""

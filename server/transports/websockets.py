@@ -58,6 +58,10 @@ class WebSocketEndpoint:
             logger.exception("authenticator failed on a WebSocket upgrade")
             await reject(scope, send, 401, "Authentication failed")
             return
+        refusal = await self.handler.refuses(user)
+        if refusal is not None:
+            await reject(scope, send, refusal, "Unauthorized" if refusal == 401 else "Forbidden")
+            return
         registry = hubplane.registry
         if token:
             record = registry.get(token)
