@@ -16,6 +16,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from backplane import Hub, HubConnectionHandler, HubContext, HubOptions
+from backplane.filters import FilterSpec
 from backplane.hub import hub_wire_name
 from backplane.redis.node import RedisNode
 
@@ -48,6 +49,7 @@ class Hubplane:
         settings: Settings,
         on_startup: Sequence[StartupHook] = (),
         authenticator: Authenticator | None = None,
+        filters: Sequence[FilterSpec] = (),
     ) -> None:
         self.settings = settings
         self.authenticator = authenticator
@@ -83,7 +85,8 @@ class Hubplane:
             lifetime = None
             if self.redis_node is not None:
                 lifetime = self.redis_node.manager(hub_wire_name(hub_type), options.protocols)
-            endpoint = HubEndpoint(path, HubConnectionHandler(hub_type, options, lifetime))
+            handler = HubConnectionHandler(hub_type, options, lifetime, filters)
+            endpoint = HubEndpoint(path, handler)
             self.endpoints[path] = endpoint
             self._by_type.setdefault(hub_type, endpoint)
 
@@ -204,6 +207,11 @@ class Hubplane:
         except Exception:
             logger.exception("authenticator failed at negotiate")
             return PlainTextResponse("Authentication failed", status_code=401)
+        refusal = await endpoint.handler.refuses(user)
+        if refusal is not None:
+            # @authorize on the hub class: 401 without a user, 403 for one it does not admit.
+            text = "Unauthorized" if refusal == 401 else "Forbidden"
+            return PlainTextResponse(text, status_code=refusal)
         if self.draining:
             return PlainTextResponse("Server is shutting down", status_code=503)
         record = self.registry.create(endpoint.path, user, version)
@@ -333,14 +341,16 @@ def create_app(
     authenticate: Authenticator | None = None,
     *,
     authenticator: Authenticator | None = None,
+    filters: Sequence[FilterSpec] = (),
 ) -> Starlette:
     """A Starlette app serving ``hubs`` ({path: HubClass}); ``app.state.hubplane`` is its state.
 
     ``authenticate`` (also accepted as ``authenticator``) is the identity hook:
-    ``authenticate(request) -> User | str | None``, sync or async.
+    ``authenticate(request) -> User | str | None``, sync or async. ``filters`` are hub
+    filters for every hub (instances or classes), run before each hub's own.
     """
     settings = settings or Settings()
-    hubplane = Hubplane(hubs, settings, on_startup, authenticate or authenticator)
+    hubplane = Hubplane(hubs, settings, on_startup, authenticate or authenticator, filters)
     app = HubplaneApp(hubplane, routes=hubplane.routes(), lifespan=hubplane.lifespan)
     app.router.redirect_slashes = False
     app.state.hubplane = hubplane

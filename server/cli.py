@@ -64,8 +64,34 @@ def build_app(settings: Settings) -> Any:
         from .demo import DemoHub
 
         hubs = {"/hubs/demo": DemoHub}
-    authenticator = import_object(settings.authenticator) if settings.authenticator else None
-    app = create_app(hubs, settings=settings, authenticate=authenticator)
+    authenticator: Any = None
+    if settings.authenticator:
+        authenticator = import_object(settings.authenticator)
+    elif settings.jwt_secret or settings.jwt_public_key:
+        from .jwt_auth import JwtAuthenticator
+
+        jwt_options: dict[str, Any] = {
+            "issuer": settings.jwt_issuer,
+            "audience": settings.jwt_audience,
+        }
+        if settings.jwt_public_key:
+            authenticator = JwtAuthenticator.from_public_key_file(
+                settings.jwt_public_key, **jwt_options
+            )
+        else:
+            authenticator = JwtAuthenticator(secret=settings.jwt_secret, **jwt_options)
+    filters = []
+    for spec in settings.filters:
+        filter_type = import_object(spec)
+        from backplane import HubFilter
+
+        if not (
+            isinstance(filter_type, HubFilter)
+            or (isinstance(filter_type, type) and issubclass(filter_type, HubFilter))
+        ):
+            raise SettingsError(f"{spec!r} is not a backplane.HubFilter")
+        filters.append(filter_type)
+    app = create_app(hubs, settings=settings, authenticate=authenticator, filters=filters)
     if not settings.hubs:
         from .demo import demo_page
 

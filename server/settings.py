@@ -96,6 +96,23 @@ class Settings:
         default=10000,
         metadata={"help": "publishes kept while Redis is unreachable; older ones are dropped"},
     )
+    jwt_secret: str | None = field(
+        default=None, metadata={"help": "verify JWT bearer tokens with this HS256 secret"}
+    )
+    jwt_public_key: str | None = field(
+        default=None,
+        metadata={"help": "verify JWT bearer tokens with this PEM public key file (RS256/ES256)"},
+    )
+    jwt_issuer: str | None = field(default=None, metadata={"help": "required JWT issuer (iss)"})
+    jwt_audience: str | None = field(default=None, metadata={"help": "required JWT audience (aud)"})
+    close_on_token_expiry: bool = field(
+        default=False,
+        metadata={"help": "close a connection (allowing reconnect) when its token expires"},
+    )
+    filters: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "a global hub filter, module:Class (repeatable; env: comma list)"},
+    )
     client_result_timeout: float = field(
         default=30.0, metadata={"help": "seconds invoke() waits for a client result by default"}
     )
@@ -136,6 +153,13 @@ class Settings:
             raise SettingsError(
                 "--redis-url must start with redis://, rediss://, unix:// or redis+sentinel://"
             )
+        if self.jwt_secret and self.jwt_public_key:
+            raise SettingsError("--jwt-secret and --jwt-public-key exclude each other")
+        if (self.jwt_secret or self.jwt_public_key) and self.authenticator:
+            raise SettingsError("--authenticator and the JWT options exclude each other")
+        for spec in self.filters:
+            if ":" not in spec:
+                raise SettingsError(f"filter {spec!r} is not of the form module:Class")
         if self.workers < 1:
             raise SettingsError("--workers must be at least 1")
         if self.workers > 1 and not self.redis_url:
@@ -183,6 +207,8 @@ def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
             return dict(parse_hub_spec(part) for part in raw.split(",") if part.strip())
         if f.name == "protocols":
             return tuple(p.strip().lower() for p in raw.split(",") if p.strip())
+        if f.name == "filters":
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
         if kind == "bool":
             low = raw.strip().lower()
             if low in _TRUE:
@@ -228,6 +254,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 metavar="PATH=module:Class",
                 help=help_text,
             )
+        elif f.name == "filters":
+            parser.add_argument(
+                "--filter",
+                dest="filters",
+                action="append",
+                default=None,
+                metavar="module:Class",
+                help=help_text,
+            )
         elif kind == "bool":
             parser.add_argument(
                 flag(f.name),
@@ -259,6 +294,8 @@ def build_settings(
             f = fields[name]
             if name == "hubs":
                 values["hubs"] = dict(parse_hub_spec(v) for v in value)
+            elif name == "filters":
+                values["filters"] = tuple(value)
             elif isinstance(value, str):
                 values[name] = _convert(f, value, flag(name))
             else:
