@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,14 @@ logger = logging.getLogger("hubplane.connection")
 CLOSE_ERROR = "Connection closed with an error."
 
 _eager_factory = getattr(asyncio, "eager_task_factory", None)
+
+
+def token_expiry(user: User | None) -> float | None:
+    """When the user's token expires (its ``exp`` claim, seconds since the epoch), if known."""
+    if user is None:
+        return None
+    exp = user.claims.get("exp")
+    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
 def start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -98,6 +107,7 @@ class HubConnection:
         "_torn_down",
         "_received",
         "_ping_seen",
+        "_expires_at",
         "_created",
         "_last_received",
         "_next_ping",
@@ -149,6 +159,7 @@ class HubConnection:
         self._torn_down = False
         self._received = False
         self._ping_seen = False
+        self._expires_at: float | None = None
         now = asyncio.get_running_loop().time()
         self._created = now
         self._last_received = now
@@ -315,6 +326,8 @@ class HubConnection:
             self.close(dispatch.error_text(CLOSE_ERROR, exc, options.detailed_errors), False)
             return False
         self._connected = True
+        if options.close_on_token_expiry:
+            self._expires_at = token_expiry(self.user)
         return True
 
     def _handshake_failed(self, error: str) -> None:
@@ -707,6 +720,12 @@ class HubConnection:
         if self.send_pings and now >= self._next_ping:
             self._next_ping = now + options.keepalive_interval
             self.write_message(PingMessage())
+        if self._expires_at is not None and time.time() >= self._expires_at:
+            # As ASP.NET Core's CloseOnAuthenticationExpiration: the client may reconnect
+            # with a fresh token.
+            logger.info("%s: the user's token expired", self.log_name)
+            self.close(None, allow_reconnect=True)
+            return
         if self._ping_seen and now - self._last_received >= options.client_timeout:
             logger.info("%s: client timeout", self.log_name)
             self._close_error = TimeoutError(

@@ -32,6 +32,7 @@ class HubOptions:
     max_buffer_size: int = 1024 * 1024
     protocols: tuple[str, ...] = ("json", "messagepack")
     client_result_timeout: float | None = 30.0
+    close_on_token_expiry: bool = False
 
 
 @dataclass(slots=True)

@@ -68,6 +68,7 @@ class Hubplane:
             max_buffer_size=settings.max_buffer_size,
             protocols=tuple(settings.protocols),
             client_result_timeout=settings.client_result_timeout,
+            close_on_token_expiry=settings.close_on_token_expiry,
         )
         self.redis_node: RedisNode | None = None
         if settings.redis_url:

@@ -63,6 +63,8 @@ def test_typed_hub_and_filters(server: Any, node_client: Any, protocol: str) -> 
         log("trail", await a.invoke("Trail", 1));
         try { await a.invoke("Trail", -1); log("negative", "accepted"); }
         catch (e) { log("negative", errorText(e)); }
+        try { await b.invoke("AskCount"); log("no_handler", "answered"); }
+        catch (e) { log("no_handler", errorText(e)); }
         """,
         url=server.hub_url("/hubs/typed"),
         protocol=protocol,
@@ -73,6 +75,8 @@ def test_typed_hub_and_filters(server: Any, node_client: Any, protocol: str) -> 
     # Global filter first, then the hub's; three calls so far.
     assert result.value("trail") == ["global", "hub"] * 3
     assert "negative numbers are not allowed" in result.value("negative")
+    # b has no GetCount handler: the client says so, and the hub method fails with it.
+    assert "Client didn't provide a result" in result.value("no_handler")
 
 
 @pytest.mark.parametrize("protocol", ["json", "messagepack"])
