@@ -25,6 +25,7 @@ from .lifetime.base import SerializedMessage
 from .outbound import OutboundBuffer
 from .protocol import (
     HANDSHAKE_SUCCESS,
+    AckMessage,
     CancelInvocationMessage,
     CloseMessage,
     CompletionMessage,
@@ -32,6 +33,7 @@ from .protocol import (
     HubProtocol,
     InvocationMessage,
     PingMessage,
+    SequenceMessage,
     StreamInvocationMessage,
     StreamItemMessage,
     get_protocol,
@@ -70,6 +72,18 @@ def start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
 
 # Non-streaming invocations queued per connection before the transport stops reading.
 MAX_QUEUED_INVOCATIONS = 64
+# Message types numbered for stateful reconnect (1-5); pings, Close, Ack, Sequence are not.
+TRACKED = frozenset(
+    (
+        InvocationMessage,
+        StreamItemMessage,
+        CompletionMessage,
+        StreamInvocationMessage,
+        CancelInvocationMessage,
+    )
+)
+# The replay buffer may always hold this much (the reference's default buffer size).
+REPLAY_MIN = 100_000
 
 
 async def _iterate_sync(generator: Any) -> Any:
@@ -121,6 +135,17 @@ class HubConnection:
         "_close_error",
         "closed",
         "results",
+        "stateful_allowed",
+        "detached",
+        "_stateful",
+        "_sent_seq",
+        "_replay",
+        "_replay_size",
+        "_replay_waiter",
+        "_received_seq",
+        "_incoming_next",
+        "_acked_received",
+        "_await_sequence",
     )
 
     def __init__(
@@ -175,6 +200,19 @@ class HubConnection:
         self.closed = asyncio.Event()
         # Client results awaited from this client: invocation id -> who gets the Completion.
         self.results: dict[str, Callable[[CompletionMessage], None]] = {}
+        # Stateful reconnect (negotiated, WebSockets, handshake version 2): trackable
+        # messages are numbered each way and the unacknowledged ones kept for a replay.
+        self.stateful_allowed = False
+        self.detached = False
+        self._stateful = False
+        self._sent_seq = 0
+        self._replay: deque[tuple[int, bytes]] = deque()
+        self._replay_size = 0
+        self._replay_waiter: asyncio.Future[None] | None = None
+        self._received_seq = 0
+        self._incoming_next = 1
+        self._acked_received = 0
+        self._await_sequence = False
         handler.connections[connection_id] = self
 
     # -- writing ---------------------------------------------------------------------------
@@ -189,6 +227,8 @@ class HubConnection:
         except Exception:
             logger.exception("%s: cannot encode a message from the backplane", self.log_name)
             return
+        if self._stateful:
+            self._track(data)
         if not self.outbound.write(data):
             self._overflow()
 
@@ -206,8 +246,56 @@ class HubConnection:
             self._close_error = exc
             self.close(CLOSE_ERROR, allow_reconnect=True)
             return
+        if self._stateful and type(message) in TRACKED:
+            self._track(data)
         if not self.outbound.write(data):
             self._overflow()
+
+    # -- stateful reconnect ----------------------------------------------------------------
+
+    def _track(self, data: bytes) -> None:
+        """Number an outgoing trackable message and keep it until the client acks it."""
+        self._sent_seq += 1
+        self._replay.append((self._sent_seq, data))
+        self._replay_size += len(data)
+        if self._replay_size > max(self.handler.options.max_buffer_size, REPLAY_MIN):
+            logger.warning("%s: too many unacknowledged messages", self.log_name)
+            self._overflow()
+
+    def _on_ack(self, sequence_id: int) -> None:
+        replay = self._replay
+        while replay and replay[0][0] <= sequence_id:
+            self._replay_size -= len(replay.popleft()[1])
+        self._replay_waiter = wake(self._replay_waiter)
+
+    async def replay_room(self, high_water: int) -> None:
+        """Wait until unacknowledged bytes are at most ``high_water`` (stream producers)."""
+        while self._stateful and self._replay_size > high_water and not self._closing:
+            waiter = self._replay_waiter
+            if waiter is None:
+                waiter = self._replay_waiter = asyncio.get_running_loop().create_future()
+            await waiter
+
+    def detach(self) -> None:
+        """The transport dropped without a close: keep the connection for a reconnect."""
+        self.detached = True
+        self._await_sequence = True  # everything before the client's Sequence is stale
+
+    def resume(self) -> None:
+        """A new transport took over: send Sequence and the unacknowledged backlog first."""
+        self.outbound.take()  # what piled up while detached is in the replay (or is pings)
+        first = self._replay[0][0] if self._replay else self._sent_seq + 1
+        protocol = self.protocol
+        assert protocol is not None
+        self.outbound.write(protocol.write_message(SequenceMessage(first)))
+        for _, data in self._replay:
+            self.outbound.write(data)
+        self.detached = False
+
+    @property
+    def stateful(self) -> bool:
+        """True when this connection uses stateful reconnect."""
+        return self._stateful
 
     def _overflow(self) -> None:
         if self.outbound.closed:
@@ -311,6 +399,9 @@ class HubConnection:
             return False
         # The protocol is set first so the reply goes out in that protocol's frame type.
         self.protocol = protocol
+        # Version 2 from a client that negotiated it turns stateful reconnect on; a lower
+        # version quietly leaves it off, as the reference server does.
+        self._stateful = self.stateful_allowed and request.version >= 2
         self.outbound.write(HANDSHAKE_SUCCESS)
         self.handler.stats.connected += 1
         try:
@@ -350,6 +441,29 @@ class HubConnection:
 
     async def _handle(self, message: HubMessage) -> None:
         kind = type(message)
+        if self._stateful:
+            if kind in TRACKED:
+                if self._await_sequence:
+                    return  # after a reconnect, nothing counts before the client's Sequence
+                number = self._incoming_next
+                self._incoming_next = number + 1
+                if number <= self._received_seq:
+                    return  # replayed by the client, already handled
+                self._received_seq = number
+            elif kind is AckMessage:
+                assert isinstance(message, AckMessage)
+                self._on_ack(message.sequence_id)
+                return
+            elif kind is SequenceMessage:
+                assert isinstance(message, SequenceMessage)
+                if message.sequence_id > self._received_seq + 1:
+                    self._fail(
+                        ProtocolError("Sequence ID greater than amount of messages we've received.")
+                    )
+                    return
+                self._incoming_next = message.sequence_id
+                self._await_sequence = False
+                return
         if kind is InvocationMessage:
             assert isinstance(message, InvocationMessage)
             if message.stream_ids:
@@ -606,6 +720,8 @@ class HubConnection:
                 self.write_message(StreamItemMessage(invocation_id, item))
                 if outbound.size > high_water:
                     await outbound.drain(high_water // 2)
+                if self._stateful and self._replay_size > high_water:
+                    await self.replay_room(high_water // 2)
                 if self._closing:
                     return
             self.write_message(CompletionMessage(invocation_id))
@@ -717,6 +833,10 @@ class HubConnection:
             if now - self._created >= options.handshake_timeout:
                 self._handshake_failed("Handshake was canceled.")
             return
+        if self._stateful and not self.detached and self._received_seq > self._acked_received:
+            # At most one Ack a tick (a second), as the reference server does.
+            self._acked_received = self._received_seq
+            self.write_message(AckMessage(self._received_seq))
         if self.send_pings and now >= self._next_ping:
             self._next_ping = now + options.keepalive_interval
             self.write_message(PingMessage())

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from backplane import HubConnection, User
@@ -18,7 +19,18 @@ def new_id() -> str:
 class ConnectionRecord:
     """What negotiate created: ids, the user, and later the live connection."""
 
-    __slots__ = ("connection_id", "token", "hub_path", "user", "created", "connection", "transport")
+    __slots__ = (
+        "connection_id",
+        "token",
+        "hub_path",
+        "user",
+        "created",
+        "connection",
+        "transport",
+        "stateful",
+        "run_task",
+        "expiry",
+    )
 
     def __init__(self, connection_id: str, token: str, hub_path: str, user: User | None) -> None:
         self.connection_id = connection_id
@@ -28,6 +40,11 @@ class ConnectionRecord:
         self.created = time.monotonic()
         self.connection: HubConnection | None = None
         self.transport: str | None = None
+        # Stateful reconnect: negotiated for this connection; the task running its current
+        # WebSocket (to take over from a half-open one); the timer ending a detached one.
+        self.stateful = False
+        self.run_task: asyncio.Task[Any] | None = None
+        self.expiry: asyncio.TimerHandle | None = None
 
 
 class ConnectionRegistry:

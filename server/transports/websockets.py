@@ -21,10 +21,13 @@ from ..auth import authenticate
 
 if TYPE_CHECKING:
     from ..app import Hubplane
+    from ..registry import ConnectionRecord
 
 logger = logging.getLogger("hubplane.websockets")
 
 CLOSE_TIMEOUT = 5.0  # ASP.NET Core WebSockets CloseTimeout
+TAKEOVER = "a newer WebSocket took over"  # cancel message for a half-open socket's task
+_background: set[asyncio.Task[None]] = set()
 SEND_TIMEOUT = 10.0  # ASP.NET Core TransportSendTimeout
 Scope = dict[str, Any]
 
@@ -72,6 +75,10 @@ class WebSocketEndpoint:
                 await reject(scope, send, 400, "Cannot change transports mid-connection")
                 return
             if record.connection is not None:
+                existing = record.connection
+                if existing.stateful and not existing.closing:
+                    await self._resume(record, existing, receive, send)
+                    return
                 await reject(scope, send, 409, "Connection already has a WebSocket")
                 return
             if record.user is not None and (user is None or user.id != record.user.id):
@@ -90,6 +97,7 @@ class WebSocketEndpoint:
             headers=headers,
             query=query,
         )
+        connection.stateful_allowed = record.stateful
         record.connection = connection
         try:
             await send({"type": "websocket.accept"})
@@ -97,14 +105,77 @@ class WebSocketEndpoint:
             registry.remove(record.token)
             await connection.transport_closed()
             return
+        await self._run(record, connection, receive, send)
+
+    async def _run(
+        self, record: ConnectionRecord, connection: HubConnection, receive: Any, send: Any
+    ) -> None:
+        """Serve one WebSocket of a connection; keep the connection if it may come back."""
+        registry = self.hubplane.registry
+        record.run_task = asyncio.current_task()
+        detached = False
         try:
-            await run_websocket(connection, receive, send)
+            detached = await run_websocket(connection, receive, send)
         finally:
-            registry.remove(record.token)
+            record.run_task = None
+            if detached:
+                self._await_reconnect(record, connection)
+            else:
+                registry.remove(record.token)
+
+    def _await_reconnect(self, record: ConnectionRecord, connection: HubConnection) -> None:
+        """A stateful connection lost its socket: wait ``--disconnect-timeout`` for a new one."""
+        loop = asyncio.get_running_loop()
+
+        def expire() -> None:
+            record.expiry = None
+            if connection.detached and record.run_task is None:
+                logger.info("%s: no reconnect in time, ending", connection.log_name)
+                self.hubplane.registry.remove(record.token)
+                task = loop.create_task(connection.transport_closed())
+                _background.add(task)
+                task.add_done_callback(_background.discard)
+
+        record.expiry = loop.call_later(self.hubplane.settings.disconnect_timeout, expire)
+
+        def ended() -> None:  # a connection ended by the server while detached ends at once
+            loop.call_soon(expire)
+
+        connection.outbound.on_close = ended
+        logger.info("%s: transport lost, waiting for a stateful reconnect", connection.log_name)
+
+    async def _resume(
+        self, record: ConnectionRecord, connection: HubConnection, receive: Any, send: Any
+    ) -> None:
+        """A stateful reconnect: take the connection over with this new socket."""
+        old = record.run_task
+        if old is not None and not old.done():
+            # The old socket is half-open (the client saw it die first): take over from it.
+            old.cancel(TAKEOVER)
+            await asyncio.wait({old}, timeout=CLOSE_TIMEOUT)
+        if not connection.detached or connection.closing or record.run_task is not None:
+            await reject({"extensions": {}}, send, 409, "Connection already has a WebSocket")
+            return
+        if record.expiry is not None:
+            record.expiry.cancel()
+            record.expiry = None
+        connection.outbound.on_close = None
+        try:
+            await send({"type": "websocket.accept"})
+        except Exception:
+            self._await_reconnect(record, connection)
+            return
+        logger.info("%s: resumed on a new WebSocket", connection.log_name)
+        connection.resume()
+        await self._run(record, connection, receive, send)
 
 
-async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> None:
-    """Pump frames in and out until either side ends the connection."""
+async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> bool:
+    """Pump frames in and out until either side ends the connection.
+
+    Returns True when a stateful connection lost its socket without a close handshake (or
+    was taken over by a newer socket): the connection stays, detached, for a reconnect.
+    """
     main = asyncio.current_task()
     assert main is not None
     loop = asyncio.get_running_loop()
@@ -126,6 +197,8 @@ async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> N
     state["give_up"] = _give_up
     writer = loop.create_task(_writer(connection, send, state))
     error: Exception | None = None
+    dropped = False
+    detached = False
     feed = connection.receive
     try:
         while True:
@@ -138,12 +211,17 @@ async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> N
                 else:
                     await feed(message["text"].encode(), False)
             elif mtype == "websocket.disconnect":
+                # 1006: the socket died without a close frame (a dropped network).
+                dropped = message.get("code") == 1006
                 break
-    except asyncio.CancelledError:
-        if not state.get("close_timeout"):
+    except asyncio.CancelledError as exc:
+        if exc.args == (TAKEOVER,):
+            dropped = True
+        elif not state.get("close_timeout"):
             raise
     except Exception as exc:  # the ASGI server failed under us
         error = exc
+        dropped = True
         logger.debug("%s: receive failed", connection.log_name, exc_info=True)
     finally:
         state["client_gone"] = True
@@ -152,17 +230,33 @@ async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> N
         timer = state.get("timer")
         if timer is not None:
             timer.cancel()
-        outbound.close()
-        try:
-            await connection.transport_closed(error)
-        finally:
-            if not writer.done():
-                writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer
-            pending = state.pop("pending", None)
-            if pending is not None:
-                pending[0].close()
+        if dropped and connection.stateful and not connection.closing:
+            detached = True
+            connection.detach()
+            await _stop_writer(writer, state)
+            outbound.busy = False
+            outbound.sink = _discard  # the replay buffer keeps what matters
+        else:
+            outbound.close()
+            try:
+                await connection.transport_closed(error)
+            finally:
+                await _stop_writer(writer, state)
+    return detached
+
+
+async def _stop_writer(writer: asyncio.Task[None], state: dict[str, Any]) -> None:
+    if not writer.done():
+        writer.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await writer
+    pending = state.pop("pending", None)
+    if pending is not None:
+        pending[0].close()
+
+
+def _discard(data: bytes) -> None:
+    """The sink of a detached connection: writes are dropped (they are in the replay)."""
 
 
 def _frame(connection: HubConnection, data: bytes) -> dict[str, Any]:
