@@ -92,7 +92,9 @@ class RedisLifetimeManager(HubLifetimeManager):
         self.node_id = node.node_id
         self.channels = wire.Channels(hub_name, node.prefix)
         self.keys = PresenceKeys(self.channels.base)
-        protos = [get_protocol(p) for p in protocols]
+        wanted = [p for p in node.payload_protocols if p in protocols] or list(protocols)
+        protos = [get_protocol(p) for p in wanted]
+        #: The protocols each published message carries (see RedisNode.payload_protocols).
         self.protocols: list[HubProtocol] = [p for p in protos if p is not None]
         self.connections: dict[str, HubConnection] = {}
         self.groups: dict[str, dict[str, HubConnection]] = {}

@@ -142,6 +142,7 @@ class RedisNode:
         timeout: float = 5.0,
         buffer_limit: int = 10000,
         presence: bool = True,
+        payload_protocols: Sequence[str] = (),
     ) -> None:
         self.prefix = (
             channel_prefix.encode() if isinstance(channel_prefix, str) else bytes(channel_prefix)
@@ -150,6 +151,10 @@ class RedisNode:
         self.heartbeat = heartbeat
         self.timeout = timeout
         self.presence_enabled = presence
+        # The protocols serialized into each published message; empty: every protocol the
+        # hub offers (the .NET layout). Fewer makes publishing cheaper; receiving nodes
+        # encode the others once per message for their clients.
+        self.payload_protocols = tuple(payload_protocols)
         self.bus = RedisBus(redis_url, buffer_limit=buffer_limit, name=self.node_id)
         self.started = time.time()
         self.managers: list[RedisLifetimeManager] = []

@@ -1,9 +1,12 @@
 """How many cross-node messages per second one node publishes, with and without pipelining.
 
-A node (in this process) sends N group messages to a group whose members are all on another
-node, so every send is one PUBLISH in the .NET layout with json + messagepack payloads. The
-clock stops when Redis has taken the last PUBLISH. A second node subscribed to the group counts
-what arrives, so the figure is delivered messages, not just queued ones.
+The publishing node (this process) sends N group messages to a group whose only member is on
+another node, so every send is one PUBLISH in the .NET layout with json + messagepack
+payloads. The receiving node runs in a separate process (as in a cluster: its CPU is not
+this node's) and reports when the last message arrived, so two rates come out:
+
+- published/s: until Redis has taken the last PUBLISH (what this node can push);
+- delivered/s: until the other node has received the last one.
 
     .venv/bin/python load-tests/redis/publish_rate.py [--redis-url URL] [--messages N]
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -40,61 +44,74 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def receive(url: str, prefix: str, count: int) -> None:
+    """The other node: one client in the group; prints when the last message arrived."""
+    node = RedisNode(url, channel_prefix=prefix, presence=False)
+    manager = node.manager(BenchHub.wire_name, ("json", "messagepack"))
+    await manager.start()
+    handler = HubConnectionHandler(BenchHub, HubOptions(max_buffer_size=1 << 30), manager)
+    client = Client(handler, "r0")
+    await client.handshake()
+    await manager.add_to_group("r0", "room")
+    print(json.dumps({"ready": True}), flush=True)
+    deadline = time.monotonic() + 120
+    while node.bus.stats.received < count and time.monotonic() < deadline:
+        client.conn.outbound.take()  # what a socket would carry away
+        await asyncio.sleep(0.002)
+    print(json.dumps({"received": node.bus.stats.received, "at": time.time()}), flush=True)
+    await client.conn.transport_closed()
+    await manager.stop()
+
+
 async def run_once(
     url: str,
     messages: int,
     max_batch: int,
-    receivers: int,
     script: bool = True,
-    protocols: tuple[str, ...] = ("json", "messagepack"),
+    payload_protocols: tuple[str, ...] = (),
 ) -> dict[str, float]:
-    prefix = f"bench{os.getpid()}{max_batch}:"
-    sender = RedisNode(url, channel_prefix=prefix, presence=False)
-    receiver = RedisNode(url, channel_prefix=prefix, presence=False)
-    m1 = sender.manager(BenchHub.wire_name, protocols)
-    m2 = receiver.manager(BenchHub.wire_name, ("json", "messagepack"))
-    h2 = HubConnectionHandler(BenchHub, HubOptions(max_buffer_size=1 << 30), m2)
-    await m1.start()
-    await m2.start()
-    sender.bus.max_batch = max_batch
-    sender.bus.publish_script = script
-    clients = []
-    for i in range(receivers):
-        c = Client(h2, f"r{i}")
-        await c.handshake()
-        await m2.add_to_group(f"r{i}", "room")
-        clients.append(c)
-    args = ["some text of a chat message", 12345]
-    start = time.perf_counter()
-    for i in range(messages):
-        await m1.send_group("room", "Msg", args)
-        if i % 1000 == 999:
-            await asyncio.sleep(0)  # let the writer run, as a busy hub would
-    while sender.bus._queue:
-        await asyncio.sleep(0.001)
-    published = time.perf_counter() - start
-    deadline = time.monotonic() + 60
-    while receiver.bus.stats.received < messages and time.monotonic() < deadline:
-        await asyncio.sleep(0.005)
-    delivered = time.perf_counter() - start
-    result = {
+    prefix = f"bench{os.getpid()}{time.monotonic_ns()}:"
+    receiver = subprocess.Popen(
+        [sys.executable, __file__, "--receive", url, prefix, str(messages)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert receiver.stdout is not None
+        assert json.loads(receiver.stdout.readline()).get("ready")
+        sender = RedisNode(
+            url, channel_prefix=prefix, presence=False, payload_protocols=payload_protocols
+        )
+        manager = sender.manager(BenchHub.wire_name, ("json", "messagepack"))
+        await manager.start()
+        sender.bus.max_batch = max_batch
+        sender.bus.publish_script = script
+        args = ["some text of a chat message", 12345]
+        start = time.time()
+        for i in range(messages):
+            await manager.send_group("room", "Msg", args)
+            if i % 1000 == 999:
+                await asyncio.sleep(0)  # let the writer run, as a busy hub would
+        while sender.bus._queue:
+            await asyncio.sleep(0.001)
+        published = time.time() - start
+        report = json.loads(receiver.stdout.readline())
+        batches = sender.bus.stats.batches
+        await manager.stop()
+    finally:
+        receiver.wait(30)
+    return {
         "published_per_s": messages / published,
-        "delivered_per_s": receiver.bus.stats.received / delivered,
-        "round_trips": sender.bus.stats.batches,
-        "received": receiver.bus.stats.received,
+        "delivered_per_s": report["received"] / (report["at"] - start),
+        "round_trips": batches,
+        "received": report["received"],
     }
-    for c in clients:
-        await c.conn.transport_closed()
-    await m1.stop()
-    await m2.stop()
-    return result
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--redis-url")
-    parser.add_argument("--messages", type=int, default=50000)
-    parser.add_argument("--receivers", type=int, default=1)
+    parser.add_argument("--messages", type=int, default=100000)
     parser.add_argument("--repeat", type=int, default=2)
     opts = parser.parse_args()
     proc = None
@@ -103,21 +120,10 @@ async def main() -> None:
         port = free_port()
         exe = shutil.which("redis-server") or sys.exit("redis-server not found")
         proc = subprocess.Popen(
-            [
-                exe,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                tempfile.gettempdir(),
-            ],
+            [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", tempfile.gettempdir()],
             stdout=subprocess.DEVNULL,
-        )
+        )  # fmt: skip
         url = f"redis://127.0.0.1:{port}/0"
         await asyncio.sleep(0.3)
     try:
@@ -127,9 +133,9 @@ async def main() -> None:
             ("one PUBLISH per round trip", 1, False),
         )
         for label, batch, script in modes:
-            n = opts.messages if batch > 1 else max(5000, opts.messages // 5)
+            n = opts.messages if batch > 1 else max(5000, opts.messages // 10)
             for _ in range(opts.repeat):
-                r = await run_once(url, n, batch, opts.receivers, script)
+                r = await run_once(url, n, batch, script)
                 print(
                     f"{label:28s} {n:7d} msgs  published {r['published_per_s']:9.0f}/s  "
                     f"delivered {r['delivered_per_s']:9.0f}/s  round trips {r['round_trips']:.0f}  "
@@ -142,11 +148,18 @@ async def main() -> None:
             proc.wait(5)
 
 
-if __name__ == "__main__":
+def _entry() -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(main())
+    if len(sys.argv) == 5 and sys.argv[1] == "--receive":
+        asyncio.run(receive(sys.argv[2], sys.argv[3], int(sys.argv[4])))
+    else:
+        asyncio.run(main())
+
+
+if __name__ == "__main__":
+    _entry()

@@ -246,3 +246,28 @@ async def test_presence_entries_are_msgpack_records(cluster: Cluster, redis_serv
     finally:
         await r.aclose()
     assert msgpack.unpackb(raw) == [cluster.nodes[0].node_id, "ann"]
+
+
+async def test_payloads_with_fewer_protocols(cluster: Cluster, redis_server: Any) -> None:
+    """--redis-payload-protocols: one protocol on the wire, every client still served."""
+    h1 = await cluster.add_node(payload_protocols=("messagepack",))
+    h2 = await cluster.add_node(payload_protocols=("messagepack",))
+    j = await cluster.connect(h2, "j")
+    m = await cluster.connect(h2, "m", "messagepack")
+    r = aioredis.Redis.from_url(redis_server.url)
+    pubsub = r.pubsub()
+    try:
+        await pubsub.subscribe(wire.Channels(HUB, cluster.prefix).all)
+        await pubsub.get_message(timeout=1)
+        await h1.context.clients.all.send("Lean", {"n": 1}, "x")
+        raw = None
+        deadline = time.monotonic() + 2
+        while raw is None and time.monotonic() < deadline:
+            raw = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        assert raw is not None
+        assert sorted(wire.read_invocation(raw["data"]).payloads) == ["messagepack"]
+    finally:
+        await pubsub.aclose()
+        await r.aclose()
+    assert targets(await j.wait_messages(1)) == [("Lean", [{"n": 1}, "x"])]
+    assert targets(await m.wait_messages(1)) == [("Lean", [{"n": 1}, "x"])]
