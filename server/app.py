@@ -15,15 +15,19 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from backplane import Hub, HubConnectionHandler, HubContext, HubOptions
+from backplane import Hub, HubConnection, HubConnectionHandler, HubContext, HubOptions
 from backplane.filters import FilterSpec
 from backplane.hub import hub_wire_name
 from backplane.redis.node import RedisNode
 
 from .auth import Authenticator, authenticate
+from .cors import CorsLayer, origin_allowed
 from .registry import ConnectionRegistry
-from .settings import Settings
-from .transports.websockets import WebSocketEndpoint
+from .settings import Settings, canonical_origins, canonical_transports
+from .transports.http import HttpSession, receive_post, request_headers
+from .transports.longpolling import NO_CACHE, LongPollingSession, PollResponse, first_poll_response
+from .transports.sse import ServerSentEventsStream
+from .transports.websockets import WebSocketEndpoint, reject
 
 logger = logging.getLogger("hubplane.server")
 
@@ -54,6 +58,11 @@ class Hubplane:
         self.settings = settings
         self.authenticator = authenticator
         self.registry = ConnectionRegistry()
+        # The transports offered and accepted, in negotiate's order.
+        self.transports = canonical_transports(settings.transports)
+        self.cors_origins = canonical_origins(settings.cors_origins)
+        # SSE and long-polling connections by token (WebSockets need no such table).
+        self.http_sessions: dict[str, HttpSession] = {}
         self.on_startup = list(on_startup)
         self.endpoints: dict[str, HubEndpoint] = {}
         self._by_type: dict[type[Hub[Any]], HubEndpoint] = {}
@@ -78,6 +87,7 @@ class Hubplane:
                 heartbeat=settings.presence_heartbeat,
                 timeout=settings.presence_timeout,
                 buffer_limit=settings.redis_buffer,
+                payload_protocols=settings.redis_payload_protocols,
             )
         for raw_path, hub_type in hubs.items():
             path = normalize_path(raw_path)
@@ -155,6 +165,11 @@ class Hubplane:
     async def close_connections(self) -> None:
         """Refuse new connections and close every live one; clients may reconnect elsewhere."""
         self.draining = True
+        # A long-polling client between polls could only get its Close message on a poll it
+        # may never send: end those connections now instead of waiting for them.
+        for session in list(self.http_sessions.values()):
+            if isinstance(session, LongPollingSession) and session.current is None:
+                session.end()
         await asyncio.gather(
             *(handler.close_all(None, allow_reconnect=True) for handler in self.handlers())
         )
@@ -162,6 +177,14 @@ class Hubplane:
     async def shutdown(self) -> None:
         """Close every connection (clients may reconnect elsewhere) and stop."""
         await self.close_connections()
+        # Long-polling connections whose client did not come back for their Close message.
+        teardowns = [
+            task
+            for session in list(self.http_sessions.values())
+            if isinstance(session, LongPollingSession) and (task := session.end()) is not None
+        ]
+        if teardowns:
+            await asyncio.wait(teardowns, timeout=5.0)
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -216,39 +239,121 @@ class Hubplane:
         if self.draining:
             return PlainTextResponse("Server is shutting down", status_code=503)
         record = self.registry.create(endpoint.path, user, version)
-        formats = ["Text", "Binary"] if "messagepack" in self.settings.protocols else ["Text"]
+        # Stateful reconnect only when the client asks and this server allows it (and only
+        # with negotiate version 1: version 0 has no connection token to come back with).
+        stateful = (
+            version >= 1
+            and self.settings.stateful_reconnect
+            and (query_value(request, "useStatefulReconnect") or "").lower() == "true"
+        )
+        record.stateful = stateful
         body: dict[str, Any] = {"negotiateVersion": version, "connectionId": record.connection_id}
         if version >= 1:
             body["connectionToken"] = record.token
-        body["availableTransports"] = [{"transport": "WebSockets", "transferFormats": formats}]
+        body["availableTransports"] = self.available_transports()
+        if stateful:
+            body["useStatefulReconnect"] = True
         return json_response(body)
 
+    def available_transports(self) -> list[dict[str, Any]]:
+        """Negotiate's ``availableTransports``: WebSockets, SSE, long polling, as enabled.
+
+        SSE carries text only, so it is left out when JSON is not served.
+        """
+        protocols = self.settings.protocols
+        formats = ["Text", "Binary"] if "messagepack" in protocols else ["Text"]
+        listed: list[dict[str, Any]] = []
+        for transport in self.transports:
+            if transport == "ServerSentEvents":
+                if "json" in protocols:
+                    listed.append({"transport": transport, "transferFormats": ["Text"]})
+            else:
+                listed.append({"transport": transport, "transferFormats": formats})
+        return listed
+
     async def hub_http(self, request: Request) -> Response:
-        """Plain HTTP requests to the hub path (the SSE and long-polling entry points)."""
-        token = query_value(request, "id")
-        if request.method not in ("GET", "POST", "DELETE"):
+        """Plain HTTP requests to the hub path: SSE streams, polls, POSTs and DELETEs.
+
+        Status codes follow ASP.NET Core's HttpConnectionDispatcher (signalr-protocol.md 3.1).
+        """
+        method = request.method
+        if method not in ("GET", "POST", "DELETE"):
             return PlainTextResponse("Method Not Allowed", status_code=405)
+        path = request.scope["hubplane.path"]
+        transport = None
+        if method == "GET":
+            sse = "text/event-stream" in request.headers.get("accept", "")
+            transport = "ServerSentEvents" if sse else "LongPolling"
+        token = query_value(request, "id")
         if not token:
-            return PlainTextResponse("Connection ID required", status_code=400)
+            return _refuse(transport, 400, "Connection ID required")
         record = self.registry.get(token)
-        if record is None or record.hub_path != request.scope["hubplane.path"]:
-            return PlainTextResponse("No Connection with that ID", status_code=404)
-        if request.method == "POST" and record.transport == "WebSockets":
+        if record is None or record.hub_path != path:
+            return _refuse(transport, 404, "No Connection with that ID")
+        if method == "POST" and record.transport == "WebSockets":
             return PlainTextResponse(
                 "POST requests are not allowed for WebSocket connections.", status_code=405
             )
-        if request.method == "DELETE":
+        if method == "DELETE" and record.transport != "LongPolling":
             return PlainTextResponse(
                 "Cannot terminate this connection using the DELETE endpoint.", status_code=400
             )
-        transport = (
-            "ServerSentEvents"
-            if "text/event-stream" in request.headers.get("accept", "")
-            else "LongPolling"
+        if transport is not None:
+            if transport not in self.transports:
+                return _refuse(
+                    transport, 404, f"{transport} transport not supported by this end point type"
+                )
+            if record.transport is not None and record.transport != transport:
+                return _refuse(transport, 400, "Cannot change transports mid-connection")
+        handler = self.endpoints[path].handler
+        try:
+            user = await authenticate(self.authenticator, request)
+        except Exception:
+            logger.exception("authenticator failed on a %s request", method)
+            return _refuse(transport, 401, "Authentication failed")
+        refusal = await handler.refuses(user)
+        if refusal is not None:
+            return _refuse(transport, refusal, "Unauthorized" if refusal == 401 else "Forbidden")
+        session = self.http_sessions.get(token)
+        if method == "POST":
+            if session is None:
+                # Nothing can read the bytes before the SSE stream or the first poll started
+                # the connection (the official clients never send this early).
+                return PlainTextResponse(
+                    "The connection has not started a transport yet.", status_code=400
+                )
+            return await receive_post(request, session)
+        if method == "DELETE":
+            if isinstance(session, LongPollingSession):
+                session.end()
+            return PlainTextResponse("", status_code=202)
+        if transport == "LongPolling" and isinstance(session, LongPollingSession):
+            return _AsgiResponse(PollResponse(session))
+        if record.connection is not None:
+            # A second SSE stream while the first is live (a finished stream's token is gone).
+            return _refuse(transport, 409, "Connection already active")
+        if self.draining:
+            return _refuse(transport, 503, "Server is shutting down")
+        if record.user is not None and (user is None or user.id != record.user.id):
+            logger.info("connection %s: the user changed after negotiate", record.connection_id)
+        sse = transport == "ServerSentEvents"
+        connection = HubConnection(
+            handler,
+            record.connection_id,
+            transport=transport or "LongPolling",
+            user=user,
+            headers=request_headers(request),
+            query=dict(request.query_params),
+            supports_binary=not sse,
+            send_pings=sse,
         )
-        return PlainTextResponse(
-            f"{transport} transport not supported by this end point type", status_code=404
-        )
+        record.transport = transport
+        record.connection = connection
+        if sse:
+            session = self.http_sessions[token] = HttpSession(record, connection)
+            return _AsgiResponse(ServerSentEventsStream(self, session))
+        self.http_sessions[token] = LongPollingSession(self, record, connection)
+        return first_poll_response()
 
     def routes(self) -> list[BaseRoute]:
         """Starlette routes for every hub (with and without a trailing slash)."""
@@ -257,7 +362,9 @@ class Hubplane:
             base = "" if path == "/" else path
             negotiate = _bind_path(self.negotiate, path)
             http = _bind_path(self.hub_http, path)
-            ws = WebSocketEndpoint(self, endpoint.handler, path)
+            ws: Any = WebSocketEndpoint(self, endpoint.handler, path)
+            if "WebSockets" not in self.transports or self.cors_origins:
+                ws = WebSocketGate(ws, self)
             routes.append(Route(base + "/negotiate", negotiate, methods=["POST"]))
             routes.append(WebSocketRoute(base or "/", ws))
             routes.append(Route(base or "/", http, methods=HTTP_METHODS))
@@ -279,6 +386,64 @@ def _bind_path(
         return await fn(request)
 
     return endpoint
+
+
+def _refuse(transport: str | None, status: int, text: str) -> Response:
+    """A plain-text refusal; polls carry the no-cache headers on every answer."""
+    response = PlainTextResponse(text, status_code=status)
+    if transport == "LongPolling":
+        for name, value in NO_CACHE:
+            response.headers[name.decode()] = value.decode()
+    return response
+
+
+class _AsgiResponse(Response):
+    """Hands the request's ``receive`` and ``send`` to a transport that writes its own answer."""
+
+    def __init__(self, app: Callable[[Any, Any, Any], Awaitable[None]]) -> None:
+        super().__init__()
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+class WebSocketGate:
+    """Refuses hub WebSocket upgrades before the transport runs.
+
+    404 when WebSockets are not among ``--transports``; 403 when ``--cors-origins`` is set and
+    the upgrade carries an ``Origin`` not in it (browsers apply no CORS to WebSockets, so a
+    page from anywhere could otherwise open one with the user's cookies). Requests without an
+    ``Origin`` (non-browser clients) pass. Only installed when one of the two applies, so the
+    WebSocket path of a default server is unchanged.
+    """
+
+    def __init__(self, endpoint: Any, hubplane: Hubplane) -> None:
+        self.endpoint = endpoint
+        self.enabled = "WebSockets" in hubplane.transports
+        self.origins = frozenset(hubplane.cors_origins)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        status, text = 0, ""
+        if not self.enabled:
+            status, text = 404, "WebSockets transport not supported by this end point type"
+        elif self.origins:
+            origin = _header(scope, b"origin")
+            if origin is not None and not origin_allowed(origin, self.origins):
+                status, text = 403, "Origin not allowed"
+        if not status:
+            await self.endpoint(scope, receive, send)
+            return
+        first = await receive()
+        if first["type"] == "websocket.connect":
+            await reject(scope, send, status, text)
+
+
+def _header(scope: Any, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def normalize_path(path: str) -> str:
@@ -316,6 +481,9 @@ class HubplaneApp(Starlette):
 
     def __init__(self, hubplane: Hubplane, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        # CORS for --cors-origins wraps HTTP requests only, not the hub WebSockets below.
+        origins = hubplane.cors_origins
+        self._cors = CorsLayer(super().__call__, origins) if origins else None
         self._websockets: dict[str, Any] = {}
         for route in self.router.routes:
             if isinstance(route, WebSocketRoute):
@@ -332,6 +500,9 @@ class HubplaneApp(Starlette):
                 scope["app"] = self
                 await endpoint(scope, receive, send)
                 return
+        if self._cors is not None and scope["type"] == "http":
+            await self._cors(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
 
 

@@ -15,6 +15,8 @@ from typing import Any
 from .errors import SettingsError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+# The transports in the order negotiate lists them (the client's order of preference).
+TRANSPORTS = ("WebSockets", "ServerSentEvents", "LongPolling")
 
 
 @dataclass
@@ -92,6 +94,13 @@ class Settings:
         default=5.0,
         metadata={"help": "seconds without a heartbeat after which a node counts as dead"},
     )
+    redis_payload_protocols: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "protocols serialized into each published message (default: all offered, "
+            "as .NET nodes need); e.g. messagepack alone publishes faster"
+        },
+    )
     redis_buffer: int = field(
         default=10000,
         metadata={"help": "publishes kept while Redis is unreachable; older ones are dropped"},
@@ -113,10 +122,28 @@ class Settings:
         default=(),
         metadata={"help": "a global hub filter, module:Class (repeatable; env: comma list)"},
     )
+    stateful_reconnect: bool = field(
+        default=True,
+        metadata={"help": "offer stateful reconnect to clients that ask (WebSockets)"},
+    )
     client_result_timeout: float = field(
         default=30.0, metadata={"help": "seconds invoke() waits for a client result by default"}
     )
     workers: int = field(default=1, metadata={"help": "worker processes (needs Redis when > 1)"})
+    transports: tuple[str, ...] = field(
+        default=TRANSPORTS,
+        metadata={
+            "help": "transports offered and accepted, comma separated: "
+            "WebSockets, ServerSentEvents, LongPolling"
+        },
+    )
+    cors_origins: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "browser origins allowed to call the hubs with credentials (CORS) and to "
+            "open WebSockets, comma separated, e.g. https://app.example.com; none by default"
+        },
+    )
 
     def validate(self) -> Settings:
         """Check every value; raise SettingsError naming the first bad one."""
@@ -138,6 +165,8 @@ class Settings:
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         self.log_level = self.log_level.lower()
+        if any(p not in self.protocols for p in self.redis_payload_protocols):
+            raise SettingsError("--redis-payload-protocols must be among --protocols")
         unknown = [p for p in self.protocols if p not in ("json", "messagepack")]
         if unknown or not self.protocols:
             raise SettingsError("--protocols takes json and/or messagepack")
@@ -167,12 +196,47 @@ class Settings:
                 "--workers > 1 needs the Redis backplane: set --redis-url or REDIS_URL, "
                 "otherwise each worker would be a separate hub"
             )
+        self.transports = canonical_transports(self.transports)
+        self.cors_origins = canonical_origins(self.cors_origins)
         for path, spec in self.hubs.items():
             if not path.startswith("/"):
                 raise SettingsError(f"hub path {path!r} must start with '/'")
             if ":" not in spec:
                 raise SettingsError(f"hub {path!r}: {spec!r} is not of the form module:Class")
         return self
+
+
+def canonical_transports(names: Sequence[str]) -> tuple[str, ...]:
+    """Transport names spelt as negotiate spells them, in negotiate's order; any case accepted."""
+    by_lower = {t.lower(): t for t in TRANSPORTS}
+    chosen = set()
+    for name in names:
+        canonical = by_lower.get(name.strip().lower())
+        if canonical is None:
+            raise SettingsError(
+                f"--transports: unknown transport {name!r} (use {', '.join(TRANSPORTS)})"
+            )
+        chosen.add(canonical)
+    if not chosen:
+        raise SettingsError("--transports needs at least one transport")
+    return tuple(t for t in TRANSPORTS if t in chosen)
+
+
+def canonical_origins(origins: Sequence[str]) -> tuple[str, ...]:
+    """Origins as browsers send them (``scheme://host[:port]``, lower case, no slash)."""
+    result = []
+    for raw in origins:
+        origin = raw.strip().rstrip("/").lower()
+        if not origin:
+            continue
+        scheme, sep, rest = origin.partition("://")
+        if origin == "*" or not sep or not scheme or not rest or "/" in rest or "*" in rest:
+            raise SettingsError(
+                f"--cors-origins: {raw!r} is not an origin like https://app.example.com "
+                "(wildcards are refused: the clients send credentials)"
+            )
+        result.append(origin)
+    return tuple(dict.fromkeys(result))
 
 
 def flag(name: str) -> str:
@@ -205,8 +269,10 @@ def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
     try:
         if f.name == "hubs":
             return dict(parse_hub_spec(part) for part in raw.split(",") if part.strip())
-        if f.name == "protocols":
+        if f.name in ("protocols", "redis_payload_protocols"):
             return tuple(p.strip().lower() for p in raw.split(",") if p.strip())
+        if f.name in ("transports", "cors_origins"):
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
         if f.name == "filters":
             return tuple(p.strip() for p in raw.split(",") if p.strip())
         if kind == "bool":

@@ -211,8 +211,9 @@ async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> b
                 else:
                     await feed(message["text"].encode(), False)
             elif mtype == "websocket.disconnect":
-                # 1006: the socket died without a close frame (a dropped network).
-                dropped = message.get("code") == 1006
+                # The socket died without a close frame (a dropped network): uvicorn says so
+                # with 1006, or (sansio, wsproto) with a message that has no close reason.
+                dropped = message.get("code") == 1006 or "reason" not in message
                 break
     except asyncio.CancelledError as exc:
         if exc.args == (TAKEOVER,):

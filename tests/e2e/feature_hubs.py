@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 from backplane import (
@@ -68,3 +69,19 @@ class SecureHub(Hub):
 class StaffHub(Hub):
     async def ping(self) -> str:
         return "pong"
+
+
+class PulseHub(Hub):
+    """For stateful reconnect: pushes numbered messages to the caller over time."""
+
+    async def pulse(self, count: int, interval: float) -> int:
+        for i in range(count):
+            await self.clients.caller.send("Pulse", i)
+            await asyncio.sleep(interval)
+        return count
+
+    async def echo(self, value: Any) -> Any:
+        return value
+
+    async def whoami(self) -> str:
+        return self.context.connection_id

@@ -11,7 +11,8 @@
 //                   [--spec FILE] (SCENARIO.mjs | -e CODE | --name NAME ...)...
 //
 //   URL        hub URL, e.g. http://127.0.0.1:8000/hubs/e2e (env HUB_URL)
-//   T          WebSockets | ServerSentEvents | LongPolling (env TRANSPORT, default WebSockets)
+//   T          WebSockets | ServerSentEvents | LongPolling (env TRANSPORT, default WebSockets);
+//              several joined with "," let the client fall back in the server's order
 //   P          json | messagepack (env PROTOCOL, default json)
 //   --timeout  global bound for the whole process in ms (env TIMEOUT_MS, default 30000):
 //              when it fires the driver prints {"status":"timeout"} and exits with code 2
@@ -155,8 +156,14 @@ function makeContext(cfg, scenarioName, tracked) {
       url = u.toString();
     }
     const transportName = opts.transport || cfg.transport;
-    const transport = signalR.HttpTransportType[transportName];
-    if (transport === undefined) throw new Error(`unknown transport ${transportName}`);
+    // One name, or several joined with "," or "|" (the client then tries them in the
+    // server's order: transport fallback).
+    let transport = 0;
+    for (const name of String(transportName).split(/[,|]/)) {
+      const bit = signalR.HttpTransportType[name.trim()];
+      if (bit === undefined) throw new Error(`unknown transport ${name}`);
+      transport |= bit;
+    }
     const httpOptions = { transport };
     if (opts.skipNegotiation) httpOptions.skipNegotiation = true;
     if (opts.headers) httpOptions.headers = opts.headers;

@@ -1,0 +1,91 @@
+"""What Server-Sent Events and long polling share: the session of a connection and its POSTs.
+
+Both transports carry server-to-client bytes in GET responses and client-to-server bytes in
+``POST {hub}?id=TOKEN`` bodies. A body holds one or more whole hub messages (the JS client
+batches); it is fed to the connection chunk by chunk as it arrives, so the message size limit
+applies while reading and a huge body is never held in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import PlainTextResponse, Response
+
+from backplane import HubConnection
+
+if TYPE_CHECKING:
+    from ..app import Hubplane
+    from ..registry import ConnectionRecord
+
+logger = logging.getLogger("hubplane.http")
+
+SEND_TIMEOUT = 10.0  # ASP.NET Core TransportSendTimeout: one blocked write ends the connection
+
+
+class HttpSession:
+    """One SSE or long-polling connection: its record and live connection."""
+
+    __slots__ = ("record", "connection", "post_lock", "ended")
+
+    def __init__(self, record: ConnectionRecord, connection: HubConnection) -> None:
+        self.record = record
+        self.connection = connection
+        # POSTs of one connection are fed one at a time, in order (the JS client sends one at
+        # a time; another client must not interleave two bodies' bytes).
+        self.post_lock = asyncio.Lock()
+        self.ended = False
+
+
+async def wait_disconnect(receive: Any) -> None:
+    """Return when the client has gone away (the body, if any, is already read)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def request_headers(request: Request) -> dict[str, str]:
+    """The request's headers as the hub context shows them (lower-case names)."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
+
+
+async def receive_post(request: Request, session: HttpSession) -> Response:
+    """``POST {hub}?id=TOKEN``: feed the body to the connection; 200 once it is accepted."""
+    connection = session.connection
+    async with session.post_lock:
+        if session.ended or connection.closing:
+            return PlainTextResponse("No Connection with that ID", status_code=404)
+        try:
+            async for chunk in request.stream():
+                if chunk:
+                    await connection.receive(chunk, None)
+                    if connection.closing:
+                        # The client sent Close, or bad input ended the connection: the rest
+                        # of the body has nowhere to go.
+                        break
+        except ClientDisconnect:
+            logger.debug("%s: the client went away during a POST", connection.log_name)
+            return PlainTextResponse("", status_code=400)
+    return PlainTextResponse("")
+
+
+def forget(hubplane: Hubplane, session: HttpSession) -> bool:
+    """Forget the connection: its token answers 404 from now on. False if already done."""
+    if session.ended:
+        return False
+    session.ended = True
+    token = session.record.token
+    hubplane.registry.remove(token)
+    hubplane.http_sessions.pop(token, None)
+    session.connection.outbound.close()
+    return True
+
+
+async def end_session(hubplane: Hubplane, session: HttpSession, error: Exception | None) -> None:
+    """Forget the connection and tear it down (``on_disconnected`` runs), once."""
+    if forget(hubplane, session):
+        await session.connection.transport_closed(error)
