@@ -48,6 +48,10 @@ class TypedHub(Hub[ChatClient]):
     async def ask_count(self) -> int:
         return await self.clients.caller.get_count() + 1
 
+    async def ask_nothing(self) -> list[Any]:
+        # The client's handler returns nothing: the JS client answers with an error.
+        return [await self.clients.caller.invoke("Nothing")]
+
     async def trail(self, n: int) -> list[str]:
         trail: list[str] = self.context.items.get("trail", [])
         return list(trail)

@@ -56,10 +56,13 @@ def test_typed_hub_and_filters(server: Any, node_client: Any, protocol: str) -> 
         const got = deferred();
         b.on("ReceiveMessage", (user, text) => got.resolve([user, text]));
         a.on("GetCount", () => 41);
+        a.on("Nothing", () => {});
         await a.start(); await b.start();
         await a.invoke("SendMessage", "hello");
         log("received", await within(got.promise, 5000, "ReceiveMessage"));
         log("count", await a.invoke("AskCount"));
+        try { log("nothing", await a.invoke("AskNothing")); }
+        catch (e) { log("nothing", errorText(e)); }
         log("trail", await a.invoke("Trail", 1));
         try { await a.invoke("Trail", -1); log("negative", "accepted"); }
         catch (e) { log("negative", errorText(e)); }
@@ -72,8 +75,10 @@ def test_typed_hub_and_filters(server: Any, node_client: Any, protocol: str) -> 
     )
     assert result.value("received") == ["ann", "hello"]
     assert result.value("count") == 42
-    # Global filter first, then the hub's; three calls so far.
-    assert result.value("trail") == ["global", "hub"] * 3
+    # A handler that returns nothing is not an answer, for the official client either.
+    assert "Client didn't provide a result" in result.value("nothing")
+    # Global filter first, then the hub's; four calls so far.
+    assert result.value("trail") == ["global", "hub"] * 4
     assert "negative numbers are not allowed" in result.value("negative")
     # b has no GetCount handler: the client says so, and the hub method fails with it.
     assert "Client didn't provide a result" in result.value("no_handler")
