@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks (and where possible installs) the programs the test suite needs besides Python:
-# redis-server, node >= 18 and npm. Exits non-zero with a message naming what to install.
+# redis-server, nginx, node >= 18 and npm. Exits non-zero with a message naming what to install.
 set -euo pipefail
 
 die() { echo "error: $*" >&2; exit 1; }
@@ -24,6 +24,17 @@ elif ! command -v redis-server >/dev/null 2>&1; then
 	fi
 	command -v redis-server >/dev/null 2>&1 ||
 		die "redis-server not found: install Redis 7 (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) or set REDIS_URL"
+fi
+
+# --- nginx (a real round-robin balancer for the no-sticky-sessions tests)
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+	if can_apt; then
+		apt_install nginx-light
+		# the Debian package starts a system instance on port 80; the tests run their own
+		(service nginx stop || pkill -f "nginx: master") >/dev/null 2>&1 || true
+	fi
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] ||
+		die "nginx not found: install it (Debian/Ubuntu: apt-get install nginx-light; macOS: brew install nginx)"
 fi
 
 # --- node >= 18 and npm (the official @microsoft/signalr client runs in Node)

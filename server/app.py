@@ -18,12 +18,22 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from backplane import Hub, HubConnection, HubConnectionHandler, HubContext, HubOptions
 from backplane.filters import FilterSpec
 from backplane.hub import hub_wire_name
+from backplane.redis.bus import BackplaneUnavailable
 from backplane.redis.node import RedisNode
 
 from .auth import Authenticator, authenticate
 from .cors import CorsLayer, origin_allowed
-from .registry import ConnectionRegistry
+from .nosticky import (
+    MAX_FORWARDED_BODY,
+    POST_TIMEOUT,
+    Forwarder,
+    TokenSigner,
+    capture_send,
+    claims_fresh,
+)
+from .registry import ConnectionRecord, ConnectionRegistry
 from .settings import Settings, canonical_origins, canonical_transports
+from .transports import longpolling
 from .transports.http import HttpSession, receive_post, request_headers
 from .transports.longpolling import NO_CACHE, LongPollingSession, PollResponse, first_poll_response
 from .transports.sse import ServerSentEventsStream
@@ -58,6 +68,9 @@ class Hubplane:
         self.settings = settings
         self.authenticator = authenticator
         self.registry = ConnectionRegistry()
+        self.signer = TokenSigner(settings.token_secret) if settings.token_secret else None
+        self.registry.signer = self.signer
+        self.forwarder: Forwarder | None = None
         # The transports offered and accepted, in negotiate's order.
         self.transports = canonical_transports(settings.transports)
         self.cors_origins = canonical_origins(settings.cors_origins)
@@ -136,6 +149,8 @@ class Hubplane:
             "errors": stats.errors,
             "purged_nodes": node.purged_nodes,
             "reregistrations": node.reregistrations,
+            "forwarded": self.forwarder.forwarded if self.forwarder else 0,
+            "forwards_served": self.forwarder.served if self.forwarder else 0,
         }
 
     def handlers(self) -> list[HubConnectionHandler]:
@@ -155,6 +170,12 @@ class Hubplane:
         """Start lifetime managers, timers, then the user's startup hooks."""
         for handler in self.handlers():
             await handler.lifetime.start()
+        if self.signer is not None and self.redis_node is not None:
+            # No sticky sessions: connections are owned by the node that started them, and
+            # requests landing elsewhere are forwarded to it.
+            forwarder = self.forwarder = Forwarder(self.redis_node, self.handle_forwarded)
+            await forwarder.start()
+            self.registry.on_remove = lambda record: forwarder.release(record.connection_id)
         self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
         for hook in self.on_startup:
             result = hook(self)
@@ -189,6 +210,8 @@ class Hubplane:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        if self.forwarder is not None:
+            self.forwarder.stop()
         for handler in self.handlers():
             await handler.lifetime.stop()
 
@@ -238,7 +261,6 @@ class Hubplane:
             return PlainTextResponse(text, status_code=refusal)
         if self.draining:
             return PlainTextResponse("Server is shutting down", status_code=503)
-        record = self.registry.create(endpoint.path, user, version)
         # Stateful reconnect only when the client asks and this server allows it (and only
         # with negotiate version 1: version 0 has no connection token to come back with).
         stateful = (
@@ -246,7 +268,7 @@ class Hubplane:
             and self.settings.stateful_reconnect
             and (query_value(request, "useStatefulReconnect") or "").lower() == "true"
         )
-        record.stateful = stateful
+        record = self.registry.create(endpoint.path, user, version, stateful)
         body: dict[str, Any] = {"negotiateVersion": version, "connectionId": record.connection_id}
         if version >= 1:
             body["connectionToken"] = record.token
@@ -254,6 +276,102 @@ class Hubplane:
         if stateful:
             body["useStatefulReconnect"] = True
         return json_response(body)
+
+    # -- no sticky sessions ---------------------------------------------------------------
+
+    async def locate(self, token: str, path: str, start: bool) -> ConnectionRecord | str | int:
+        """Where a request for ``token`` is served, when this node has no live connection for it.
+
+        Returns the record to serve here (adopting a connection negotiated elsewhere), the id of
+        the node that owns the connection (forward to it), or an HTTP status to refuse with.
+        ``start`` is true for requests that may start a transport (WebSocket, SSE, first poll).
+        """
+        signer = self.signer
+        record = self.registry.get(token)
+        if signer is None:
+            return record if record is not None else 404
+        claims = signer.verify(token)
+        if claims is None or claims.hub_path != path:
+            return record if record is not None else 404
+        fresh = claims_fresh(claims, self.settings.disconnect_timeout)
+        forwarder = self.forwarder
+        if forwarder is None:  # one node: the token is all there is to check
+            if record is None and not (start and fresh):
+                return 404
+            return self.registry.adopt(token, claims)
+        cid = claims.connection_id or token
+        try:
+            owner = await forwarder.owner(cid)
+            if owner is None:
+                if not (start and fresh):
+                    return 404 if not fresh else 400
+                owner = await forwarder.claim(cid)
+        except BackplaneUnavailable:
+            return 503
+        if owner == forwarder.node.node_id:
+            if record is not None and record.connection is not None:
+                return record
+            if start and record is None and fresh:
+                return self.registry.adopt(token, claims)
+            return self.registry.adopt(token, claims) if start else 404
+        if not await forwarder.node.is_live(owner):
+            return 404
+        return owner
+
+    async def handle_forwarded(
+        self, token: str, method: str, body: bytes
+    ) -> tuple[int, str, bytes]:
+        """Answer a request another node forwarded for a connection this node runs."""
+        session = self.http_sessions.get(token)
+        if session is None or session.ended:
+            return 404, "text/plain", b"No Connection with that ID"
+        if method == "POST":
+            async with session.post_lock:
+                if session.ended or session.connection.closing:
+                    return 404, "text/plain", b"No Connection with that ID"
+                await session.connection.receive(body, None)
+            return 200, "text/plain", b""
+        if not isinstance(session, LongPollingSession):
+            return 409, "text/plain", b"Connection already active"
+        if method == "DELETE":
+            session.end()
+            return 202, "text/plain", b""
+        send, captured = capture_send()
+        never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def receive() -> dict[str, Any]:
+            await never  # the forwarding node holds the client's request
+            return {"type": "http.disconnect"}
+
+        await session.poll(receive, send)
+        content_type = "application/octet-stream"
+        for name, value in captured["headers"]:
+            if name == b"content-type":
+                content_type = value.decode()
+        return int(captured["status"]), content_type, bytes(captured["body"])
+
+    async def forward(self, owner: str, token: str, request: Request) -> Response:
+        """Relay a POST, poll or DELETE to the node that owns the connection."""
+        assert self.forwarder is not None
+        body = b""
+        if request.method == "POST":
+            chunks = []
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_FORWARDED_BODY:
+                    return PlainTextResponse("Request body too large", status_code=413)
+                chunks.append(chunk)
+            body = b"".join(chunks)
+        timeout = longpolling.POLL_TIMEOUT + 10.0 if request.method == "GET" else POST_TIMEOUT
+        status, content_type, answer = await self.forwarder.forward(
+            owner, token, request.method, body, timeout
+        )
+        response = Response(answer, status_code=status, media_type=content_type)
+        if request.method == "GET":
+            for name, value in NO_CACHE:
+                response.headers[name.decode()] = value.decode()
+        return response
 
     def available_transports(self) -> list[dict[str, Any]]:
         """Negotiate's ``availableTransports``: WebSockets, SSE, long polling, as enabled.
@@ -288,6 +406,28 @@ class Hubplane:
         if not token:
             return _refuse(transport, 400, "Connection ID required")
         record = self.registry.get(token)
+        if self.signer is not None and (record is None or record.connection is None):
+            # No sticky sessions: the connection may have been negotiated or started elsewhere.
+            located = await self.locate(token, path, start=method == "GET")
+            if isinstance(located, int):
+                text = "No Connection with that ID" if located == 404 else "Cannot serve this"
+                if located == 400:
+                    text = "The connection has not started a transport yet."
+                return _refuse(transport, located, text)
+            if isinstance(located, str):
+                if transport == "ServerSentEvents":
+                    return _refuse(transport, 409, "Connection already active")
+                try:
+                    user = await authenticate(self.authenticator, request)
+                except Exception:
+                    logger.exception("authenticator failed on a %s request", method)
+                    return _refuse(transport, 401, "Authentication failed")
+                refusal = await self.endpoints[path].handler.refuses(user)
+                if refusal is not None:
+                    text = "Unauthorized" if refusal == 401 else "Forbidden"
+                    return _refuse(transport, refusal, text)
+                return await self.forward(located, token, request)
+            record = located
         if record is None or record.hub_path != path:
             return _refuse(transport, 404, "No Connection with that ID")
         if method == "POST" and record.transport == "WebSockets":

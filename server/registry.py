@@ -8,7 +8,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from backplane import HubConnection, User
+
+    from .nosticky import TokenClaims, TokenSigner
 
 
 def new_id() -> str:
@@ -52,13 +56,41 @@ class ConnectionRegistry:
 
     def __init__(self) -> None:
         self.records: dict[str, ConnectionRecord] = {}
+        # With --token-secret: mints signed tokens that any node can check (no sticky sessions).
+        self.signer: TokenSigner | None = None
+        # Called when a record that ran a connection here is removed (owner bookkeeping).
+        self.on_remove: Callable[[ConnectionRecord], None] | None = None
 
-    def create(self, hub_path: str, user: User | None, negotiate_version: int) -> ConnectionRecord:
+    def create(
+        self,
+        hub_path: str,
+        user: User | None,
+        negotiate_version: int,
+        stateful: bool = False,
+    ) -> ConnectionRecord:
         """A new record; with negotiate version 0 the token is the connection id."""
-        connection_id = new_id()
-        token = new_id() if negotiate_version >= 1 else connection_id
+        signer = self.signer
+        if signer is not None and negotiate_version == 0:
+            # The id doubles as the token, so the id itself is the signed token.
+            connection_id = token = signer.mint("", hub_path, 0, False)
+        else:
+            connection_id = new_id()
+            if signer is not None:
+                token = signer.mint(connection_id, hub_path, negotiate_version, stateful)
+            else:
+                token = new_id() if negotiate_version >= 1 else connection_id
         record = ConnectionRecord(connection_id, token, hub_path, user)
+        record.stateful = stateful
         self.records[token] = record
+        return record
+
+    def adopt(self, token: str, claims: TokenClaims) -> ConnectionRecord:
+        """The record of a connection negotiated elsewhere (or the one made here)."""
+        record = self.records.get(token)
+        if record is None:
+            record = ConnectionRecord(claims.connection_id or token, token, claims.hub_path, None)
+            record.stateful = claims.stateful
+            self.records[token] = record
         return record
 
     def get(self, token: str) -> ConnectionRecord | None:
@@ -67,7 +99,9 @@ class ConnectionRegistry:
 
     def remove(self, token: str) -> None:
         """Forget a record."""
-        self.records.pop(token, None)
+        record = self.records.pop(token, None)
+        if record is not None and record.connection is not None and self.on_remove is not None:
+            self.on_remove(record)
 
     def expire(self, max_idle: float, now: float | None = None) -> int:
         """Drop records that never got a transport within ``max_idle`` seconds."""

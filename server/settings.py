@@ -122,6 +122,13 @@ class Settings:
         default=(),
         metadata={"help": "a global hub filter, module:Class (repeatable; env: comma list)"},
     )
+    token_secret: str | None = field(
+        default=None,
+        metadata={
+            "help": "a secret shared by every node: signed connection tokens, so no sticky "
+            "sessions are needed (requests of one connection may reach any node)"
+        },
+    )
     stateful_reconnect: bool = field(
         default=True,
         metadata={"help": "offer stateful reconnect to clients that ask (WebSockets)"},

@@ -68,6 +68,14 @@ class WebSocketEndpoint:
         registry = hubplane.registry
         if token:
             record = registry.get(token)
+            if hubplane.signer is not None and (record is None or record.connection is None):
+                # No sticky sessions: adopt a connection negotiated on another node. One
+                # started elsewhere (even a stateful one coming back) cannot move here.
+                located = await hubplane.locate(token, self.path, start=True)
+                if isinstance(located, int):
+                    await reject(scope, send, located, "No Connection with that ID")
+                    return
+                record = None if isinstance(located, str) else located
             if record is None or record.hub_path != self.path:
                 await reject(scope, send, 404, "No Connection with that ID")
                 return

@@ -1,0 +1,222 @@
+"""No sticky sessions: three nodes behind nginx round-robin (no affinity), every transport and
+protocol, with the official JS client; requests that land on a node that does not hold the
+connection are forwarded to the one that does, and the test checks that they were.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import LOOPBACK, get_free_port, wait_for_port
+
+pytestmark = pytest.mark.e2e
+
+HUBS = {"/hubs/e2e": "tests.e2e.hubs:E2EHub"}
+ADMIN = "no-sticky-admin"
+SECRET = "no-sticky-shared-secret"
+
+NGINX_CONF = """
+worker_processes 1;
+error_log {dir}/error.log warn;
+pid {dir}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream hubs {{
+        {servers}
+    }}
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    server {{
+        listen {host}:{port};
+        location / {{
+            proxy_pass http://hubs;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_buffering off;
+            proxy_read_timeout 120s;
+            proxy_send_timeout 120s;
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """A real round-robin balancer (nginx from the Debian packages) on a loopback port."""
+
+    def __init__(self, workdir: Path, backends: list[int]) -> None:
+        exe = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(exe).exists():
+            pytest.fail("nginx not found: install it (Debian/Ubuntu: apt-get install nginx-light)")
+        self.port = get_free_port()
+        self.dir = workdir
+        for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (workdir / sub).mkdir(exist_ok=True)
+        servers = "\n        ".join(f"server {LOOPBACK}:{p};" for p in backends)
+        conf = workdir / "nginx.conf"
+        conf.write_text(
+            NGINX_CONF.format(dir=workdir, servers=servers, host=LOOPBACK, port=self.port)
+        )
+        self.proc = subprocess.Popen(
+            [exe, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        if not wait_for_port(self.port, 10):
+            self.stop()
+            raise RuntimeError(f"nginx did not start: {(workdir / 'error.log').read_text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def backplane_of(port: int) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://{LOOPBACK}:{port}/_hubplane/backplane",
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=5) as response:
+        body: dict[str, Any] = json.loads(response.read())
+    return body
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    module_hubplane_server: Any, redis_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Nginx, list[Any]]]:
+    prefix = f"nosticky-{uuid.uuid4().hex[:8]}:"
+    args = [
+        "--redis-url",
+        redis_server.url,
+        "--channel-prefix",
+        prefix,
+        "--token-secret",
+        SECRET,
+        "--admin-token",
+        ADMIN,
+        "--authenticator",
+        "tests.e2e.hubs:authenticate",
+        "--log-level",
+        "warning",
+    ]
+    nodes = [module_hubplane_server(HUBS, extra_args=args) for _ in range(3)]
+    nginx = Nginx(tmp_path_factory.mktemp("nginx"), [n.port for n in nodes])
+    try:
+        yield nginx, nodes
+    finally:
+        nginx.stop()
+
+
+SCENARIO = """
+const a = await connect({ query: { user: "ann" } });
+const b = await connect({ query: { user: "bob" } });
+log("ids", [a.connectionId === b.connectionId, typeof a.connectionId]);
+log("add", await a.invoke("Add", 2, 3));
+log("echo", await b.invoke("Echo", { deep: [1, "x", null] }));
+const got = deferred();
+b.on("Receive", (kind, payload) => got.resolve([kind, payload]));
+await b.invoke("Join", params.group);
+await a.invoke("SendGroup", params.group, "hello");
+log("group", await within(got.promise, 5000, "group push"));
+const seq = [];
+const all = deferred();
+a.on("Seq", (i) => { seq.push(i); if (seq.length === 20) all.resolve(); });
+await a.invoke("PushMany", 20);
+await within(all.promise, 5000, "pushes");
+log("seq", seq);
+const items = await new Promise((resolve) => {
+  const out = [];
+  a.stream("Counter", 5, 0.01).subscribe({
+    next: (v) => out.push(v), complete: () => resolve(out), error: (e) => resolve(errorText(e)),
+  });
+});
+log("stream", items);
+const many = await Promise.all([...Array(10).keys()].map((i) => b.invoke("Add", i, i)));
+log("many", many);
+await a.stop(); await b.stop();
+log("done", true);
+"""
+
+PAIRS = [
+    ("WebSockets", "json"),
+    ("WebSockets", "messagepack"),
+    ("ServerSentEvents", "json"),
+    ("LongPolling", "json"),
+    ("LongPolling", "messagepack"),
+]
+
+
+@pytest.mark.parametrize(("transport", "protocol"), PAIRS)
+def test_every_transport_through_a_round_robin_balancer(
+    cluster: tuple[Nginx, list[Any]], node_client: Any, transport: str, protocol: str
+) -> None:
+    nginx, nodes = cluster
+    before = [backplane_of(n.port) for n in nodes]
+    result = node_client.run(
+        SCENARIO,
+        url=f"http://{LOOPBACK}:{nginx.port}/hubs/e2e",
+        transport=transport,
+        protocol=protocol,
+        params={"group": f"g-{uuid.uuid4().hex[:8]}"},
+        timeout=40,
+    )
+    assert result.value("ids") == [False, "string"]
+    assert result.value("add") == 5
+    assert result.value("echo") == {"deep": [1, "x", None]}
+    assert result.value("group") == ["group", "hello"]
+    assert result.value("seq") == list(range(20))
+    assert result.value("stream") == [0, 1, 2, 3, 4]
+    assert result.value("many") == [2 * i for i in range(10)]
+    assert result.value("done") is True
+    after = [backplane_of(n.port) for n in nodes]
+    forwarded = sum(a["forwarded"] - b["forwarded"] for a, b in zip(after, before, strict=True))
+    served = sum(
+        a["forwards_served"] - b["forwards_served"] for a, b in zip(after, before, strict=True)
+    )
+    print(f"{transport}/{protocol}: {forwarded} requests forwarded, {served} served by owners")
+    if transport == "WebSockets":
+        assert forwarded == 0  # one request per connection: nothing to forward
+    else:
+        # Round robin over three nodes: most POSTs and polls land away from the owner.
+        assert forwarded > 0 and served == forwarded
+
+
+def test_a_forged_or_foreign_token_is_refused(cluster: tuple[Nginx, list[Any]]) -> None:
+    nginx, _nodes = cluster
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    for token in ("h1.AAAA.BBBB", "not-a-token"):
+        request = urllib.request.Request(
+            f"http://{LOOPBACK}:{nginx.port}/hubs/e2e?id={token}", method="GET"
+        )
+        started = time.monotonic()
+        try:
+            opener.open(request, timeout=5)
+            status = 200
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        assert status == 404, token
+        assert time.monotonic() - started < 2
