@@ -2,8 +2,10 @@
 
 Two hubplane nodes share a private Redis and a --token-secret. A long-polling connection is
 started on node A; then the same small POST (a hub invocation with no reply) is sent many
-times straight to A (the owner) and to B (which forwards it to A over Redis). Prints the
-median and p99 round-trip time of each, and the difference.
+times straight to A (the owner), to B (which forwards it to A over Redis), and, for the
+node-to-node alternative, through a minimal HTTP relay process that passes each request on to A
+over a kept-alive httpx connection (the cheapest an HTTP hop between nodes could be). Prints
+the median and p99 round-trip time of each.
 
     .venv/bin/python load-tests/redis/forward_latency.py [--requests N]
 """
@@ -40,6 +42,32 @@ def wait(port: int, timeout: float = 10.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"port {port} did not open")
+
+
+RELAY = """
+import sys, httpx, uvicorn
+target = sys.argv[1]
+client = httpx.AsyncClient(timeout=10, trust_env=False)
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    url = target + scope["path"] + "?" + scope["query_string"].decode()
+    r = await client.request(scope["method"], url, content=body)
+    ctype = r.headers.get("content-type", "text/plain").encode()
+    await send({"type": "http.response.start", "status": r.status_code,
+                "headers": [(b"content-type", ctype)]})
+    await send({"type": "http.response.body", "body": r.content})
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning",
+            loop="uvloop", http="httptools")
+"""
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -94,9 +122,16 @@ def main() -> None:
                     cwd=ROOT,
                 )  # fmt: skip
             )
-        for port in ports:
+        relay_port = free_port()
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", RELAY, f"http://127.0.0.1:{ports[0]}", str(relay_port)]
+            )
+        )
+        for port in (*ports, relay_port):
             wait(port)
         a, b = (f"http://127.0.0.1:{p}/hubs/demo" for p in ports)
+        relay = f"http://127.0.0.1:{relay_port}/hubs/demo"
         with httpx.Client(timeout=10, trust_env=False) as http:
             neg = http.post(f"{a}/negotiate?negotiateVersion=1").json()
             token = neg["connectionToken"]
@@ -105,7 +140,11 @@ def main() -> None:
             assert http.post(a, params={"id": token}, content=hello).status_code == 200
             message = b'{"type":1,"target":"Echo","arguments":["bench"]}\x1e'
             results: dict[str, list[float]] = {}
-            for label, base in (("direct (owner)", a), ("forwarded", b)):
+            for label, base in (
+                ("direct (owner)", a),
+                ("via Redis", b),
+                ("via HTTP relay", relay),
+            ):
                 times = []
                 for _ in range(opts.requests):
                     started = time.perf_counter()
@@ -115,12 +154,13 @@ def main() -> None:
                 results[label] = times
         for label, times in results.items():
             print(
-                f"{label:15s} median {statistics.median(times):6.2f} ms  "
+                f"{label:16s} median {statistics.median(times):6.2f} ms  "
                 f"p99 {percentile(times, 0.99):6.2f} ms  ({len(times)} POSTs)"
             )
-        direct, forwarded = results["direct (owner)"], results["forwarded"]
-        added = statistics.median(forwarded) - statistics.median(direct)
-        print(f"added by forwarding: {added:.2f} ms at the median")
+        direct = statistics.median(results["direct (owner)"])
+        for label in ("via Redis", "via HTTP relay"):
+            added = statistics.median(results[label]) - direct
+            print(f"added {label}: {added:.2f} ms at the median")
     finally:
         for proc in reversed(procs):
             proc.terminate()
