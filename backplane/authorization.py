@@ -20,6 +20,7 @@ with the reference error and runs nothing.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from .hub import User
 
 AUTHORIZE_ATTR = "__hubplane_authorize__"
+logger = logging.getLogger("hubplane.authorization")
 
 T = TypeVar("T")
 Policy = Callable[["User"], bool | Awaitable[bool]]
@@ -48,9 +50,14 @@ class AuthorizationRule:
         if self.roles and not any(user.is_in_role(role) for role in self.roles):
             return False
         if self.policy is not None:
-            verdict = self.policy(user)
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
+            try:
+                verdict = self.policy(user)
+                if inspect.isawaitable(verdict):
+                    verdict = await verdict
+            except Exception:
+                # A policy that fails refuses (and says why in the log), never hangs the call.
+                logger.exception("authorization policy %r failed for user %r", self.policy, user)
+                return False
             if not verdict:
                 return False
         return True

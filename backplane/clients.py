@@ -61,7 +61,8 @@ def client_interface(protocol: type | None) -> ClientInterface | None:
             except Exception:
                 hints = dict(getattr(value, "__annotations__", {}))
             returns = hints.get("return", None)
-            returns_value = returns not in (None, type(None))
+            # Unresolved annotations stay strings: "None" means no value too.
+            returns_value = returns not in (None, type(None), "None")
             wire = getattr(value, HUB_METHOD_ATTR, None) or pascal_case(attr)
             methods[attr] = ClientMethod(wire, returns_value)
     return methods

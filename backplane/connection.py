@@ -82,8 +82,8 @@ TRACKED = frozenset(
         CancelInvocationMessage,
     )
 )
-# The replay buffer may always hold this much (the reference's default buffer size).
-REPLAY_MIN = 100_000
+# The replay buffer may always hold this much before the client is taken as too slow.
+REPLAY_MIN = 4 * 1024 * 1024
 
 
 async def _iterate_sync(generator: Any) -> Any:
@@ -258,7 +258,9 @@ class HubConnection:
         self._sent_seq += 1
         self._replay.append((self._sent_seq, data))
         self._replay_size += len(data)
-        if self._replay_size > max(self.handler.options.max_buffer_size, REPLAY_MIN):
+        # Clients acknowledge about once a second: the replay holds a second of traffic or
+        # so. Fan-out writes cannot wait (streams do, in replay_room), so the bound is wide.
+        if self._replay_size > max(4 * self.handler.options.max_buffer_size, REPLAY_MIN):
             logger.warning("%s: too many unacknowledged messages", self.log_name)
             self._overflow()
 

@@ -24,6 +24,7 @@ from backplane.redis.node import RedisNode
 from .auth import Authenticator, authenticate
 from .cors import CorsLayer, origin_allowed
 from .nosticky import (
+    ENDED,
     MAX_FORWARDED_BODY,
     POST_TIMEOUT,
     Forwarder,
@@ -173,7 +174,12 @@ class Hubplane:
         if self.signer is not None and self.redis_node is not None:
             # No sticky sessions: connections are owned by the node that started them, and
             # requests landing elsewhere are forwarded to it.
-            forwarder = self.forwarder = Forwarder(self.redis_node, self.handle_forwarded)
+            forwarder = self.forwarder = Forwarder(
+                self.redis_node,
+                self.handle_forwarded,
+                # Longer than a token stays fresh: an ended connection's token starts nothing.
+                tombstone_ttl=self.settings.disconnect_timeout + 60,
+            )
             await forwarder.start()
             self.registry.on_remove = lambda record: forwarder.release(record.connection_id)
         self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
@@ -284,7 +290,8 @@ class Hubplane:
 
         Returns the record to serve here (adopting a connection negotiated elsewhere), the id of
         the node that owns the connection (forward to it), or an HTTP status to refuse with.
-        ``start`` is true for requests that may start a transport (WebSocket, SSE, first poll).
+        ``start`` is true for requests that may start a transport (WebSocket, SSE, first poll);
+        callers authenticate the request before, so a refused one claims nothing.
         """
         signer = self.signer
         record = self.registry.get(token)
@@ -293,6 +300,8 @@ class Hubplane:
         claims = signer.verify(token)
         if claims is None or claims.hub_path != path:
             return record if record is not None else 404
+        if self.registry.ended_recently(token):
+            return 404  # a token starts one connection, once
         fresh = claims_fresh(claims, self.settings.disconnect_timeout)
         forwarder = self.forwarder
         if forwarder is None:  # one node: the token is all there is to check
@@ -300,26 +309,31 @@ class Hubplane:
                 return 404
             return self.registry.adopt(token, claims)
         cid = claims.connection_id or token
+        me = forwarder.node.node_id
         try:
             owner = await forwarder.owner(cid)
             if owner is None:
                 if not (start and fresh):
-                    return 404 if not fresh else 400
+                    return 400 if fresh else 404
                 owner = await forwarder.claim(cid)
+                if owner == me:
+                    adopted = self.registry.adopt(token, claims)
+                    adopted.owned = True
+                    return adopted
+            if owner == ENDED:
+                return 404
+            if owner == me:
+                if record is not None and record.connection is not None:
+                    return record
+                return 404  # claimed here, but it ended (or never started) here
+            if not await forwarder.node.is_live(owner):
+                return 404
         except BackplaneUnavailable:
             return 503
-        if owner == forwarder.node.node_id:
-            if record is not None and record.connection is not None:
-                return record
-            if start and record is None and fresh:
-                return self.registry.adopt(token, claims)
-            return self.registry.adopt(token, claims) if start else 404
-        if not await forwarder.node.is_live(owner):
-            return 404
         return owner
 
     async def handle_forwarded(
-        self, token: str, method: str, body: bytes
+        self, token: str, method: str, body: bytes, gone: asyncio.Future[None]
     ) -> tuple[int, str, bytes]:
         """Answer a request another node forwarded for a connection this node runs."""
         session = self.http_sessions.get(token)
@@ -337,10 +351,9 @@ class Hubplane:
             session.end()
             return 202, "text/plain", b""
         send, captured = capture_send()
-        never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         async def receive() -> dict[str, Any]:
-            await never  # the forwarding node holds the client's request
+            await asyncio.shield(gone)  # resolves when the client left the forwarding node
             return {"type": "http.disconnect"}
 
         await session.poll(receive, send)
@@ -364,9 +377,24 @@ class Hubplane:
                 chunks.append(chunk)
             body = b"".join(chunks)
         timeout = longpolling.POLL_TIMEOUT + 10.0 if request.method == "GET" else POST_TIMEOUT
-        status, content_type, answer = await self.forwarder.forward(
-            owner, token, request.method, body, timeout
-        )
+        loop = asyncio.get_running_loop()
+        gone: asyncio.Future[None] = loop.create_future()
+
+        async def watch() -> None:
+            # A poll's client may give up (it aborts its poll when it stops): tell the owner.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            if not gone.done():
+                gone.set_result(None)
+
+        watcher = loop.create_task(watch()) if request.method == "GET" else None
+        try:
+            status, content_type, answer = await self.forwarder.forward(
+                owner, token, request.method, body, timeout, gone
+            )
+        finally:
+            if watcher is not None:
+                watcher.cancel()
         response = Response(answer, status_code=status, media_type=content_type)
         if request.method == "GET":
             for name, value in NO_CACHE:
@@ -408,6 +436,22 @@ class Hubplane:
         record = self.registry.get(token)
         if self.signer is not None and (record is None or record.connection is None):
             # No sticky sessions: the connection may have been negotiated or started elsewhere.
+            # Everything that refuses a request is checked before a connection is claimed.
+            if transport is not None and transport not in self.transports:
+                return _refuse(
+                    transport, 404, f"{transport} transport not supported by this end point type"
+                )
+            try:
+                user = await authenticate(self.authenticator, request)
+            except Exception:
+                logger.exception("authenticator failed on a %s request", method)
+                return _refuse(transport, 401, "Authentication failed")
+            refusal = await self.endpoints[path].handler.refuses(user)
+            if refusal is not None:
+                text = "Unauthorized" if refusal == 401 else "Forbidden"
+                return _refuse(transport, refusal, text)
+            if self.draining and method == "GET":
+                return _refuse(transport, 503, "Server is shutting down")
             located = await self.locate(token, path, start=method == "GET")
             if isinstance(located, int):
                 text = "No Connection with that ID" if located == 404 else "Cannot serve this"
@@ -417,15 +461,6 @@ class Hubplane:
             if isinstance(located, str):
                 if transport == "ServerSentEvents":
                     return _refuse(transport, 409, "Connection already active")
-                try:
-                    user = await authenticate(self.authenticator, request)
-                except Exception:
-                    logger.exception("authenticator failed on a %s request", method)
-                    return _refuse(transport, 401, "Authentication failed")
-                refusal = await self.endpoints[path].handler.refuses(user)
-                if refusal is not None:
-                    text = "Unauthorized" if refusal == 401 else "Forbidden"
-                    return _refuse(transport, refusal, text)
                 return await self.forward(located, token, request)
             record = located
         if record is None or record.hub_path != path:

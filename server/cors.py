@@ -22,6 +22,15 @@ ALLOWED_HEADERS = b"X-Requested-With, X-SignalR-User-Agent, Authorization, Conte
 MAX_AGE = b"600"  # seconds a browser may reuse a preflight (a poll and a POST each need one)
 
 
+def allowed_headers(scope: Any) -> bytes:
+    """The SignalR headers, and whatever else the preflight asks for (clients may add headers
+    of their own through the client's ``headers`` option)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"access-control-request-headers" and value:
+            return ALLOWED_HEADERS + b", " + bytes(value)
+    return ALLOWED_HEADERS
+
+
 def origin_allowed(origin: str, origins: frozenset[str]) -> bool:
     """True when ``origin`` (as the browser sent it) is one of ``origins`` (lower case)."""
     return origin.lower() in origins
@@ -57,7 +66,7 @@ class CorsLayer:
                     (b"access-control-allow-origin", origin),
                     (b"access-control-allow-credentials", b"true"),
                     (b"access-control-allow-methods", ALLOWED_METHODS),
-                    (b"access-control-allow-headers", ALLOWED_HEADERS),
+                    (b"access-control-allow-headers", allowed_headers(scope)),
                     (b"access-control-max-age", MAX_AGE),
                 ]
             await send({"type": "http.response.start", "status": 204, "headers": headers})

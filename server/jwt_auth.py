@@ -78,6 +78,11 @@ class JwtAuthenticator:
         self.audience = audience
         self.user_id = user_id
         self.leeway = leeway
+        if audience is None:
+            logger.warning(
+                "JWT audience not checked (no --jwt-audience): tokens issued for other "
+                "services with the same key are accepted"
+            )
 
     @classmethod
     def from_public_key_file(cls, path: str, **kwargs: Any) -> JwtAuthenticator:
@@ -98,7 +103,8 @@ class JwtAuthenticator:
                 issuer=self.issuer,
                 audience=self.audience,
                 leeway=self.leeway,
-                options={"verify_aud": self.audience is not None},
+                # Tokens must expire, as ASP.NET Core's JWT bearer handler requires.
+                options={"verify_aud": self.audience is not None, "require": ["exp"]},
             )
         except jwt.InvalidTokenError as exc:
             # The reason is logged (never the token); the client only gets 401.

@@ -27,13 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from backplane.redis.bus import BackplaneUnavailable
+
 if TYPE_CHECKING:
     from backplane.redis.node import RedisNode
 
 logger = logging.getLogger("hubplane.nosticky")
 
 TOKEN_PREFIX = "h1."
-OWNER_TTL = 24 * 3600  # seconds; the owner deletes the key when the connection ends
+OWNER_TTL = 24 * 3600  # seconds; the owner marks the key ENDED when the connection ends
+# What the owner key holds once the connection ended: its token can start nothing again.
+ENDED = "\x00ended"
 POST_TIMEOUT = 30.0
 MAX_FORWARDED_BODY = 4 * 1024 * 1024
 
@@ -100,14 +104,16 @@ class TokenSigner:
 
 
 Answer = tuple[int, str, bytes]  # status, content type, body
-Handler = Callable[[str, str, bytes], Awaitable[Answer]]
+# (token, method, body, gone): ``gone`` resolves when the client left the forwarding node.
+Handler = Callable[[str, str, bytes, "asyncio.Future[None]"], Awaitable[Answer]]
 
 
 class Forwarder:
     """Owner records and request forwarding between nodes, over the node's Redis bus."""
 
-    def __init__(self, node: RedisNode, handle: Handler) -> None:
+    def __init__(self, node: RedisNode, handle: Handler, tombstone_ttl: float = 60.0) -> None:
         self.node = node
+        self.tombstone_ttl = max(1, int(tombstone_ttl))
         self.bus = node.bus
         self.handle = handle
         prefix = node.prefix
@@ -116,6 +122,7 @@ class Forwarder:
         self._reply_prefix = prefix + b"hubplane:fwdr:"
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Answer]] = {}
+        self._serving: dict[tuple[str, int], asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.forwarded = 0  # requests this node sent to owners
         self.served = 0  # forwarded requests this node answered as the owner
@@ -144,25 +151,52 @@ class Forwarder:
         return owner.decode() if owner is not None else None
 
     def release(self, connection_id: str) -> None:
-        """The connection ended here: forget that this node owns it."""
-        self.bus.command("DEL", self._owner_key(connection_id))
+        """The connection ended here: its token must not start another one.
+
+        The key keeps an ENDED mark for longer than tokens stay fresh, and the write is kept
+        through a Redis outage.
+        """
+        self.bus.command(
+            "SET", self._owner_key(connection_id), ENDED, "EX", self.tombstone_ttl, keep=True
+        )
 
     async def forward(
-        self, owner: str, token: str, method: str, body: bytes, timeout: float
+        self,
+        owner: str,
+        token: str,
+        method: str,
+        body: bytes,
+        timeout: float,
+        gone: asyncio.Future[None] | None = None,
     ) -> Answer:
-        """Send a request to the owner and wait for its answer."""
+        """Send a request to the owner and wait for its answer.
+
+        When ``gone`` resolves first (the client left), the owner is told to drop the request.
+        """
         request_id = next(self._ids)
-        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Answer] = loop.create_future()
         self._waiting[request_id] = future
+        channel = self._fwd_prefix + owner.encode()
         try:
             data = msgpack.packb([request_id, self.node.node_id, token, method, body])
-            receivers = await self.bus.publish_counted(self._fwd_prefix + owner.encode(), data)
+            receivers = await self.bus.publish_counted(channel, data)
             if receivers == 0:
                 return 404, "text/plain", b"No Connection with that ID"
             self.forwarded += 1
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
+            waits: set[asyncio.Future[Any]] = {future}
+            if gone is not None:
+                waits.add(gone)
+            done, _ = await asyncio.wait(waits, timeout=timeout, return_when="FIRST_COMPLETED")
+            if future in done:
+                return future.result()
+            if gone is not None and gone in done:
+                cancel = msgpack.packb([request_id, self.node.node_id, "", "CANCEL", b""])
+                self.bus.publish(channel, cancel)
+                return 499, "text/plain", b""
             return 504, "text/plain", b"The node holding the connection did not answer"
+        except BackplaneUnavailable:
+            return 503, "text/plain", b"Redis is unreachable"
         finally:
             self._waiting.pop(request_id, None)
 
@@ -171,6 +205,12 @@ class Forwarder:
             request_id, reply_node, token, method, body = msgpack.unpackb(data)[:5]
         except Exception:
             logger.warning("dropping a malformed forwarded request")
+            return
+        key = (str(reply_node), int(request_id))
+        if method == "CANCEL":
+            gone = self._serving.get(key)
+            if gone is not None and not gone.done():
+                gone.set_result(None)
             return
         task = asyncio.get_running_loop().create_task(
             self._serve(int(request_id), str(reply_node), str(token), str(method), bytes(body))
@@ -181,11 +221,15 @@ class Forwarder:
     async def _serve(
         self, request_id: int, reply_node: str, token: str, method: str, body: bytes
     ) -> None:
+        gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._serving[(reply_node, request_id)] = gone
         try:
-            status, content_type, answer = await self.handle(token, method, body)
+            status, content_type, answer = await self.handle(token, method, body, gone)
         except Exception:
             logger.exception("a forwarded %s failed", method)
             status, content_type, answer = 500, "text/plain", b"Internal Server Error"
+        finally:
+            self._serving.pop((reply_node, request_id), None)
         self.served += 1
         self.bus.publish(
             self._reply_prefix + reply_node.encode(),
@@ -204,6 +248,9 @@ class Forwarder:
 
     def stop(self) -> None:
         """Fail waiting forwards and stop serving."""
+        for gone in self._serving.values():
+            if not gone.done():
+                gone.set_result(None)
         for task in list(self._tasks):
             task.cancel()
         for future in self._waiting.values():

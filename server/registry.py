@@ -34,6 +34,7 @@ class ConnectionRecord:
         "stateful",
         "run_task",
         "expiry",
+        "owned",
     )
 
     def __init__(self, connection_id: str, token: str, hub_path: str, user: User | None) -> None:
@@ -49,6 +50,8 @@ class ConnectionRecord:
         self.stateful = False
         self.run_task: asyncio.Task[Any] | None = None
         self.expiry: asyncio.TimerHandle | None = None
+        # No sticky sessions: this node claimed the connection in Redis (and must release it).
+        self.owned = False
 
 
 class ConnectionRegistry:
@@ -58,8 +61,10 @@ class ConnectionRegistry:
         self.records: dict[str, ConnectionRecord] = {}
         # With --token-secret: mints signed tokens that any node can check (no sticky sessions).
         self.signer: TokenSigner | None = None
-        # Called when a record that ran a connection here is removed (owner bookkeeping).
+        # Called when a record that ran (or claimed) a connection here is removed.
         self.on_remove: Callable[[ConnectionRecord], None] | None = None
+        # Signed tokens whose connection ended here, and when (a token starts one connection).
+        self.ended: dict[str, float] = {}
 
     def create(
         self,
@@ -100,8 +105,16 @@ class ConnectionRegistry:
     def remove(self, token: str) -> None:
         """Forget a record."""
         record = self.records.pop(token, None)
-        if record is not None and record.connection is not None and self.on_remove is not None:
+        if record is None:
+            return
+        if record.connection is not None and self.signer is not None:
+            self.ended[token] = time.monotonic()
+        if (record.connection is not None or record.owned) and self.on_remove is not None:
             self.on_remove(record)
+
+    def ended_recently(self, token: str) -> bool:
+        """True when a connection with this token ran here and ended (tokens are not reused)."""
+        return token in self.ended
 
     def expire(self, max_idle: float, now: float | None = None) -> int:
         """Drop records that never got a transport within ``max_idle`` seconds."""
@@ -112,5 +125,11 @@ class ConnectionRegistry:
             if record.connection is None and now - record.created > max_idle
         ]
         for token in stale:
-            del self.records[token]
+            record = self.records.pop(token)
+            if record.owned and self.on_remove is not None:
+                self.on_remove(record)  # claimed in Redis but never started: release it
+        # Ended tokens are remembered until they are too old to start anything anyway.
+        for token, when in list(self.ended.items()):
+            if now - when > max_idle + 60:
+                del self.ended[token]
         return len(stale)

@@ -61,6 +61,7 @@ _NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, EOFError)
 PUBLISH = 0  # buffered through an outage
 STATE = 1  # dropped while disconnected (rewritten on reconnect)
 QUERY = 2  # fails while disconnected
+KEEP = 3  # a state write kept through an outage
 
 
 class BackplaneUnavailable(HubplaneError):
@@ -269,11 +270,18 @@ class RedisBus:
         if len(queue) == 1:
             self._wake.set()
 
-    def command(self, *args: Any) -> None:
-        """Queue a state write (dropped while Redis is unreachable; owners rewrite later)."""
-        if not self._writer_up:
+    def command(self, *args: Any, keep: bool = False) -> None:
+        """Queue a state write.
+
+        Dropped while Redis is unreachable (owners rewrite their state later), unless
+        ``keep``: then it waits in the queue like a publish and goes out after reconnecting.
+        """
+        if keep:
+            self._queue.append(_Command(KEEP, args, None))
+        elif self._writer_up:
+            self._queue.append(_Command(STATE, args, None))
+        else:
             return
-        self._queue.append(_Command(STATE, args, None))
         self._wake.set()
 
     async def query(self, *args: Any) -> Any:
@@ -311,7 +319,7 @@ class RedisBus:
                 # Somebody waits for this reply: tell them now rather than much later.
                 if not cmd.future.done():
                     cmd.future.set_exception(exc)
-            elif cmd.kind == PUBLISH and not self._closing:
+            elif cmd.kind in (PUBLISH, KEEP) and not self._closing:
                 keep.append(cmd)
         self._queue = keep
 

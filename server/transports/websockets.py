@@ -164,6 +164,8 @@ class WebSocketEndpoint:
         if not connection.detached or connection.closing or record.run_task is not None:
             await reject({"extensions": {}}, send, 409, "Connection already has a WebSocket")
             return
+        # Taken before any await: a second reconnect racing this one now gets 409.
+        record.run_task = asyncio.current_task()
         if record.expiry is not None:
             record.expiry.cancel()
             record.expiry = None
@@ -171,6 +173,7 @@ class WebSocketEndpoint:
         try:
             await send({"type": "websocket.accept"})
         except Exception:
+            record.run_task = None
             self._await_reconnect(record, connection)
             return
         logger.info("%s: resumed on a new WebSocket", connection.log_name)
@@ -189,8 +192,8 @@ async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> b
     loop = asyncio.get_running_loop()
     state: dict[str, Any] = {"client_gone": False}
     outbound = connection.outbound
-    if _is_uvicorn_send(send):
-        outbound.sink = _make_sink(connection, send, state)
+    # Always (re)set: a resumed connection must not keep the sink of its detached state.
+    outbound.sink = _make_sink(connection, send, state) if _is_uvicorn_send(send) else None
 
     def _give_up() -> None:
         # The connection is ending but the socket did not finish in time: abandon it.

@@ -130,3 +130,26 @@ def test_mypy_reports_a_misspelt_client_method(tmp_path: Path) -> None:
     assert result.returncode == 1, output
     assert '"ChatClient" has no attribute "recieve_message"' in output, output
     assert output.count("error:") == 1, output
+
+
+def test_unresolvable_annotations_still_tell_void_from_results() -> None:
+    namespace: dict[str, Any] = {}
+    exec(
+        textwrap.dedent(
+            """
+            from __future__ import annotations
+            from typing import TYPE_CHECKING, Protocol
+            if TYPE_CHECKING:
+                from decimal import Decimal
+
+            class PriceClient(Protocol):
+                async def price(self, value: Decimal) -> None: ...
+                async def quote(self) -> Decimal: ...
+            """
+        ),
+        namespace,
+    )
+    interface = client_interface(namespace["PriceClient"])
+    assert interface is not None
+    assert not interface["price"].returns_value
+    assert interface["quote"].returns_value

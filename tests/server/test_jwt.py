@@ -39,6 +39,7 @@ async def test_hs256_from_header_or_query() -> None:
         jwt.encode(claims(iss="me", exp=int(time.time()) - 5), "s" * 32, algorithm="HS256"),
         jwt.encode(claims(iss="me"), "t" * 32, algorithm="HS256"),
         "not-a-jwt",
+        jwt.encode({"sub": "ann", "iss": "me"}, "s" * 32, algorithm="HS256"),  # no exp
     ):
         with pytest.raises(AuthenticationFailed):
             await auth(request({"Authorization": f"Bearer {bad}"}))
