@@ -1,6 +1,7 @@
 # hubplane developer commands.
 #   make serve [ARGS="--hub /hubs/chat=pkg.module:ChatHub"]   run the server on 127.0.0.1:8000
 #   make test  [PYTEST_ARGS="-k negotiate -x"]                 run the whole test suite
+#   make bench [ARGS=--quick]                                  benchmarks beside the peers (load-tests/)
 # Both create .venv on first use and install what they need.
 
 PYTHON ?= python3
@@ -12,7 +13,7 @@ PORT   ?= 8000
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: serve test venv node-deps test-tools clean-venv
+.PHONY: serve test venv node-deps test-tools clean-venv bench
 
 serve: $(STAMP)
 	$(VENV)/bin/hubplane serve --host $(HOST) --port $(PORT) $(ARGS)
@@ -40,3 +41,9 @@ test-tools:
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Sets up one venv per peer under load-tests/.venvs/, runs the suite (about 5 minutes; --quick
+# about 2) and writes load-tests/results/<date>/report.md with plots.
+bench: $(STAMP)
+	@load-tests/peers/setup.sh
+	load-tests/.venvs/driver/bin/python load-tests/bench.py $(ARGS)
