@@ -82,6 +82,11 @@ TRACKED = frozenset(
         CancelInvocationMessage,
     )
 )
+_NO_GROUPS: frozenset[str] = frozenset()
+# Upload-stream invocations running in the background (a reference keeps each task alive).
+_BACKGROUND: set[asyncio.Task[None]] = set()
+# The replay buffer of connections without stateful reconnect: never written to.
+_NO_REPLAY: deque[tuple[int, bytes]] = deque(maxlen=0)
 # The replay buffer may always hold this much before the client is taken as too slow.
 REPLAY_MIN = 4 * 1024 * 1024
 
@@ -102,17 +107,16 @@ class HubConnection:
     __slots__ = (
         "handler",
         "connection_id",
-        "log_name",
         "transport",
         "user",
         "headers",
         "query",
-        "items",
+        "_items",
         "protocol",
         "groups",
         "outbound",
-        "caller_context",
-        "caller_clients",
+        "_caller_context",
+        "_caller_clients",
         "supports_binary",
         "send_pings",
         "_inbuf",
@@ -131,9 +135,9 @@ class HubConnection:
         "_streams",
         "_cancelled_streams",
         "_uploads",
-        "_background",
         "_close_error",
-        "closed",
+        "_closed_event",
+        "_finished",
         "results",
         "stateful_allowed",
         "detached",
@@ -162,20 +166,17 @@ class HubConnection:
     ) -> None:
         self.handler = handler
         self.connection_id = connection_id
-        # Every log record about a connection names its hub and id.
-        self.log_name = f"hub {handler.hub_type.__qualname__} connection {connection_id}"
         self.transport = transport
         self.user = user
         self.headers: Mapping[str, str] = headers or {}
         self.query: Mapping[str, str] = query or {}
-        self.items: dict[Any, Any] = {}
+        self._items: dict[Any, Any] | None = None
         self.protocol: HubProtocol | None = None
-        self.groups: set[str] = set()
+        # Its groups on this node (a shared empty set until it joins one: most never do).
+        self.groups: set[str] | frozenset[str] = _NO_GROUPS
         self.outbound = OutboundBuffer(handler.options.max_buffer_size)
-        self.caller_context = HubCallerContext(self)
-        self.caller_clients: HubCallerClients[Any] = HubCallerClients(
-            handler.lifetime, connection_id, handler.client_interface
-        )
+        self._caller_context: HubCallerContext | None = None
+        self._caller_clients: HubCallerClients[Any] | None = None  # made when a hub needs it
         self.supports_binary = supports_binary
         self.send_pings = send_pings
         self._inbuf = bytearray()
@@ -189,15 +190,16 @@ class HubConnection:
         self._created = now
         self._last_received = now
         self._next_ping = now + handler.options.keepalive_interval
-        self._queue: deque[InvocationMessage] = deque()
+        self._queue: deque[InvocationMessage] | None = None  # made by the first invocation
         self._queue_space: asyncio.Future[None] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._streams: dict[str, asyncio.Task[None]] = {}
-        self._cancelled_streams: set[str] = set()
+        self._cancelled_streams: set[str] | None = None
         self._uploads: dict[str, UploadStream] = {}
-        self._background: set[asyncio.Task[None]] = set()
         self._close_error: Exception | None = None
-        self.closed = asyncio.Event()
+        # Created on demand: most connections never have anyone waiting for their end.
+        self._closed_event: asyncio.Event | None = None
+        self._finished = False
         # Client results awaited from this client: invocation id -> who gets the Completion.
         self.results: dict[str, Callable[[CompletionMessage], None]] = {}
         # Stateful reconnect (negotiated, WebSockets, handshake version 2): trackable
@@ -206,7 +208,7 @@ class HubConnection:
         self.detached = False
         self._stateful = False
         self._sent_seq = 0
-        self._replay: deque[tuple[int, bytes]] = deque()
+        self._replay: deque[tuple[int, bytes]] = _NO_REPLAY  # a real one when stateful
         self._replay_size = 0
         self._replay_waiter: asyncio.Future[None] | None = None
         self._received_seq = 0
@@ -355,6 +357,8 @@ class HubConnection:
     async def _enqueue(self, message: InvocationMessage) -> None:
         """Queue a non-streaming invocation; they run one at a time, in arrival order."""
         queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
         queue.append(message)
         dispatcher = self._dispatcher
         if dispatcher is None or dispatcher.done():
@@ -404,6 +408,8 @@ class HubConnection:
         # Version 2 from a client that negotiated it turns stateful reconnect on; a lower
         # version quietly leaves it off, as the reference server does.
         self._stateful = self.stateful_allowed and request.version >= 2
+        if self._stateful:
+            self._replay = deque()
         self.outbound.write(HANDSHAKE_SUCCESS)
         self.handler.stats.connected += 1
         try:
@@ -481,6 +487,8 @@ class HubConnection:
             assert isinstance(message, CancelInvocationMessage)
             task = self._streams.get(message.invocation_id)
             if task is not None:
+                if self._cancelled_streams is None:
+                    self._cancelled_streams = set()
                 self._cancelled_streams.add(message.invocation_id)
                 task.cancel()
         elif kind is StreamItemMessage:
@@ -526,6 +534,7 @@ class HubConnection:
         away, with no task switch.
         """
         queue = self._queue
+        assert queue is not None
         while queue and not self._closing:
             message = queue.popleft()
             self._queue_space = wake(self._queue_space)
@@ -570,8 +579,8 @@ class HubConnection:
         ):
             args = self._open_uploads(message, method)
         task = start_task(self._invoke(message, args))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
 
     async def _invoke(self, message: InvocationMessage, args: list[Any] | None = None) -> None:
         target = message.target
@@ -728,7 +737,8 @@ class HubConnection:
                     return
             self.write_message(CompletionMessage(invocation_id))
         except asyncio.CancelledError:
-            if invocation_id in self._cancelled_streams and not self._closing:
+            cancelled = self._cancelled_streams
+            if cancelled and invocation_id in cancelled and not self._closing:
                 # Cancelled by the client: the reference server still completes the id.
                 self.write_message(CompletionMessage(invocation_id))
             else:
@@ -745,7 +755,8 @@ class HubConnection:
             )
         finally:
             self._streams.pop(invocation_id, None)
-            self._cancelled_streams.discard(invocation_id)
+            if self._cancelled_streams:
+                self._cancelled_streams.discard(invocation_id)
             if method.stream_params:
                 self._close_uploads(message)
             aclose = getattr(source, "aclose", None)
@@ -769,6 +780,63 @@ class HubConnection:
     def abort(self, allow_reconnect: bool = False) -> None:
         """End the connection from the server side (hub code, an admin, a slow client)."""
         self.close(None, allow_reconnect)
+
+    @property
+    def log_name(self) -> str:
+        """How log records name this connection: its hub and id."""
+        return f"hub {self.handler.hub_type.__qualname__} connection {self.connection_id}"
+
+    @property
+    def items(self) -> dict[Any, Any]:
+        """Per-connection storage for hub code (``context.items``)."""
+        items = self._items
+        if items is None:
+            items = self._items = {}
+        return items
+
+    @property
+    def caller_context(self) -> HubCallerContext:
+        """The ``self.context`` of hubs serving this connection."""
+        context = self._caller_context
+        if context is None:
+            context = self._caller_context = HubCallerContext(self)
+        return context
+
+    def add_group(self, group: str) -> None:
+        """Note that the connection joined ``group`` (lifetime managers call this)."""
+        if not isinstance(self.groups, set):
+            self.groups = set()
+        self.groups.add(group)
+
+    def discard_group(self, group: str) -> None:
+        """Note that the connection left ``group``."""
+        if isinstance(self.groups, set):
+            self.groups.discard(group)
+
+    def clear_groups(self) -> None:
+        """Forget every group (the connection ended)."""
+        self.groups = _NO_GROUPS
+
+    @property
+    def caller_clients(self) -> HubCallerClients[Any]:
+        """The client proxies hub methods of this connection see (``self.clients``)."""
+        clients = self._caller_clients
+        if clients is None:
+            handler = self.handler
+            clients = self._caller_clients = HubCallerClients(
+                handler.lifetime, self.connection_id, handler.client_interface
+            )
+        return clients
+
+    @property
+    def closed(self) -> asyncio.Event:
+        """Set once the connection has ended and ``on_disconnected`` has run."""
+        event = self._closed_event
+        if event is None:
+            event = self._closed_event = asyncio.Event()
+            if self._finished:
+                event.set()
+        return event
 
     @property
     def closing(self) -> bool:
@@ -797,7 +865,8 @@ class HubConnection:
                 waiter(CompletionMessage.with_error(invocation_id, "Connection disconnected."))
             except Exception:
                 logger.exception("%s: failing a pending client result failed", self.log_name)
-        self._queue.clear()
+        if self._queue:
+            self._queue.clear()
         self._queue_space = wake(self._queue_space)
         exc = exception if exception is not None else self._close_error
         try:
@@ -819,7 +888,9 @@ class HubConnection:
                     except Exception:
                         logger.exception("%s: lifetime cleanup failed", self.log_name)
         finally:
-            self.closed.set()
+            self._finished = True
+            if self._closed_event is not None:
+                self._closed_event.set()
 
     # -- timers ----------------------------------------------------------------------------
 

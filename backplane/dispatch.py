@@ -192,10 +192,7 @@ def stream_error(exc: BaseException, detailed: bool) -> str:
 def create_hub(connection: HubConnection) -> Hub[Any]:
     """A fresh hub instance wired to ``connection``."""
     hub = connection.handler.hub_type()
-    hub.context = connection.caller_context
-    hub.clients = connection.caller_clients
-    hub.groups = connection.handler.group_manager
-    hub.presence = connection.handler.lifetime.presence
+    hub._hubplane_connection = connection
     return hub
 
 

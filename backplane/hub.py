@@ -111,11 +111,29 @@ class HubCallerContext:
 class Hub(Generic[TClient]):
     """Base class of hubs. A new instance serves every invocation."""
 
-    # Set on each instance before a method runs.
-    context: HubCallerContext
-    clients: HubCallerClients[TClient]
-    groups: GroupManager
-    presence: Presence
+    # The connection an instance serves, set before a method runs; the attributes below
+    # are read from it when used (most calls touch one or two of them).
+    _hubplane_connection: HubConnection
+
+    @property
+    def context(self) -> HubCallerContext:
+        """The calling connection: its id, user, items, transport, query."""
+        return self._hubplane_connection.caller_context
+
+    @property
+    def clients(self) -> HubCallerClients[TClient]:
+        """Proxies to send to clients: ``all``, ``caller``, ``others``, ``group(...)``..."""
+        return self._hubplane_connection.caller_clients
+
+    @property
+    def groups(self) -> GroupManager:
+        """Adds connections to groups and removes them."""
+        return self._hubplane_connection.handler.group_manager
+
+    @property
+    def presence(self) -> Presence:
+        """Who is connected to this hub, across the cluster."""
+        return self._hubplane_connection.handler.lifetime.presence
 
     # The name this hub has on the backplane; defaults to module.qualname.
     wire_name: ClassVar[str | None] = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 
 from .waiters import wake
@@ -38,7 +37,8 @@ class OutboundBuffer:
     )
 
     def __init__(self, limit: int) -> None:
-        self._chunks: deque[bytes] = deque()
+        # A list, not a deque: it is only appended to and emptied whole (and is smaller).
+        self._chunks: list[bytes] = []
         self._size = 0
         self._waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -90,7 +90,7 @@ class OutboundBuffer:
         chunks = self._chunks
         if not chunks:
             return b""
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._size = 0
         self._drain_waiter = wake(self._drain_waiter)

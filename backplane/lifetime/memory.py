@@ -41,7 +41,7 @@ class MemoryLifetimeManager(HubLifetimeManager):
                 members.pop(cid, None)
                 if not members:
                     del self.groups[group]
-        connection.groups.clear()
+        connection.clear_groups()
         user = connection.user
         if user is not None:
             conns = self.users.get(user.id)
@@ -56,7 +56,7 @@ class MemoryLifetimeManager(HubLifetimeManager):
         if connection is None:
             return
         self.groups.setdefault(group, {})[connection_id] = connection
-        connection.groups.add(group)
+        connection.add_group(group)
 
     async def remove_from_group(self, connection_id: str, group: str) -> None:
         """Remove a connection from a group."""
@@ -66,7 +66,7 @@ class MemoryLifetimeManager(HubLifetimeManager):
                 del self.groups[group]
         connection = self.connections.get(connection_id)
         if connection is not None:
-            connection.groups.discard(group)
+            connection.discard_group(group)
 
     async def abort_connection(self, connection_id: str) -> None:
         """Disconnect a local connection."""

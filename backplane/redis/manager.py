@@ -177,7 +177,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         self.bus.unsubscribe(self.channels.connection(cid))
         for group in connection.groups:
             self._leave_local(group, cid)
-        connection.groups.clear()
+        connection.clear_groups()
         user = connection.user
         if user is not None:
             conns = self.users.get(user.id)
@@ -201,7 +201,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         cid = connection.connection_id
         if group in connection.groups:
             return
-        connection.groups.add(group)
+        connection.add_group(group)
         members = self.groups.get(group)
         self.node.group_added(self, cid, group)
         if members is None:
@@ -212,7 +212,7 @@ class RedisLifetimeManager(HubLifetimeManager):
 
     def _remove_local(self, connection: HubConnection, group: str) -> None:
         cid = connection.connection_id
-        connection.groups.discard(group)
+        connection.discard_group(group)
         if self._leave_local(group, cid):
             self.node.group_removed(self, cid, group)
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -96,7 +97,7 @@ class WebSocketEndpoint:
             # skipNegotiation: the connection starts here.
             record = registry.create(self.path, user, 1)
         record.transport = "WebSockets"
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = LazyHeaders(scope["headers"])
         connection = HubConnection(
             self.handler,
             record.connection_id,
@@ -193,7 +194,17 @@ async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> b
     state: dict[str, Any] = {"client_gone": False}
     outbound = connection.outbound
     # Always (re)set: a resumed connection must not keep the sink of its detached state.
-    outbound.sink = _make_sink(connection, send, state) if _is_uvicorn_send(send) else None
+    direct = _is_uvicorn_send(send)
+    outbound.sink = _make_sink(connection, send, state) if direct else None
+
+    def start_writer() -> None:
+        # The writer task exists only while it has work: a write that had to wait, the
+        # end of the connection, or a server whose send cannot be stepped by hand. An idle
+        # connection then costs no task (about a kilobyte each).
+        if state.get("writer") is None:
+            state["writer"] = loop.create_task(_writer(connection, send, state))
+
+    state["start_writer"] = start_writer
 
     def _give_up() -> None:
         # The connection is ending but the socket did not finish in time: abandon it.
@@ -203,10 +214,12 @@ async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> b
 
     def _closing() -> None:
         state["timer"] = loop.call_later(CLOSE_TIMEOUT + SEND_TIMEOUT, _give_up)
+        start_writer()  # it flushes what is left and sends the close frame
 
     outbound.on_close = _closing
     state["give_up"] = _give_up
-    writer = loop.create_task(_writer(connection, send, state))
+    if not direct:
+        start_writer()
     error: Exception | None = None
     dropped = False
     detached = False
@@ -245,7 +258,7 @@ async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> b
         if dropped and connection.stateful and not connection.closing:
             detached = True
             connection.detach()
-            await _stop_writer(writer, state)
+            await _stop_writer(state)
             outbound.busy = False
             outbound.sink = _discard  # the replay buffer keeps what matters
         else:
@@ -253,18 +266,51 @@ async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> b
             try:
                 await connection.transport_closed(error)
             finally:
-                await _stop_writer(writer, state)
+                await _stop_writer(state)
     return detached
 
 
-async def _stop_writer(writer: asyncio.Task[None], state: dict[str, Any]) -> None:
-    if not writer.done():
-        writer.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await writer
+async def _stop_writer(state: dict[str, Any]) -> None:
+    writer: asyncio.Task[None] | None = state.pop("writer", None)
+    if writer is not None:
+        if not writer.done():
+            writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await writer
     pending = state.pop("pending", None)
     if pending is not None:
         pending[0].close()
+
+
+class LazyHeaders(Mapping[str, str]):
+    """The upgrade request's headers, decoded only if hub code looks at them.
+
+    The raw list lives in the ASGI scope for the whole connection anyway; a decoded copy per
+    connection would cost a kilobyte or two that most connections never use.
+    """
+
+    __slots__ = ("_raw", "_decoded")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._decoded: dict[str, str] | None = None
+
+    def _dict(self) -> dict[str, str]:
+        decoded = self._decoded
+        if decoded is None:
+            decoded = self._decoded = {
+                k.decode("latin-1"): v.decode("latin-1") for k, v in self._raw
+            }
+        return decoded
+
+    def __getitem__(self, key: str) -> str:
+        return self._dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
 
 
 def _discard(data: bytes) -> None:
@@ -300,6 +346,7 @@ def _make_sink(connection: HubConnection, send: Any, state: dict[str, Any]) -> A
             return
         state["pending"] = (coro, yielded)
         outbound.suspend()
+        state["start_writer"]()
 
     return sink
 
