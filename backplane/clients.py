@@ -159,13 +159,9 @@ class SingleClientProxy(ClientProxy):
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
         spec = self._client_method(name)
-        wire = spec.wire_name
         if not spec.returns_value:
-
-            async def send(*args: Any) -> None:
-                await self.send(wire, *args)
-
-            return send
+            return super().__getattr__(name)
+        wire = spec.wire_name
 
         async def invoke(*args: Any) -> Any:
             return await self.invoke(wire, *args)

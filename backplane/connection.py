@@ -21,7 +21,7 @@ from .clients import HubCallerClients
 from .errors import HubException, MessageTooLargeError, ProtocolError
 from .filters import HubInvocationContext, HubLifetimeContext
 from .hub import HubCallerContext, User
-from .lifetime.base import SerializedMessage
+from .lifetime.base import DISCONNECTED, SerializedMessage
 from .outbound import OutboundBuffer
 from .protocol import (
     HANDSHAKE_SUCCESS,
@@ -145,6 +145,7 @@ class HubConnection:
         "_sent_seq",
         "_replay",
         "_replay_size",
+        "_replay_limit",
         "_replay_waiter",
         "_received_seq",
         "_incoming_next",
@@ -210,6 +211,7 @@ class HubConnection:
         self._sent_seq = 0
         self._replay: deque[tuple[int, bytes]] = _NO_REPLAY  # a real one when stateful
         self._replay_size = 0
+        self._replay_limit = REPLAY_MIN
         self._replay_waiter: asyncio.Future[None] | None = None
         self._received_seq = 0
         self._incoming_next = 1
@@ -260,9 +262,7 @@ class HubConnection:
         self._sent_seq += 1
         self._replay.append((self._sent_seq, data))
         self._replay_size += len(data)
-        # Clients acknowledge about once a second: the replay holds a second of traffic or
-        # so. Fan-out writes cannot wait (streams do, in replay_room), so the bound is wide.
-        if self._replay_size > max(4 * self.handler.options.max_buffer_size, REPLAY_MIN):
+        if self._replay_size > self._replay_limit:
             logger.warning("%s: too many unacknowledged messages", self.log_name)
             self._overflow()
 
@@ -410,6 +410,9 @@ class HubConnection:
         self._stateful = self.stateful_allowed and request.version >= 2
         if self._stateful:
             self._replay = deque()
+            # Clients acknowledge about once a second: the replay holds a second of traffic
+            # or so. Fan-out writes cannot wait (streams do, in replay_room): a wide bound.
+            self._replay_limit = max(4 * options.max_buffer_size, REPLAY_MIN)
         self.outbound.write(HANDSHAKE_SUCCESS)
         self.handler.stats.connected += 1
         try:
@@ -862,7 +865,7 @@ class HubConnection:
         results, self.results = self.results, {}
         for invocation_id, waiter in results.items():
             try:
-                waiter(CompletionMessage.with_error(invocation_id, "Connection disconnected."))
+                waiter(CompletionMessage.with_error(invocation_id, DISCONNECTED))
             except Exception:
                 logger.exception("%s: failing a pending client result failed", self.log_name)
         if self._queue:

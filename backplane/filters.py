@@ -20,10 +20,10 @@ global ones first: the first registered is the outermost. A filter may change
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .dispatch import maybe_await
 from .errors import HubRegistrationError
 
 if TYPE_CHECKING:
@@ -107,22 +107,16 @@ def instantiate(filters: Iterable[FilterSpec]) -> list[HubFilter]:
     return result
 
 
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
 async def _call_method(ctx: HubInvocationContext) -> Any:
-    return await _maybe_await(ctx.hub_method(ctx.hub, *ctx.arguments))
+    return await maybe_await(ctx.hub_method(ctx.hub, *ctx.arguments))
 
 
 async def _call_connected(ctx: HubLifetimeContext) -> None:
-    await _maybe_await(ctx.hub.on_connected())
+    await maybe_await(ctx.hub.on_connected())
 
 
 async def _call_disconnected(ctx: HubLifetimeContext, exception: Exception | None) -> None:
-    await _maybe_await(ctx.hub.on_disconnected(exception))
+    await maybe_await(ctx.hub.on_disconnected(exception))
 
 
 def _overrides(f: HubFilter, name: str) -> bool:

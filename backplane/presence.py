@@ -6,7 +6,6 @@ answers for one hub across the whole cluster (or the one node, with the in-memor
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 import uuid
@@ -64,7 +63,6 @@ class MemoryPresence(Presence):
         self._manager = manager
         self.node_id = node_id or new_node_id()
         self.started = time.time()
-        self.pid = os.getpid()
 
     async def connections(self) -> list[str]:
         """The ids of every connection of the hub."""

@@ -15,13 +15,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from backplane import Hub, HubConnection, HubConnectionHandler, HubContext, HubOptions
+from backplane import Hub, HubConnection, HubConnectionHandler, HubContext, HubOptions, User
 from backplane.filters import FilterSpec
 from backplane.hub import hub_wire_name
 from backplane.redis.bus import BackplaneUnavailable
 from backplane.redis.node import RedisNode
 
-from .auth import Authenticator, authenticate
+from .auth import Authenticator, authenticate, refusal_text
 from .cors import CorsLayer, origin_allowed
 from .nosticky import (
     ENDED,
@@ -35,8 +35,13 @@ from .nosticky import (
 from .registry import ConnectionRecord, ConnectionRegistry
 from .settings import Settings, canonical_origins, canonical_transports
 from .transports import longpolling
-from .transports.http import HttpSession, receive_post, request_headers
-from .transports.longpolling import NO_CACHE, LongPollingSession, PollResponse, first_poll_response
+from .transports.http import HttpSession, receive_post, request_headers, wait_disconnect
+from .transports.longpolling import (
+    LongPollingSession,
+    PollResponse,
+    first_poll_response,
+    no_cache,
+)
 from .transports.sse import ServerSentEventsStream
 from .transports.websockets import WebSocketEndpoint, reject
 
@@ -263,8 +268,7 @@ class Hubplane:
         refusal = await endpoint.handler.refuses(user)
         if refusal is not None:
             # @authorize on the hub class: 401 without a user, 403 for one it does not admit.
-            text = "Unauthorized" if refusal == 401 else "Forbidden"
-            return PlainTextResponse(text, status_code=refusal)
+            return PlainTextResponse(refusal_text(refusal), status_code=refusal)
         if self.draining:
             return PlainTextResponse("Server is shutting down", status_code=503)
         # Stateful reconnect only when the client asks and this server allows it (and only
@@ -332,6 +336,20 @@ class Hubplane:
             return 503
         return owner
 
+    async def _admit(
+        self, request: Request, path: str, transport: str | None
+    ) -> User | None | Response:
+        """The request's user, or the refusal (authenticator failure, ``@authorize``)."""
+        try:
+            user = await authenticate(self.authenticator, request)
+        except Exception:
+            logger.exception("authenticator failed on a %s request", request.method)
+            return _refuse(transport, 401, "Authentication failed")
+        refusal = await self.endpoints[path].handler.refuses(user)
+        if refusal is not None:
+            return _refuse(transport, refusal, refusal_text(refusal))
+        return user
+
     async def handle_forwarded(
         self, token: str, method: str, body: bytes, gone: asyncio.Future[None]
     ) -> tuple[int, str, bytes]:
@@ -377,28 +395,22 @@ class Hubplane:
                 chunks.append(chunk)
             body = b"".join(chunks)
         timeout = longpolling.POLL_TIMEOUT + 10.0 if request.method == "GET" else POST_TIMEOUT
-        loop = asyncio.get_running_loop()
-        gone: asyncio.Future[None] = loop.create_future()
-
-        async def watch() -> None:
-            # A poll's client may give up (it aborts its poll when it stops): tell the owner.
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-            if not gone.done():
-                gone.set_result(None)
-
-        watcher = loop.create_task(watch()) if request.method == "GET" else None
+        # A poll's client may give up (it aborts its poll when it stops): the owner is told.
+        gone = (
+            asyncio.get_running_loop().create_task(wait_disconnect(request.receive))
+            if request.method == "GET"
+            else None
+        )
         try:
             status, content_type, answer = await self.forwarder.forward(
                 owner, token, request.method, body, timeout, gone
             )
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            if gone is not None:
+                gone.cancel()
         response = Response(answer, status_code=status, media_type=content_type)
         if request.method == "GET":
-            for name, value in NO_CACHE:
-                response.headers[name.decode()] = value.decode()
+            no_cache(response)
         return response
 
     def available_transports(self) -> list[dict[str, Any]]:
@@ -434,6 +446,8 @@ class Hubplane:
         if not token:
             return _refuse(transport, 400, "Connection ID required")
         record = self.registry.get(token)
+        admitted: Any = _NOT_YET
+        user: User | None = None
         if self.signer is not None and (record is None or record.connection is None):
             # No sticky sessions: the connection may have been negotiated or started elsewhere.
             # Everything that refuses a request is checked before a connection is claimed.
@@ -441,15 +455,10 @@ class Hubplane:
                 return _refuse(
                     transport, 404, f"{transport} transport not supported by this end point type"
                 )
-            try:
-                user = await authenticate(self.authenticator, request)
-            except Exception:
-                logger.exception("authenticator failed on a %s request", method)
-                return _refuse(transport, 401, "Authentication failed")
-            refusal = await self.endpoints[path].handler.refuses(user)
-            if refusal is not None:
-                text = "Unauthorized" if refusal == 401 else "Forbidden"
-                return _refuse(transport, refusal, text)
+            admitted = await self._admit(request, path, transport)
+            if isinstance(admitted, Response):
+                return admitted
+            user = admitted
             if self.draining and method == "GET":
                 return _refuse(transport, 503, "Server is shutting down")
             located = await self.locate(token, path, start=method == "GET")
@@ -481,14 +490,11 @@ class Hubplane:
             if record.transport is not None and record.transport != transport:
                 return _refuse(transport, 400, "Cannot change transports mid-connection")
         handler = self.endpoints[path].handler
-        try:
-            user = await authenticate(self.authenticator, request)
-        except Exception:
-            logger.exception("authenticator failed on a %s request", method)
-            return _refuse(transport, 401, "Authentication failed")
-        refusal = await handler.refuses(user)
-        if refusal is not None:
-            return _refuse(transport, refusal, "Unauthorized" if refusal == 401 else "Forbidden")
+        if admitted is _NOT_YET:
+            admitted = await self._admit(request, path, transport)
+            if isinstance(admitted, Response):
+                return admitted
+            user = admitted
         session = self.http_sessions.get(token)
         if method == "POST":
             if session is None:
@@ -566,10 +572,7 @@ def _bind_path(
 def _refuse(transport: str | None, status: int, text: str) -> Response:
     """A plain-text refusal; polls carry the no-cache headers on every answer."""
     response = PlainTextResponse(text, status_code=status)
-    if transport == "LongPolling":
-        for name, value in NO_CACHE:
-            response.headers[name.decode()] = value.decode()
-    return response
+    return no_cache(response) if transport == "LongPolling" else response
 
 
 class _AsgiResponse(Response):
@@ -619,6 +622,9 @@ def _header(scope: Any, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+_NOT_YET = object()  # hub_http: the request has not been authenticated yet
 
 
 def normalize_path(path: str) -> str:

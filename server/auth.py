@@ -77,3 +77,8 @@ async def authenticate(authenticator: Authenticator | None, request: HTTPConnect
     if isinstance(result, str):
         return User(result)
     raise TypeError(f"authenticator returned {type(result).__name__}, expected User, str or None")
+
+
+def refusal_text(status: int) -> str:
+    """The body of a 401 or 403 refusal of a hub request."""
+    return "Unauthorized" if status == 401 else "Forbidden"

@@ -80,17 +80,13 @@ def build_app(settings: Settings) -> Any:
             )
         else:
             authenticator = JwtAuthenticator(secret=settings.jwt_secret, **jwt_options)
-    filters = []
-    for spec in settings.filters:
-        filter_type = import_object(spec)
-        from backplane import HubFilter
+    from backplane.errors import HubRegistrationError
+    from backplane.filters import instantiate
 
-        if not (
-            isinstance(filter_type, HubFilter)
-            or (isinstance(filter_type, type) and issubclass(filter_type, HubFilter))
-        ):
-            raise SettingsError(f"{spec!r} is not a backplane.HubFilter")
-        filters.append(filter_type)
+    try:
+        filters = instantiate(import_object(spec) for spec in settings.filters)
+    except HubRegistrationError as exc:
+        raise SettingsError(f"--filter: {exc}") from exc
     app = create_app(hubs, settings=settings, authenticate=authenticator, filters=filters)
     if not settings.hubs:
         from .demo import demo_page

@@ -19,6 +19,7 @@ from starlette.requests import HTTPConnection
 
 from backplane import User
 
+from .auth import bearer_token
 from .errors import SettingsError
 
 logger = logging.getLogger("hubplane.auth")
@@ -28,17 +29,6 @@ UserIdProvider = Callable[[Mapping[str, Any]], str | None]
 
 class AuthenticationFailed(Exception):
     """A token was presented but is not valid (the request gets 401)."""
-
-
-def bearer_token(request: HTTPConnection) -> str | None:
-    """The bearer token of a request: the Authorization header, else ``access_token``."""
-    header = request.headers.get("authorization")
-    if header:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    token = request.query_params.get("access_token")
-    return token or None
 
 
 def roles_of(claims: Mapping[str, Any]) -> list[str]:

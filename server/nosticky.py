@@ -98,10 +98,6 @@ class TokenSigner:
             return None
         return TokenClaims(str(cid), str(path), int(version), bool(stateful), issued / 1000.0)
 
-    def is_signed(self, token: str) -> bool:
-        """True for tokens of this format (genuine or not)."""
-        return token.startswith(TOKEN_PREFIX)
-
 
 Answer = tuple[int, str, bytes]  # status, content type, body
 # (token, method, body, gone): ``gone`` resolves when the client left the forwarding node.

@@ -278,9 +278,7 @@ def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
             return dict(parse_hub_spec(part) for part in raw.split(",") if part.strip())
         if f.name in ("protocols", "redis_payload_protocols"):
             return tuple(p.strip().lower() for p in raw.split(",") if p.strip())
-        if f.name in ("transports", "cors_origins"):
-            return tuple(p.strip() for p in raw.split(",") if p.strip())
-        if f.name == "filters":
+        if f.name in ("transports", "cors_origins", "filters"):
             return tuple(p.strip() for p in raw.split(",") if p.strip())
         if kind == "bool":
             low = raw.strip().lower()

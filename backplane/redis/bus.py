@@ -137,10 +137,8 @@ class RedisBus:
         url: str,
         *,
         buffer_limit: int = 10000,
-        name: str = "node",
     ) -> None:
         self.url = url
-        self.name = name
         self.buffer_limit = buffer_limit
         self.stats = BusStats()
         self._writer_client = connect_redis(url)
@@ -502,10 +500,6 @@ class RedisBus:
             return
         self._sub_queue.append((False, channel))
         self._sub_wake.set()
-
-    def subscribed(self, channel: bytes) -> bool:
-        """True when the node holds a subscription to ``channel``."""
-        return channel in self._handlers
 
     async def _run_reader(self) -> None:
         attempt = 0

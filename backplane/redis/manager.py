@@ -17,6 +17,7 @@ import msgpack
 
 from ..errors import ClientDisconnectedError, ConnectionNotFoundError
 from ..lifetime.base import (
+    DISCONNECTED,
     HubLifetimeManager,
     SerializedMessage,
     completion_outcome,
@@ -311,7 +312,7 @@ class RedisLifetimeManager(HubLifetimeManager):
                     return await asyncio.wait_for(asyncio.shield(future), step)
                 except TimeoutError:
                     if owner is not None and not await self.node.is_live(owner):
-                        raise ClientDisconnectedError("Connection disconnected.") from None
+                        raise ClientDisconnectedError(DISCONNECTED) from None
         finally:
             self._results.pop(invocation_id, None)
 
@@ -499,7 +500,7 @@ class RedisLifetimeManager(HubLifetimeManager):
                 self._return_completion(
                     return_channel,
                     "json",
-                    CompletionMessage.with_error(invocation_id, "Connection disconnected."),
+                    CompletionMessage.with_error(invocation_id, DISCONNECTED),
                 )
                 return
 

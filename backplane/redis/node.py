@@ -35,30 +35,41 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("hubplane.redis")
 
-# Removes one connection's presence entries. ARGV: hub base, connection id, node id.
-_REMOVE_CONNECTION = """
-local base, conn, node = ARGV[1], ARGV[2], ARGV[3]
-local conns = base .. ':hubplane:conns'
-local rec = redis.call('HGET', conns, conn)
-if rec then
-  local r = cmsgpack.unpack(rec)
-  if r[1] == node then
-    redis.call('HDEL', conns, conn)
-    if r[2] then redis.call('SREM', base .. ':hubplane:user:' .. r[2], conn) end
+# One connection's presence entries, removed (shared by the two scripts below).
+_REMOVE_ONE = """
+local function remove(base, conn, node)
+  local conns = base .. ':hubplane:conns'
+  local rec = redis.call('HGET', conns, conn)
+  if rec then
+    local r = cmsgpack.unpack(rec)
+    if r[1] == node then
+      redis.call('HDEL', conns, conn)
+      if r[2] then redis.call('SREM', base .. ':hubplane:user:' .. r[2], conn) end
+    end
   end
+  local gk = base .. ':hubplane:groups-of:' .. conn
+  for _, g in ipairs(redis.call('SMEMBERS', gk)) do
+    redis.call('SREM', base .. ':hubplane:group:' .. g, conn)
+  end
+  redis.call('DEL', gk)
 end
-local gk = base .. ':hubplane:groups-of:' .. conn
-for _, g in ipairs(redis.call('SMEMBERS', gk)) do
-  redis.call('SREM', base .. ':hubplane:group:' .. g, conn)
-end
-redis.call('DEL', gk)
-redis.call('SREM', base .. ':hubplane:node:' .. node, conn)
+"""
+
+# Removes one connection's presence entries. ARGV: hub base, connection id, node id.
+_REMOVE_CONNECTION = (
+    _REMOVE_ONE
+    + """
+remove(ARGV[1], ARGV[2], ARGV[3])
+redis.call('SREM', ARGV[1] .. ':hubplane:node:' .. ARGV[3], ARGV[2])
 return 1
 """
+)
 
 # Purges a node that stopped heartbeating, unless it came back meanwhile.
 # KEYS: nodes zset, node hash. ARGV: node id, cutoff (ms).
-_PURGE_NODE = """
+_PURGE_NODE = (
+    _REMOVE_ONE
+    + """
 local node = ARGV[1]
 local score = redis.call('ZSCORE', KEYS[1], node)
 if score and tonumber(score) > tonumber(ARGV[2]) then return 0 end
@@ -67,21 +78,8 @@ local removed = 0
 if hubs then
   for _, base in ipairs(cmsgpack.unpack(hubs)) do
     local nodeset = base .. ':hubplane:node:' .. node
-    local conns = base .. ':hubplane:conns'
     for _, conn in ipairs(redis.call('SMEMBERS', nodeset)) do
-      local rec = redis.call('HGET', conns, conn)
-      if rec then
-        local r = cmsgpack.unpack(rec)
-        if r[1] == node then
-          redis.call('HDEL', conns, conn)
-          if r[2] then redis.call('SREM', base .. ':hubplane:user:' .. r[2], conn) end
-        end
-      end
-      local gk = base .. ':hubplane:groups-of:' .. conn
-      for _, g in ipairs(redis.call('SMEMBERS', gk)) do
-        redis.call('SREM', base .. ':hubplane:group:' .. g, conn)
-      end
-      redis.call('DEL', gk)
+      remove(base, conn, node)
       removed = removed + 1
     end
     redis.call('DEL', nodeset)
@@ -91,6 +89,7 @@ redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[1], node)
 return removed + 1
 """
+)
 
 
 # Node liveness uses Redis's clock, so skewed host clocks cannot make a live node look dead.
@@ -155,7 +154,7 @@ class RedisNode:
         # hub offers (the .NET layout). Fewer makes publishing cheaper; receiving nodes
         # encode the others once per message for their clients.
         self.payload_protocols = tuple(payload_protocols)
-        self.bus = RedisBus(redis_url, buffer_limit=buffer_limit, name=self.node_id)
+        self.bus = RedisBus(redis_url, buffer_limit=buffer_limit)
         self.started = time.time()
         self.managers: list[RedisLifetimeManager] = []
         self.nodes_key = self.prefix + b"hubplane:nodes"
@@ -208,18 +207,7 @@ class RedisNode:
                 await self._heartbeat_task
         if self.presence_enabled and self.bus._writer_up:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    self.bus.query(
-                        "EVALSHA",
-                        self._purge_sha,
-                        2,
-                        self.nodes_key,
-                        self.node_key,
-                        self.node_id,
-                        2**62,
-                    ),
-                    2.0,
-                )
+                await asyncio.wait_for(self.bus.query(*self._purge_self()), 2.0)
         await self.bus.stop()
 
     # -- presence writes (fire and forget, in order on the writer) --------------------------
@@ -239,6 +227,10 @@ class RedisNode:
             hubs,
         ]
 
+    def _purge_self(self) -> tuple[Any, ...]:
+        """The command removing all of this node's presence entries, whatever its heartbeat."""
+        return ("EVALSHA", self._purge_sha, 2, self.nodes_key, self.node_key, self.node_id, 2**62)
+
     async def _register_all(self) -> None:
         """Write this node and every local entry (after a reconnect or a data loss).
 
@@ -246,9 +238,7 @@ class RedisNode:
         The writer runs these in order, so nobody sees the node half written for long.
         """
         bus = self.bus
-        bus.command(
-            "EVALSHA", self._purge_sha, 2, self.nodes_key, self.node_key, self.node_id, 2**62
-        )
+        bus.command(*self._purge_self())
         bus.command("EVALSHA", self._touch_sha, 1, self.nodes_key, self.node_id)
         bus.command("HSET", self.node_key, *self._info())
         for manager in self.managers:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -48,9 +49,40 @@ async def wait_disconnect(receive: Any) -> None:
             return
 
 
-def request_headers(request: Request) -> dict[str, str]:
+class LazyHeaders(Mapping[str, str]):
+    """A transport request's headers, decoded only if hub code looks at them.
+
+    The raw list lives in the ASGI scope anyway; a decoded copy per connection would cost a
+    kilobyte or two that most connections never use.
+    """
+
+    __slots__ = ("_raw", "_decoded")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._decoded: dict[str, str] | None = None
+
+    def _dict(self) -> dict[str, str]:
+        decoded = self._decoded
+        if decoded is None:
+            decoded = self._decoded = {
+                k.decode("latin-1"): v.decode("latin-1") for k, v in self._raw
+            }
+        return decoded
+
+    def __getitem__(self, key: str) -> str:
+        return self._dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
+
+
+def request_headers(request: Request) -> LazyHeaders:
     """The request's headers as the hub context shows them (lower-case names)."""
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
+    return LazyHeaders(request.scope["headers"])
 
 
 async def receive_post(request: Request, session: HttpSession) -> Response:

@@ -173,12 +173,16 @@ class LongPollingSession(HttpSession):
                 return  # the client went away (it aborts its poll when it stops)
 
 
-def first_poll_response() -> Response:
-    """The first poll's answer: 200 with no body at once (the client then sends its handshake)."""
-    response = Response(b"", media_type="application/octet-stream")
+def no_cache(response: Response) -> Response:
+    """``response`` with the headers that keep every poll answer out of caches."""
     for name, value in NO_CACHE:
         response.headers[name.decode()] = value.decode()
     return response
+
+
+def first_poll_response() -> Response:
+    """The first poll's answer: 200 with no body at once (the client then sends its handshake)."""
+    return no_cache(Response(b"", media_type="application/octet-stream"))
 
 
 async def respond(send: Any, status: int, content_type: bytes, body: bytes = b"") -> None:

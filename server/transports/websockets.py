@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -18,7 +17,8 @@ from starlette.requests import HTTPConnection
 
 from backplane import HubConnection, HubConnectionHandler
 
-from ..auth import authenticate
+from ..auth import authenticate, refusal_text
+from .http import SEND_TIMEOUT, LazyHeaders
 
 if TYPE_CHECKING:
     from ..app import Hubplane
@@ -29,7 +29,6 @@ logger = logging.getLogger("hubplane.websockets")
 CLOSE_TIMEOUT = 5.0  # ASP.NET Core WebSockets CloseTimeout
 TAKEOVER = "a newer WebSocket took over"  # cancel message for a half-open socket's task
 _background: set[asyncio.Task[None]] = set()
-SEND_TIMEOUT = 10.0  # ASP.NET Core TransportSendTimeout
 Scope = dict[str, Any]
 
 
@@ -64,7 +63,7 @@ class WebSocketEndpoint:
             return
         refusal = await self.handler.refuses(user)
         if refusal is not None:
-            await reject(scope, send, refusal, "Unauthorized" if refusal == 401 else "Forbidden")
+            await reject(scope, send, refusal, refusal_text(refusal))
             return
         registry = hubplane.registry
         if token:
@@ -280,37 +279,6 @@ async def _stop_writer(state: dict[str, Any]) -> None:
     pending = state.pop("pending", None)
     if pending is not None:
         pending[0].close()
-
-
-class LazyHeaders(Mapping[str, str]):
-    """The upgrade request's headers, decoded only if hub code looks at them.
-
-    The raw list lives in the ASGI scope for the whole connection anyway; a decoded copy per
-    connection would cost a kilobyte or two that most connections never use.
-    """
-
-    __slots__ = ("_raw", "_decoded")
-
-    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self._raw = raw
-        self._decoded: dict[str, str] | None = None
-
-    def _dict(self) -> dict[str, str]:
-        decoded = self._decoded
-        if decoded is None:
-            decoded = self._decoded = {
-                k.decode("latin-1"): v.decode("latin-1") for k, v in self._raw
-            }
-        return decoded
-
-    def __getitem__(self, key: str) -> str:
-        return self._dict()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._dict())
-
-    def __len__(self) -> int:
-        return len(self._dict())
 
 
 def _discard(data: bytes) -> None:
