@@ -220,3 +220,64 @@ def test_a_forged_or_foreign_token_is_refused(cluster: tuple[Nginx, list[Any]]) 
             status = exc.code
         assert status == 404, token
         assert time.monotonic() - started < 2
+
+
+# --------------------------------------------------------------------------- conformance
+
+
+@pytest.fixture(scope="module")
+def balanced_batches(
+    module_hubplane_server: Any,
+    redis_server: Any,
+    node_client: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[tuple[str, str], Any]]:
+    """The conformance scenarios of every transport and protocol, through nginx round robin.
+
+    One three-node cluster per transport and protocol (its own channel prefix), so the
+    "all" and "others" proxies see only their own batch, as in test_transports.
+    """
+    from tests.e2e import test_js_client as conformance
+    from tests.e2e.test_transports import CASES
+
+    scenarios = {name: conformance.PRELUDE + conformance.SCENARIOS[name] for name in CASES}
+    balancers: list[Nginx] = []
+    handles = {}
+    try:
+        for transport, protocol in PAIRS:
+            args = [
+                *conformance.SERVER_ARGS,
+                "--redis-url",
+                redis_server.url,
+                "--channel-prefix",
+                f"conf-{uuid.uuid4().hex[:8]}:",
+                "--token-secret",
+                SECRET,
+            ]
+            nodes = [module_hubplane_server(conformance.HUBS, extra_args=args) for _ in range(3)]
+            nginx = Nginx(tmp_path_factory.mktemp("nginx"), [n.port for n in nodes])
+            balancers.append(nginx)
+            handles[(transport, protocol)] = node_client.start(
+                scenarios,
+                url=f"http://{LOOPBACK}:{nginx.port}/hubs/e2e",
+                transport=transport,
+                protocol=protocol,
+                timeout=100,
+                scenario_timeout=20,
+            )
+        yield {combo: handle.wait(timeout=110) for combo, handle in handles.items()}
+    finally:
+        for nginx in balancers:
+            nginx.stop()
+
+
+@pytest.mark.parametrize("combo", PAIRS, ids=lambda c: f"{c[0]}-{c[1]}")
+def test_conformance_through_the_balancer(
+    balanced_batches: dict[tuple[str, str], Any], combo: tuple[str, str], node_client: Any
+) -> None:
+    """The foundation's conformance cases, with their own assertions, on a no-sticky cluster."""
+    from tests.e2e.test_transports import CASES, run_check
+
+    for case in CASES:
+        result = balanced_batches[combo][case].ok()
+        run_check(case, result, combo[1], node_client)
