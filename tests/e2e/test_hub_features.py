@@ -47,8 +47,20 @@ def server(module_hubplane_server: Any) -> Any:
     return module_hubplane_server(HUBS, extra_args=ARGS, ready_path="/hubs/typed")
 
 
-@pytest.mark.parametrize("protocol", ["json", "messagepack"])
-def test_typed_hub_and_filters(server: Any, node_client: Any, protocol: str) -> None:
+# Every transport, with each protocol it carries (SSE is text only).
+PAIRS = [
+    ("WebSockets", "json"),
+    ("WebSockets", "messagepack"),
+    ("ServerSentEvents", "json"),
+    ("LongPolling", "json"),
+    ("LongPolling", "messagepack"),
+]
+
+
+@pytest.mark.parametrize(("transport", "protocol"), PAIRS)
+def test_typed_hub_and_filters(
+    server: Any, node_client: Any, transport: str, protocol: str
+) -> None:
     result = node_client.run(
         """
         const a = makeConnection({ accessToken: params.ann });
@@ -70,6 +82,7 @@ def test_typed_hub_and_filters(server: Any, node_client: Any, protocol: str) -> 
         catch (e) { log("no_handler", errorText(e)); }
         """,
         url=server.hub_url("/hubs/typed"),
+        transport=transport,
         protocol=protocol,
         params={"ann": token("ann"), "bob": token("bob")},
     )
@@ -84,8 +97,8 @@ def test_typed_hub_and_filters(server: Any, node_client: Any, protocol: str) -> 
     assert "Client didn't provide a result" in result.value("no_handler")
 
 
-@pytest.mark.parametrize("protocol", ["json", "messagepack"])
-def test_jwt_and_authorize(server: Any, node_client: Any, protocol: str) -> None:
+@pytest.mark.parametrize(("transport", "protocol"), PAIRS)
+def test_jwt_and_authorize(server: Any, node_client: Any, transport: str, protocol: str) -> None:
     result = node_client.run(
         """
         const tryStart = async (opts) => {
@@ -106,6 +119,7 @@ def test_jwt_and_authorize(server: Any, node_client: Any, protocol: str) -> None
         log("staff", await staff.ok.invoke("Ping"));
         """,
         url=server.hub_url("/hubs/secure"),
+        transport=transport,
         protocol=protocol,
         params={
             "admin": token("root", roles=["admin"], name="Root"),
