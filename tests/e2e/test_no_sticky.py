@@ -240,7 +240,17 @@ def balanced_batches(
     from tests.e2e import test_js_client as conformance
     from tests.e2e.test_transports import CASES
 
-    scenarios = {name: conformance.PRELUDE + conformance.SCENARIOS[name] for name in CASES}
+    # The scenarios' barrier ("Sync" on every client) orders what a node delivered to its own
+    # clients; messages relayed from other nodes over Redis are asynchronous, so here the
+    # barrier first gives them a moment (loopback delivery takes about a millisecond).
+    single_node_sync = 'const syncAll = (...cs) => Promise.all(cs.map((c) => c.invoke("Sync")));'
+    assert single_node_sync in conformance.PRELUDE
+    prelude = conformance.PRELUDE.replace(
+        single_node_sync,
+        "const syncAll = async (...cs) => { await sleep(300); "
+        'return Promise.all(cs.map((c) => c.invoke("Sync"))); };',
+    )
+    scenarios = {name: prelude + conformance.SCENARIOS[name] for name in CASES}
     balancers: list[Nginx] = []
     handles = {}
     try:
