@@ -21,7 +21,7 @@ global ones first: the first registered is the outermost. A filter may change
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .dispatch import maybe_await
 from .errors import HubRegistrationError
@@ -129,27 +129,30 @@ class FilterPipelines:
     __slots__ = ("invoke", "connected", "disconnected")
 
     def __init__(self, filters: Sequence[HubFilter]) -> None:
-        self.invoke: InvokeNext | None = None
-        self.connected: ConnectedNext | None = None
-        self.disconnected: DisconnectedNext | None = None
-        invoke = [f for f in filters if _overrides(f, "invoke")]
-        if invoke:
-            step: InvokeNext = _call_method
-            for f in reversed(invoke):
-                step = _invoke_step(f, step)
-            self.invoke = step
-        connected = [f for f in filters if _overrides(f, "on_connected")]
-        if connected:
-            cstep: ConnectedNext = _call_connected
-            for f in reversed(connected):
-                cstep = _connected_step(f, cstep)
-            self.connected = cstep
-        disconnected = [f for f in filters if _overrides(f, "on_disconnected")]
-        if disconnected:
-            dstep: DisconnectedNext = _call_disconnected
-            for f in reversed(disconnected):
-                dstep = _disconnected_step(f, dstep)
-            self.disconnected = dstep
+        call_method: InvokeNext = _call_method
+        call_connected: ConnectedNext = _call_connected
+        call_disconnected: DisconnectedNext = _call_disconnected
+        self.invoke = _chain(filters, "invoke", call_method, _invoke_step)
+        self.connected = _chain(filters, "on_connected", call_connected, _connected_step)
+        self.disconnected = _chain(
+            filters, "on_disconnected", call_disconnected, _disconnected_step
+        )
+
+
+N = TypeVar("N")
+
+
+def _chain(
+    filters: Sequence[HubFilter], hook: str, last: N, step: Callable[[HubFilter, N], N]
+) -> N | None:
+    """The filters overriding ``hook`` wrapped around ``last``, the first outermost (or None)."""
+    taking_part = [f for f in filters if _overrides(f, hook)]
+    if not taking_part:
+        return None
+    chained = last
+    for f in reversed(taking_part):
+        chained = step(f, chained)
+    return chained
 
 
 def _invoke_step(f: HubFilter, inner: InvokeNext) -> InvokeNext:

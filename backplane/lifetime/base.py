@@ -145,6 +145,22 @@ class HubLifetimeManager(ABC):
         """Stop background work. Default: nothing."""
 
 
+def write_many(
+    targets: dict[str, HubConnection],
+    message: SerializedMessage,
+    exclude: Collection[str] | None,
+) -> None:
+    """Write one message to every target except those in ``exclude``."""
+    # Copy: a write may abort a slow connection, which removes it from the dict.
+    if exclude:
+        for cid, connection in list(targets.items()):
+            if cid not in exclude:
+                connection.write_serialized(message)
+    else:
+        for connection in list(targets.values()):
+            connection.write_serialized(message)
+
+
 def new_invocation_id() -> str:
     """A random 22-character id, as .NET's client-result ids (a GUID in base64url)."""
     import base64

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..presence import MemoryPresence
 from ..protocol.messages import InvocationMessage
-from .base import HubLifetimeManager, SerializedMessage, invoke_local, not_found
+from .base import HubLifetimeManager, SerializedMessage, invoke_local, not_found, write_many
 
 if TYPE_CHECKING:
     from ..connection import HubConnection
@@ -98,7 +98,7 @@ class MemoryLifetimeManager(HubLifetimeManager):
         self, method: str, args: list[Any], exclude: Collection[str] | None = None
     ) -> None:
         """Send to every connection except those in ``exclude``."""
-        self._write_many(self.connections, self._message(method, args), exclude)
+        write_many(self.connections, self._message(method, args), exclude)
 
     async def send_connection(self, connection_id: str, method: str, args: list[Any]) -> None:
         """Send to one connection."""
@@ -122,7 +122,7 @@ class MemoryLifetimeManager(HubLifetimeManager):
         """Send to the members of ``group`` except those in ``exclude``."""
         members = self.groups.get(group)
         if members:
-            self._write_many(members, self._message(method, args), exclude)
+            write_many(members, self._message(method, args), exclude)
 
     async def send_groups(self, groups: Collection[str], method: str, args: list[Any]) -> None:
         """Send to the members of each listed group (once per group, as ASP.NET Core does)."""
@@ -130,13 +130,13 @@ class MemoryLifetimeManager(HubLifetimeManager):
         for group in groups:
             members = self.groups.get(group)
             if members:
-                self._write_many(members, message, None)
+                write_many(members, message, None)
 
     async def send_user(self, user_id: str, method: str, args: list[Any]) -> None:
         """Send to every connection of a user."""
         conns = self.users.get(user_id)
         if conns:
-            self._write_many(conns, self._message(method, args), None)
+            write_many(conns, self._message(method, args), None)
 
     async def send_users(self, user_ids: Collection[str], method: str, args: list[Any]) -> None:
         """Send to every connection of each listed user."""
@@ -144,19 +144,4 @@ class MemoryLifetimeManager(HubLifetimeManager):
         for uid in user_ids:
             conns = self.users.get(uid)
             if conns:
-                self._write_many(conns, message, None)
-
-    @staticmethod
-    def _write_many(
-        targets: dict[str, HubConnection],
-        message: SerializedMessage,
-        exclude: Collection[str] | None,
-    ) -> None:
-        # Copy: a write may abort a slow connection, which removes it from the dict.
-        if exclude:
-            for cid, connection in list(targets.items()):
-                if cid not in exclude:
-                    connection.write_serialized(message)
-        else:
-            for connection in list(targets.values()):
-                connection.write_serialized(message)
+                write_many(conns, message, None)

@@ -25,6 +25,7 @@ from ..lifetime.base import (
     new_invocation_id,
     not_found,
     timed_out,
+    write_many,
 )
 from ..presence import Presence
 from ..protocol import HubProtocol, get_protocol
@@ -64,21 +65,6 @@ class PresenceKeys:
 
     def groups_of(self, connection_id: str) -> bytes:
         return self.base + b":hubplane:groups-of:" + connection_id.encode()
-
-
-def _write_many(
-    targets: dict[str, HubConnection],
-    message: SerializedMessage,
-    exclude: Collection[str] | None,
-) -> None:
-    # Copy: a write may abort a slow connection, which removes it from the dict.
-    if exclude:
-        for cid, connection in list(targets.items()):
-            if cid not in exclude:
-                connection.write_serialized(message)
-    else:
-        for connection in list(targets.values()):
-            connection.write_serialized(message)
 
 
 class RedisLifetimeManager(HubLifetimeManager):
@@ -387,7 +373,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         """Send to every connection of the hub except those in ``exclude``."""
         message = self._message(method, args)
         self._publish(self.channels.all, message, exclude)
-        _write_many(self.connections, message, exclude)
+        write_many(self.connections, message, exclude)
 
     async def send_connection(self, connection_id: str, method: str, args: list[Any]) -> None:
         """Send to one connection, wherever it is connected."""
@@ -418,7 +404,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         self._publish(self.channels.group(group), message, exclude)
         members = self.groups.get(group)
         if members:
-            _write_many(members, message, exclude)
+            write_many(members, message, exclude)
 
     async def send_groups(self, groups: Collection[str], method: str, args: list[Any]) -> None:
         """Send to the members of each listed group (once per group, as ASP.NET Core does)."""
@@ -427,7 +413,7 @@ class RedisLifetimeManager(HubLifetimeManager):
             self._publish(self.channels.group(group), message)
             members = self.groups.get(group)
             if members:
-                _write_many(members, message, None)
+                write_many(members, message, None)
 
     async def send_user(self, user_id: str, method: str, args: list[Any]) -> None:
         """Send to every connection of a user on every node."""
@@ -435,7 +421,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         self._publish(self.channels.user(user_id), message)
         conns = self.users.get(user_id)
         if conns:
-            _write_many(conns, message, None)
+            write_many(conns, message, None)
 
     async def send_users(self, user_ids: Collection[str], method: str, args: list[Any]) -> None:
         """Send to every connection of each listed user on every node."""
@@ -444,7 +430,7 @@ class RedisLifetimeManager(HubLifetimeManager):
             self._publish(self.channels.user(uid), message)
             conns = self.users.get(uid)
             if conns:
-                _write_many(conns, message, None)
+                write_many(conns, message, None)
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -463,7 +449,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         if invocation is not None:
             message = SerializedMessage(None, invocation.payloads)
             excluded = set(invocation.excluded) if invocation.excluded else None
-            _write_many(self.connections, message, excluded)
+            write_many(self.connections, message, excluded)
 
     def _on_group(self, channel: bytes, data: bytes) -> None:
         invocation = self._read(data)
@@ -474,7 +460,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         if members:
             message = SerializedMessage(None, invocation.payloads)
             excluded = set(invocation.excluded) if invocation.excluded else None
-            _write_many(members, message, excluded)
+            write_many(members, message, excluded)
 
     def _on_user(self, channel: bytes, data: bytes) -> None:
         invocation = self._read(data)
@@ -483,7 +469,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         user = channel[len(self.channels.base) + len(b":user:") :].decode()
         conns = self.users.get(user)
         if conns:
-            _write_many(conns, SerializedMessage(None, invocation.payloads), None)
+            write_many(conns, SerializedMessage(None, invocation.payloads), None)
 
     def _on_connection_message(self, cid: str, data: bytes) -> None:
         invocation = self._read(data)

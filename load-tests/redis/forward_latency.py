@@ -13,35 +13,18 @@ the median and p99 round-trip time of each.
 from __future__ import annotations
 
 import argparse
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import free_port, start_redis, wait_port  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} did not open")
 
 
 RELAY = """
@@ -80,30 +63,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500)
     opts = parser.parse_args()
     procs: list[subprocess.Popen[bytes]] = []
-    redis_port = free_port()
-    exe = shutil.which("redis-server") or sys.exit("redis-server not found")
-    procs.append(
-        subprocess.Popen(
-            [
-                exe,
-                "--port",
-                str(redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                tempfile.gettempdir(),
-            ],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-    )
+    redis, redis_url = start_redis()
+    procs.append(redis)
     ports = [free_port(), free_port()]
     hubplane = str(Path(sys.executable).parent / "hubplane")
     try:
-        wait(redis_port)
         for port in ports:
             procs.append(
                 subprocess.Popen(
@@ -115,7 +79,7 @@ def main() -> None:
                         "--log-level",
                         "warning",
                         "--redis-url",
-                        f"redis://127.0.0.1:{redis_port}/0",
+                        redis_url,
                         "--token-secret",
                         "bench-secret",
                     ],
@@ -129,7 +93,7 @@ def main() -> None:
             )
         )
         for port in (*ports, relay_port):
-            wait(port)
+            wait_port(port)
         a, b = (f"http://127.0.0.1:{p}/hubs/demo" for p in ports)
         relay = f"http://127.0.0.1:{relay_port}/hubs/demo"
         with httpx.Client(timeout=10, trust_env=False) as http:

@@ -13,17 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from publish_rate import BenchHub, free_port, run_once  # noqa: E402
+from common import start_redis  # noqa: E402
+from publish_rate import BenchHub, run_once  # noqa: E402
 
 from backplane import HubConnectionHandler, HubOptions  # noqa: E402
 from backplane.redis.node import RedisNode  # noqa: E402
@@ -52,26 +50,7 @@ async def main() -> None:
     proc = None
     url = opts.redis_url
     if not url:
-        port = free_port()
-        exe = shutil.which("redis-server") or sys.exit("redis-server not found")
-        proc = subprocess.Popen(
-            [
-                exe,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                tempfile.gettempdir(),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        url = f"redis://127.0.0.1:{port}/0"
-        await asyncio.sleep(0.3)
+        proc, url = start_redis()
     try:
         n = opts.connections
         memory = HubConnectionHandler(BenchHub, HubOptions())

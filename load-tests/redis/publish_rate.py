@@ -19,11 +19,8 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,15 +30,12 @@ from backplane import Hub, HubConnectionHandler, HubOptions  # noqa: E402
 from backplane.redis.node import RedisNode  # noqa: E402
 from tests.hub.helpers import Client  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import start_redis  # noqa: E402
+
 
 class BenchHub(Hub):
     wire_name = "Bench.Hub"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def receive(url: str, prefix: str, count: int) -> None:
@@ -117,15 +111,7 @@ async def main() -> None:
     proc = None
     url = opts.redis_url
     if not url:
-        port = free_port()
-        exe = shutil.which("redis-server") or sys.exit("redis-server not found")
-        proc = subprocess.Popen(
-            [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", tempfile.gettempdir()],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        url = f"redis://127.0.0.1:{port}/0"
-        await asyncio.sleep(0.3)
+        proc, url = start_redis()
     try:
         modes = (
             ("pipelined, Lua batch", 2048, True),

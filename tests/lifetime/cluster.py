@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from backplane import Hub, HubConnectionHandler, HubOptions, User
@@ -71,3 +73,13 @@ def targets(messages: list[Any]) -> list[tuple[str, list[Any]]]:
 
 async def settle(seconds: float = 0.05) -> None:
     await asyncio.sleep(seconds)
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``condition`` every 20 ms; False when it is still false after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True

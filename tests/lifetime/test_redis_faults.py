@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import redis.asyncio as aioredis
 from backplane import Emitter
 from backplane.redis.bus import RedisBus
 from tests.conftest import RedisServer
-from tests.lifetime.cluster import HUB, Cluster, targets
+from tests.lifetime.cluster import HUB, Cluster, targets, wait_until
 
 
 class Relay:
@@ -73,15 +72,6 @@ class Relay:
             self._server.close()
         for task in list(self._tasks):
             task.cancel()
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 async def test_a_silently_dead_subscriber_socket_is_noticed(redis_server: Any) -> None:

@@ -4,21 +4,10 @@ a bound and flushed after the restart, presence is rebuilt, and drops are counte
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import RedisServer
-from tests.lifetime.cluster import Cluster, targets
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
+from tests.lifetime.cluster import Cluster, targets, wait_until
 
 
 async def test_outage_keeps_local_traffic_buffers_and_recovers(tmp_path: Path) -> None:
