@@ -13,6 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from . import dispatch
@@ -233,6 +234,7 @@ class HubConnection:
             return
         if self._stateful:
             self._track(data)
+        self.handler.stats.messages_sent += 1
         if not self.outbound.write(data):
             self._overflow()
 
@@ -252,6 +254,7 @@ class HubConnection:
             return
         if self._stateful and type(message) in TRACKED:
             self._track(data)
+        self.handler.stats.messages_sent += 1
         if not self.outbound.write(data):
             self._overflow()
 
@@ -349,6 +352,7 @@ class HubConnection:
             return
         if consumed < len(data):
             self._inbuf += data[consumed:]
+        self.handler.stats.messages_received += len(messages)
         for message in messages:
             await self._handle(message)
             if self._closing:
@@ -414,7 +418,10 @@ class HubConnection:
             # or so. Fan-out writes cannot wait (streams do, in replay_room): a wide bound.
             self._replay_limit = max(4 * options.max_buffer_size, REPLAY_MIN)
         self.outbound.write(HANDSHAKE_SUCCESS)
-        self.handler.stats.connected += 1
+        stats = self.handler.stats
+        stats.connected += 1
+        key = (self.transport, protocol.name)
+        stats.connects[key] = stats.connects.get(key, 0) + 1
         try:
             await self.handler.lifetime.on_connected(self)
             hub = dispatch.create_hub(self)
@@ -589,13 +596,16 @@ class HubConnection:
         target = message.target
         invocation_id = message.invocation_id
         options = self.handler.options
+        stats = self.handler.stats
         method = self.handler.descriptor.lookup(target)
         if method is None:
             logger.debug("%s: unknown method %r", self.log_name, target)
+            stats.invocations["unknown_method"] += 1
             if invocation_id:
                 self._complete_error(invocation_id, dispatch.unknown_method_error(target))
             return
         if method.is_stream:
+            stats.invocations["bad_arguments"] += 1
             if invocation_id:
                 self._complete_error(
                     invocation_id,
@@ -604,6 +614,7 @@ class HubConnection:
                 )
             return
         if method.rules and not await allowed(method.rules, self.user):
+            stats.invocations["unauthorized"] += 1
             if invocation_id:
                 self._complete_error(invocation_id, unauthorized_error(target))
             if method.stream_params:
@@ -612,10 +623,12 @@ class HubConnection:
         if args is None:
             error = self._check_binding(message, method)
             if error is not None:
+                stats.invocations["bad_arguments"] += 1
                 if invocation_id:
                     self._complete_error(invocation_id, error)
                 return
             args = message.arguments
+        started = perf_counter()
         try:
             hub = dispatch.create_hub(self)
             pipeline = self.handler.pipelines.invoke
@@ -628,6 +641,8 @@ class HubConnection:
                     HubInvocationContext(hub, self.caller_context, method.name, args, method.func)
                 )
         except Exception as exc:
+            stats.invocation_seconds.observe(perf_counter() - started)
+            stats.invocations["error"] += 1
             if not isinstance(exc, HubException):
                 logger.exception("%s: hub method %r failed", self.log_name, target)
             if invocation_id:
@@ -638,6 +653,8 @@ class HubConnection:
         finally:
             if method.stream_params:
                 self._close_uploads(message)
+        stats.invocation_seconds.observe(perf_counter() - started)
+        stats.invocations["ok"] += 1
         if invocation_id:
             if method.returns_value or result is not None:
                 self.write_message(CompletionMessage(invocation_id, None, result, True))
@@ -674,11 +691,14 @@ class HubConnection:
                 invocation_id, f"Invocation ID '{invocation_id}' is already in use."
             )
             return
+        invocations = self.handler.stats.invocations
         method = self.handler.descriptor.lookup(target)
         if method is None:
+            invocations["unknown_method"] += 1
             self._complete_error(invocation_id, dispatch.unknown_method_error(target))
             return
         if not method.is_stream:
+            invocations["bad_arguments"] += 1
             self._complete_error(
                 invocation_id,
                 f"The client attempted to invoke the non-streaming '{target}' method with a "
@@ -687,6 +707,7 @@ class HubConnection:
             return
         error = self._check_binding(message, method)
         if error is not None:
+            invocations["bad_arguments"] += 1
             self._complete_error(invocation_id, error)
             return
         args = self._open_uploads(message, method) if method.stream_params else message.arguments
@@ -701,7 +722,9 @@ class HubConnection:
         options = self.handler.options
         source: Any = None
         streaming = False  # errors before the first item are invocation errors
+        invocations = self.handler.stats.invocations
         if method.rules and not await allowed(method.rules, self.user):
+            invocations["unauthorized"] += 1
             self._streams.pop(invocation_id, None)
             if method.stream_params:
                 self._close_uploads(message)
@@ -738,6 +761,7 @@ class HubConnection:
                     await self.replay_room(high_water // 2)
                 if self._closing:
                     return
+            invocations["ok"] += 1
             self.write_message(CompletionMessage(invocation_id))
         except asyncio.CancelledError:
             cancelled = self._cancelled_streams
@@ -747,6 +771,7 @@ class HubConnection:
             else:
                 raise
         except Exception as exc:
+            invocations["error"] += 1
             if not isinstance(exc, HubException):
                 logger.exception("%s: stream %r failed", self.log_name, message.target)
             detailed = options.detailed_errors
@@ -779,6 +804,21 @@ class HubConnection:
             self.outbound.write(self.protocol.write_message(CloseMessage(error, allow_reconnect)))
         self._closing = True
         self.outbound.close()
+
+    async def finish_and_close(self) -> None:
+        """Let the invocations received so far answer, then Close allowing a reconnect.
+
+        A draining server closes connections this way: an invocation the server took gets
+        its result before the Close, and one the client sends after it is failed by the
+        client itself (it fails pending invocations on a Close), so a client that retries
+        never runs a method twice.
+        """
+        while not self._closing:
+            dispatcher = self._dispatcher
+            if dispatcher is None or dispatcher.done():
+                break
+            await asyncio.wait((dispatcher,))
+        self.close(None, allow_reconnect=True)
 
     def abort(self, allow_reconnect: bool = False) -> None:
         """End the connection from the server side (hub code, an admin, a slow client)."""
@@ -874,7 +914,10 @@ class HubConnection:
         exc = exception if exception is not None else self._close_error
         try:
             if self.protocol is not None:
-                self.handler.stats.disconnected += 1
+                stats = self.handler.stats
+                stats.disconnected += 1
+                key = (self.transport, self.protocol.name)
+                stats.disconnects[key] = stats.disconnects.get(key, 0) + 1
                 try:
                     if self._connected:
                         hub = dispatch.create_hub(self)

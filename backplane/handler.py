@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .authorization import allowed
@@ -16,8 +16,12 @@ from .filters import FilterPipelines, FilterSpec, instantiate
 from .hub import Hub, User
 from .lifetime.base import HubLifetimeManager
 from .lifetime.memory import MemoryLifetimeManager
+from .stats import INVOCATION_BUCKETS, Buckets, Observer
 
 logger = logging.getLogger("hubplane.handler")
+
+#: The outcomes invocations are counted by.
+OUTCOMES = ("ok", "error", "unknown_method", "bad_arguments", "unauthorized")
 
 
 @dataclass(slots=True)
@@ -37,11 +41,20 @@ class HubOptions:
 
 @dataclass(slots=True)
 class HubStats:
-    """Counters for metrics."""
+    """Counters for metrics (plain integers: the per-message paths add to them)."""
 
     connected: int = 0
     disconnected: int = 0
     slow_clients: int = 0
+    messages_received: int = 0
+    messages_sent: int = 0
+    #: Completed handshakes and ended connections by (transport, protocol).
+    connects: dict[tuple[str, str], int] = field(default_factory=dict)
+    disconnects: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: Invocations by outcome: ok, error, unknown_method, bad_arguments, unauthorized.
+    invocations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    #: How long non-streaming hub methods ran, in seconds.
+    invocation_seconds: Observer = field(default_factory=lambda: Buckets(INVOCATION_BUCKETS))
 
 
 class HubConnectionHandler:
@@ -93,13 +106,25 @@ class HubConnectionHandler:
         shortest = min(o.keepalive_interval, o.client_timeout, o.handshake_timeout)
         return max(0.05, min(1.0, shortest / 4))
 
-    async def close_all(self, error: str | None = None, allow_reconnect: bool = True) -> None:
-        """Close every connection (shutdown) and wait briefly for them to end."""
+    async def close_all(self, timeout: float = 5.0) -> None:
+        """Close every connection, letting a reconnect go elsewhere, within ``timeout`` seconds.
+
+        Invocations already received answer first (half the time at most), then each client
+        gets a Close with ``allowReconnect``; what is queued for it goes out before the Close.
+        Returns when every connection has ended, or when the time is up.
+        """
         conns = list(self.connections.values())
+        if not conns:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        finishing = [asyncio.ensure_future(c.finish_and_close()) for c in conns]
+        _, late = await asyncio.wait(finishing, timeout=timeout / 2)
+        for task in late:
+            task.cancel()
         for connection in conns:
-            connection.close(error, allow_reconnect)
-        waits = [asyncio.ensure_future(c.closed.wait()) for c in conns]
-        if waits:
-            done, pending = await asyncio.wait(waits, timeout=5.0)
-            for task in pending:
-                task.cancel()
+            connection.close(None, allow_reconnect=True)  # those whose invocations ran late
+        ending = [asyncio.ensure_future(c.closed.wait()) for c in conns]
+        _, pending = await asyncio.wait(ending, timeout=max(0.01, deadline - loop.time()))
+        for waiter in pending:
+            waiter.cancel()

@@ -23,6 +23,7 @@ from backplane.redis.node import RedisNode
 
 from .auth import Authenticator, authenticate, refusal_text
 from .cors import CorsLayer, origin_allowed
+from .metrics import Metrics
 from .nosticky import (
     ENDED,
     MAX_FORWARDED_BODY,
@@ -48,6 +49,8 @@ from .transports.websockets import WebSocketEndpoint, reject
 logger = logging.getLogger("hubplane.server")
 
 HTTP_METHODS = ["GET", "POST", "DELETE", "PUT", "PATCH"]
+# How long a draining node waits for a long-polling client to poll for its Close message.
+LONG_POLL_GRACE = 1.0
 
 StartupHook = Callable[["Hubplane"], Awaitable[Any] | Any]
 
@@ -86,6 +89,7 @@ class Hubplane:
         self.endpoints: dict[str, HubEndpoint] = {}
         self._by_type: dict[type[Hub[Any]], HubEndpoint] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self.started = False
         self.draining = False
         options = HubOptions(
             keepalive_interval=settings.keepalive_interval,
@@ -119,6 +123,7 @@ class Hubplane:
             endpoint = HubEndpoint(path, handler)
             self.endpoints[path] = endpoint
             self._by_type.setdefault(hub_type, endpoint)
+        self.metrics = Metrics(self) if settings.metrics else None
 
     def hub_context(self, hub: type[Hub[Any]] | str) -> HubContext:
         """The ``HubContext`` of a hub, by class or by path."""
@@ -149,7 +154,7 @@ class Hubplane:
             "received": stats.received,
             "buffered": stats.buffered,
             "dropped": stats.dropped,
-            "queued": len(bus._queue),
+            "queued": bus.queued,
             "reconnects": stats.reconnects,
             "round_trips": stats.batches,
             "errors": stats.errors,
@@ -158,6 +163,30 @@ class Hubplane:
             "forwarded": self.forwarder.forwarded if self.forwarder else 0,
             "forwards_served": self.forwarder.served if self.forwarder else 0,
         }
+
+    def readiness(self) -> str | None:
+        """Why this node should get no new clients now (``/readyz``), or None when it should."""
+        if self.draining:
+            return "draining"
+        if not self.started:
+            return "starting"
+        node = self.redis_node
+        if node is not None and not node.bus.connected:
+            return "Redis unreachable"
+        return None
+
+    async def healthz(self, request: Request) -> Response:
+        """``GET /healthz``: the process serves (liveness)."""
+        return PlainTextResponse("ok", headers={"cache-control": "no-store"})
+
+    async def readyz(self, request: Request) -> Response:
+        """``GET /readyz``: 200 when ready for new clients, 503 with the reason otherwise."""
+        reason = self.readiness()
+        if reason is None:
+            return PlainTextResponse("ready", headers={"cache-control": "no-store"})
+        return PlainTextResponse(
+            f"not ready: {reason}", status_code=503, headers={"cache-control": "no-store"}
+        )
 
     def handlers(self) -> list[HubConnectionHandler]:
         """The handler of every hub."""
@@ -192,23 +221,34 @@ class Hubplane:
             result = hook(self)
             if inspect.isawaitable(result):
                 await result
+        self.started = True
         logger.info("hubplane started: hubs %s", ", ".join(self.endpoints) or "(none)")
 
-    async def close_connections(self) -> None:
-        """Refuse new connections and close every live one; clients may reconnect elsewhere."""
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Refuse new connections and close every live one; clients may reconnect elsewhere.
+
+        Readiness turns false at once. Invocations already received answer, then every
+        client gets a Close with ``allowReconnect`` after what is queued for it. Returns when
+        every connection has ended or after ``timeout`` seconds.
+        """
         self.draining = True
-        # A long-polling client between polls could only get its Close message on a poll it
-        # may never send: end those connections now instead of waiting for them.
+        loop = asyncio.get_running_loop()
+        # A long-polling client gets its Close on its next poll (the clients poll again at
+        # once); one that has not come back for it within a moment is ended.
+        stragglers = loop.call_later(min(LONG_POLL_GRACE, timeout / 2), self._end_idle_polls)
+        try:
+            await asyncio.gather(*(handler.close_all(timeout) for handler in self.handlers()))
+        finally:
+            stragglers.cancel()
+
+    def _end_idle_polls(self) -> None:
         for session in list(self.http_sessions.values()):
             if isinstance(session, LongPollingSession) and session.current is None:
                 session.end()
-        await asyncio.gather(
-            *(handler.close_all(None, allow_reconnect=True) for handler in self.handlers())
-        )
 
     async def shutdown(self) -> None:
         """Close every connection (clients may reconnect elsewhere) and stop."""
-        await self.close_connections()
+        await self.drain()
         # Long-polling connections whose client did not come back for their Close message.
         teardowns = [
             task
@@ -225,17 +265,23 @@ class Hubplane:
             self.forwarder.stop()
         for handler in self.handlers():
             await handler.lifetime.stop()
+        self.started = False
 
     async def _tick_forever(self) -> None:
         loop = asyncio.get_running_loop()
         handlers = self.handlers()
         period = min([h.timer_resolution() for h in handlers] + [1.0])
+        metrics = self.metrics
+        next_metrics = loop.time()
         while True:
             await asyncio.sleep(period)
             now = loop.time()
             for handler in handlers:
                 handler.tick(now)
             self.registry.expire(self.settings.disconnect_timeout)
+            if metrics is not None and now >= next_metrics:
+                next_metrics = now + 1.0
+                metrics.tick()
 
     # -- HTTP endpoints ----------------------------------------------------------------------
 
@@ -459,10 +505,13 @@ class Hubplane:
             if isinstance(admitted, Response):
                 return admitted
             user = admitted
-            if self.draining and method == "GET":
-                return _refuse(transport, 503, "Server is shutting down")
-            located = await self.locate(token, path, start=method == "GET")
+            # A draining node starts nothing, but still forwards requests of connections that
+            # live on other nodes.
+            start = method == "GET" and not self.draining
+            located = await self.locate(token, path, start=start)
             if isinstance(located, int):
+                if self.draining and method == "GET":
+                    return _refuse(transport, 503, "Server is shutting down")
                 text = "No Connection with that ID" if located == 404 else "Cannot serve this"
                 if located == 400:
                     text = "The connection has not started a transport yet."
@@ -552,6 +601,10 @@ class Hubplane:
             if base:
                 routes.append(WebSocketRoute(base + "/", ws))
                 routes.append(Route(base + "/", http, methods=HTTP_METHODS))
+        routes.append(Route("/healthz", self.healthz, methods=["GET", "HEAD"]))
+        routes.append(Route("/readyz", self.readyz, methods=["GET", "HEAD"]))
+        if self.metrics is not None:
+            routes.append(Route("/metrics", self.metrics.endpoint, methods=["GET"]))
         if self.settings.admin_token:
             from .admin import admin_routes  # imported here: admin builds on this module
 

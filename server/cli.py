@@ -6,7 +6,9 @@ import argparse
 import importlib
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -115,7 +117,6 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         "access_log": settings.log_level in ("debug", "trace"),
         # uvicorn's records go through our handler: the node in every line, secrets masked.
         "log_config": None,
-        "timeout_graceful_shutdown": 10,
     }
     if importlib.util.find_spec("uvloop") is not None:
         options["loop"] = "uvloop"
@@ -154,7 +155,7 @@ def serve(argv: Sequence[str]) -> int:
         return run_workers(argv, settings)
     config = uvicorn.Config(app, **_uvicorn_options(settings))  # configures uvicorn's logging
     logs.guard_handlers()
-    server = HubplaneServer(config)
+    server = HubplaneServer(config, settings.drain_timeout)
     if not worker:
         server.run()
         return 0
@@ -196,29 +197,99 @@ def check_workers(settings: Settings) -> None:
 
 
 def run_workers(argv: Sequence[str], settings: Settings) -> int:
-    """Supervise ``settings.workers`` children, each ``hubplane serve ... --workers 1``."""
+    """Supervise ``settings.workers`` children, each ``hubplane serve ... --workers 1``.
+
+    The workers share one directory of Prometheus multiprocess files (a fresh one unless
+    ``PROMETHEUS_MULTIPROC_DIR`` is set), so whichever worker answers ``/metrics`` reports
+    the whole process group.
+    """
+    from prometheus_client import multiprocess
+
+    from .metrics import MULTIPROC_ENV
+
     # The last --workers flag wins, and flags win over HUBPLANE_WORKERS.
     command = [sys.executable, "-m", "server.cli", "serve", *argv, "--workers", "1"]
+    env = dict(os.environ)
+    made_dir = None
+    if not env.get(MULTIPROC_ENV):
+        made_dir = env[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="hubplane-metrics-")
+    metrics_dir = env[MULTIPROC_ENV]
     logger.info(
         "serving on http://%s:%d with %d worker processes",
         settings.host,
         settings.port,
         settings.workers,
     )
-    return WorkerSupervisor(command, settings.workers).run()
+    try:
+        return WorkerSupervisor(
+            command,
+            settings.workers,
+            env,
+            # Each worker drains within --drain-timeout; the supervisor waits a little longer.
+            shutdown_timeout=settings.drain_timeout + 5.0,
+            on_exit=lambda pid: multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]
+                pid, metrics_dir
+            ),
+        ).run()
+    finally:
+        if made_dir is not None:
+            shutil.rmtree(made_dir, ignore_errors=True)
+
+
+def healthcheck(argv: Sequence[str]) -> int:
+    """Run ``hubplane healthcheck``: 0 when this host's server answers ``/healthz``, else 1.
+
+    For container health checks (the image has no curl): the port comes from ``--port`` or
+    ``HUBPLANE_PORT``, as for ``hubplane serve``.
+    """
+    import urllib.error
+    import urllib.request
+
+    parser = argparse.ArgumentParser(
+        prog="hubplane healthcheck",
+        description="Exit 0 when the local server answers GET /healthz with 200, else 1.",
+    )
+    parser.add_argument("--port", type=int, default=None, help="default: HUBPLANE_PORT or 8000")
+    parser.add_argument("--path", default="/healthz", help="default: /healthz (or /readyz)")
+    parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    args = parser.parse_args(list(argv))
+    port = args.port
+    if port is None:
+        try:
+            port = int(os.environ.get("HUBPLANE_PORT") or 8000)
+        except ValueError:
+            print("hubplane healthcheck: HUBPLANE_PORT is not a number", file=sys.stderr)
+            return 2
+    url = f"http://127.0.0.1:{port}{args.path}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=args.timeout) as response:
+            ok = response.status == 200
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"hubplane healthcheck: {url}: {exc}", file=sys.stderr)
+        return 1
+    return 0 if ok else 1
+
+
+COMMANDS = {"serve": serve, "healthcheck": healthcheck}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hubplane`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="hubplane", description="A SignalR hub server.")
-    parser.add_argument("command", choices=["serve"], help="what to do")
+    parser.add_argument(
+        "command",
+        choices=sorted(COMMANDS),
+        help="serve: run the server; healthcheck: check a local server's /healthz",
+    )
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command == "serve":
-        return serve(rest)
+    run = COMMANDS.get(command)
+    if run is not None:
+        return run(rest)
     parser.error(f"unknown command {command!r}")
     return 2
 

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import Any
 
@@ -44,18 +44,50 @@ def find_hubplane(app: Any) -> Any:
 
 
 class HubplaneServer(uvicorn.Server):
-    """A uvicorn server that lets hub clients know before the process stops.
+    """A uvicorn server that drains before the process stops.
 
-    uvicorn closes WebSockets with code 1012 before the lifespan shutdown runs, so the
-    clients would never see a SignalR Close message. This sends every client a Close with
-    ``allowReconnect`` first, then lets uvicorn finish.
+    On SIGTERM (or Ctrl+C) readiness turns false at once and new connections are refused.
+    Then every hub client gets a SignalR Close with ``allowReconnect`` once the invocations
+    it already sent have answered, so the official clients reconnect, through the load
+    balancer, to another node. uvicorn would otherwise close WebSockets with code 1012 and
+    the clients would never see a Close message. After that uvicorn stops listening, and
+    the lifespan shutdown flushes the Redis queue and leaves presence. Whatever still runs
+    when ``drain_timeout`` seconds have passed since the signal is cut short: the process
+    exits by then.
     """
+
+    def __init__(self, config: uvicorn.Config, drain_timeout: float = 30.0) -> None:
+        super().__init__(config)
+        self.drain_timeout = drain_timeout
+        self.drain_started: float | None = None
+        # Connections get most of the time; uvicorn's own wait and the lifespan the rest.
+        config.timeout_graceful_shutdown = max(1, int(drain_timeout * 0.2))
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.drain_started is None:
+            self.drain_started = time.monotonic()
+            hubplane = find_hubplane(self.config.app)
+            if hubplane is not None:
+                hubplane.draining = True  # /readyz answers 503 from now on
+            threading.Thread(
+                target=self._exit_by_deadline, name="hubplane-drain-deadline", daemon=True
+            ).start()
+        super().handle_exit(sig, frame)
+
+    def _exit_by_deadline(self) -> None:
+        assert self.drain_started is not None
+        time.sleep(max(0.0, self.drain_started + self.drain_timeout - time.monotonic()))
+        logger.error("the drain took longer than %.0f s: exiting now", self.drain_timeout)
+        logging.shutdown()
+        os._exit(1)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         hubplane = find_hubplane(self.config.app)
         if hubplane is not None:
+            started = self.drain_started or time.monotonic()
+            left = started + self.drain_timeout - time.monotonic()
             try:
-                await hubplane.close_connections()
+                await hubplane.drain(max(0.5, left * 0.6))
             except Exception:
                 logger.exception("closing hub connections failed")
         await super().shutdown(sockets)
@@ -172,8 +204,11 @@ class WorkerSupervisor:
         restart_window: float = 60.0,
         startup_grace: float = 10.0,
         poll_interval: float = 0.1,
+        on_exit: Callable[[int], None] | None = None,
     ) -> None:
         self.command = list(command)
+        # Called with the pid of each worker that ended (its live metrics are dropped).
+        self.on_exit = on_exit
         self.env = dict(os.environ if env is None else env)
         self.workers = [_Worker(i) for i in range(1, workers + 1)]
         self.shutdown_timeout = shutdown_timeout
@@ -240,6 +275,7 @@ class WorkerSupervisor:
         assert worker.proc is not None
         pid, uptime = worker.proc.pid, now - worker.started_at
         worker.proc = None
+        self._ended(pid)
         how = describe_exit(code)
         if code == EXIT_SETTINGS or (
             code == EXIT_STARTUP and not worker.restarts and uptime < self.startup_grace
@@ -304,7 +340,15 @@ class WorkerSupervisor:
                 worker.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 logger.error("worker %d (pid %d) survived SIGKILL", worker.index, worker.proc.pid)
+            self._ended(worker.proc.pid)
         logger.info("all workers stopped")
+
+    def _ended(self, pid: int) -> None:
+        if self.on_exit is not None:
+            try:
+                self.on_exit(pid)
+            except Exception:
+                logger.exception("cleaning up after worker pid %d failed", pid)
 
     @staticmethod
     def _send(worker: _Worker, sig: int) -> None:

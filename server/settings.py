@@ -152,6 +152,16 @@ class Settings:
         },
     )
 
+    drain_timeout: float = field(
+        default=30.0,
+        metadata={
+            "help": "seconds a node has to drain on SIGTERM: readiness turns false, clients get "
+            "a Close that lets them reconnect elsewhere, queues are flushed, the node leaves "
+            "presence; it exits within this time"
+        },
+    )
+    metrics: bool = field(default=True, metadata={"help": "serve Prometheus metrics at /metrics"})
+
     def validate(self) -> Settings:
         """Check every value; raise SettingsError naming the first bad one."""
         for name in (
@@ -160,6 +170,7 @@ class Settings:
             "handshake_timeout",
             "disconnect_timeout",
             "client_result_timeout",
+            "drain_timeout",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{flag(name)} must be a positive number of seconds")

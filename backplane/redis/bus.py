@@ -21,7 +21,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import HubplaneError
+from ..stats import BATCH_BUCKETS, ROUND_TRIP_BUCKETS, Buckets, Observer
 
 logger = logging.getLogger("hubplane.redis")
 
@@ -79,6 +80,9 @@ class BusStats:
     reconnects: int = 0
     batches: int = 0
     errors: int = 0
+    #: Commands per pipelined round trip, and how long each round trip took (seconds).
+    batch_sizes: Observer = field(default_factory=lambda: Buckets(BATCH_BUCKETS))
+    round_trips: Observer = field(default_factory=lambda: Buckets(ROUND_TRIP_BUCKETS))
 
 
 class _Command:
@@ -180,6 +184,11 @@ class RedisBus:
     def connected(self) -> bool:
         """True while both the writer and the subscriber are connected."""
         return self._writer_up and self._reader_up
+
+    @property
+    def queued(self) -> int:
+        """Commands waiting for the writer (held through an outage, up to the bound)."""
+        return len(self._queue)
 
     def on_resubscribed(self, hook: Callable[[], None]) -> None:
         """Call ``hook`` each time the subscriber is back after losing its connection."""
@@ -438,6 +447,7 @@ class RedisBus:
                     pipe.execute_command(*args)
                 else:
                     pipe.execute_command(*first.args)
+            started = time.perf_counter()
             try:
                 results = await pipe.execute(raise_on_error=False)
             except BaseException:
@@ -445,7 +455,10 @@ class RedisBus:
                 # then go out twice after a reconnect; at-least-once beats silent loss).
                 queue.extendleft(reversed([c for c in batch if c.kind != STATE]))
                 raise
-            self.stats.batches += 1
+            stats = self.stats
+            stats.round_trips.observe(time.perf_counter() - started)
+            stats.batch_sizes.observe(len(batch))
+            stats.batches += 1
             retry: list[_Command] = []
             for group, result in zip(groups, results, strict=False):
                 if isinstance(result, Exception) and "NOSCRIPT" in str(result):
