@@ -9,6 +9,7 @@ steady traffic of the fault tests.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Any
@@ -120,6 +121,15 @@ class ClusterHub(Hub):
     async def tick(self, group: str, seq: int) -> None:
         """The fault tests' steady traffic: one numbered message to a group."""
         await self.clients.group(group).send("Tick", seq)
+
+    async def record(self, group: str, client: str, seq: int) -> None:
+        """The drain test's traffic: tell the observers in ``group`` that ``seq`` ran."""
+        await self.clients.group(group).send("Events", client, seq, os.getpid())
+
+    async def slow(self, seconds: float) -> int:
+        """Answer after ``seconds`` (an invocation still running when a node drains)."""
+        await asyncio.sleep(seconds)
+        return os.getpid()
 
     # --- presence ----------------------------------------------------------------
     async def presence_connections(self) -> list[str]:

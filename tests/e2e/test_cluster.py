@@ -236,8 +236,14 @@ class Puppets:
         query: dict[str, str] | None = None,
         answers: dict[str, Any] | None = None,
         timeout: float = 10.0,
+        transport: str | None = None,
+        reconnect: bool | list[int] | None = None,
     ) -> Puppet:
-        """Connect a client to the hub at ``url`` and wait until its ``on_connected`` ran."""
+        """Connect a client to the hub at ``url`` and wait until its ``on_connected`` ran.
+
+        ``transport`` (default WebSockets) and ``reconnect`` (the client's automatic
+        reconnect: True for its default delays, or a list of delays in ms) go to the client.
+        """
         name = name or f"c{len(self.puppets) + 1}"
         params = dict(query or {})
         if user:
@@ -245,7 +251,11 @@ class Puppets:
         groups = list(groups)
         if groups:
             params["groups"] = ",".join(groups)
-        extra = {"answers": answers} if answers else {}
+        extra: dict[str, Any] = {"answers": answers} if answers else {}
+        if transport:
+            extra["transport"] = transport
+        if reconnect:
+            extra["reconnect"] = reconnect
         reply = self.request(
             "connect", timeout, conn=name, url=url, protocol=protocol, query=params, **extra
         )

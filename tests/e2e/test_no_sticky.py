@@ -6,91 +6,22 @@ connection are forwarded to the one that does, and the test checks that they wer
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import LOOPBACK, get_free_port, wait_for_port
+from tests.conftest import LOOPBACK
+from tests.e2e.balancer import Nginx
 
 pytestmark = pytest.mark.e2e
 
 HUBS = {"/hubs/e2e": "tests.e2e.hubs:E2EHub"}
 ADMIN = "no-sticky-admin"
 SECRET = "no-sticky-shared-secret"
-
-NGINX_CONF = """
-worker_processes 1;
-error_log {dir}/error.log warn;
-pid {dir}/nginx.pid;
-events {{ worker_connections 1024; }}
-http {{
-    access_log {dir}/access.log;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    upstream hubs {{
-        {servers}
-    }}
-    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
-    server {{
-        listen {host}:{port};
-        location / {{
-            proxy_pass http://hubs;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_buffering off;
-            proxy_read_timeout 120s;
-            proxy_send_timeout 120s;
-        }}
-    }}
-}}
-"""
-
-
-class Nginx:
-    """A real round-robin balancer (nginx from the Debian packages) on a loopback port."""
-
-    def __init__(self, workdir: Path, backends: list[int]) -> None:
-        exe = shutil.which("nginx") or "/usr/sbin/nginx"
-        if not Path(exe).exists():
-            pytest.fail("nginx not found: install it (Debian/Ubuntu: apt-get install nginx-light)")
-        self.port = get_free_port()
-        self.dir = workdir
-        for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (workdir / sub).mkdir(exist_ok=True)
-        servers = "\n        ".join(f"server {LOOPBACK}:{p};" for p in backends)
-        conf = workdir / "nginx.conf"
-        conf.write_text(
-            NGINX_CONF.format(dir=workdir, servers=servers, host=LOOPBACK, port=self.port)
-        )
-        self.proc = subprocess.Popen(
-            [exe, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-        )
-        if not wait_for_port(self.port, 10):
-            self.stop()
-            raise RuntimeError(f"nginx did not start: {(workdir / 'error.log').read_text()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 def backplane_of(port: int) -> dict[str, Any]:

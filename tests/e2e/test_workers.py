@@ -8,6 +8,7 @@ fixtures. Workers share the port with SO_REUSEPORT: the kernel picks one per new
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -475,3 +476,70 @@ async def test_the_admin_api_answers_for_every_worker(
 
 def server_tag() -> str:
     return f"{os.getpid()}-{time.monotonic_ns()}"
+
+
+async def test_metrics_add_up_every_worker(hubplane_server: Any, redis_server: Any) -> None:
+    """Whichever worker answers ``/metrics``, it reports the connections of all of them."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    server, pids = start_workers(hubplane_server, redis_server.url)
+    by_pid = await clients_on_every_worker(server, pids, per_worker=2)
+    clients = [c for group in by_pid.values() for c in group]
+    calls = 0
+    for client in clients:
+        await client.call("pid")
+        calls += 1
+
+    def sample(body: str, name: str) -> float:
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(body)
+            for s in family.samples
+            if s.name == name
+        )
+
+    try:
+        async with httpx.AsyncClient(base_url=server.url, trust_env=False) as http:
+            # a fresh TCP connection per scrape: the kernel picks a worker each time
+            bodies = []
+            deadline = time.monotonic() + 10
+            while len(bodies) < 8 and time.monotonic() < deadline:
+                response = await http.get("/metrics", headers={"Connection": "close"})
+                assert response.status_code == 200
+                body = response.text
+                # each worker copies its numbers every second: wait for a whole picture
+                if sample(body, "hubplane_connections") == len(clients):
+                    bodies.append(body)
+                else:
+                    await asyncio.sleep(0.2)
+            assert len(bodies) == 8, "the workers' connections never added up"
+            for body in bodies:
+                assert sample(body, "hubplane_connections") == len(clients)
+                # one pid call in clients_on_every_worker and one above, per client
+                assert sample(body, "hubplane_invocations_total") >= 2 * len(clients)
+                assert sample(body, "hubplane_invocation_duration_seconds_count") >= 2 * len(
+                    clients
+                )
+                assert sample(body, "hubplane_ready") == 1
+        # a worker that ends takes its connections out of the sum
+        victim = min(by_pid)
+        os.kill(victim, signal.SIGKILL)
+        left = sum(len(g) for pid, g in by_pid.items() if pid != victim)
+        async with httpx.AsyncClient(base_url=server.url, trust_env=False) as http:
+
+            async def live_sum() -> float:
+                response = await http.get("/metrics", headers={"Connection": "close"})
+                return sample(response.text, "hubplane_connections")
+
+            deadline = time.monotonic() + 15
+            total = await live_sum()
+            while total != left and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                total = await live_sum()
+            assert total == left, (total, left)
+    finally:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.close()
+    assert server.stop(timeout=20) == 0

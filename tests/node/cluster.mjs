@@ -20,13 +20,15 @@
 //   send    {conn, method, args}                  -> null once the message is written
 //   stop    {conn}                                -> null
 //   state   {conn}                                -> "Connected" | "Disconnected" | ...
-//   tickStart {conn, method, args, intervalMs}    -> null; then every intervalMs it invokes
-//            method with args, each "$seq" argument replaced by 1, 2, 3, ...
+//   tickStart {conn, method, args, intervalMs, retry?} -> null; then every intervalMs it
+//            invokes method with args, each "$seq" argument replaced by 1, 2, 3, ...; with
+//            retry: N a failed invocation is sent again (up to N times) once the connection
+//            is Connected again
 //   tickMark  {conn}                              -> the last sequence number issued so far
 //   tickStatus {conn}                             -> {issued, ok, errors, pending} (counts)
 //   tickStop  {conn, settleMs?}                   -> {issued, ok: [seq], errors: [[seq, text]],
-//            issuedAt: [[seq, epoch ms]], pending} after waiting up to settleMs for pending
-//            invocations
+//            retried: [[seq, text]], issuedAt: [[seq, epoch ms]], pending} after waiting up
+//            to settleMs for pending invocations
 //   exit                                          -> stops every connection and exits 0
 // Events (stdout), in the order the client saw them:
 //   {"event":"message","conn","method","args"}     a server push to a registered method
@@ -130,17 +132,40 @@ function substitute(args, seq) {
   return args.map((a) => (a === "$seq" ? seq : a));
 }
 
+const sleepMs = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// With retries, a failed invocation is sent again once the connection is back (as an
+// application that retries its calls after a reconnect would), up to `retry` times.
+async function invokeWithRetries(conn, t, cmd, seq) {
+  const retries = cmd.retry || 0;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await conn.invoke(cmd.method, ...substitute(cmd.args || [], seq));
+      t.ok.push(seq);
+      return;
+    } catch (e) {
+      if (attempt >= retries) {
+        t.errors.push([seq, errorText(e)]);
+        return;
+      }
+      t.retried.push([seq, errorText(e)]);
+      // The hub connection may still say Connected while its transport is going away.
+      await sleepMs(100);
+      for (let i = 0; i < 200 && conn.state !== signalR.HubConnectionState.Connected; i++) {
+        await sleepMs(50);
+      }
+    }
+  }
+}
+
 function tickStart(cmd) {
   const conn = get(cmd.conn);
   if (tickers.has(cmd.conn)) throw new Error(`a ticker runs on ${cmd.conn} already`);
-  const t = { seq: 0, ok: [], errors: [], issuedAt: [], pending: new Set(), timer: null };
+  const t = { seq: 0, ok: [], errors: [], retried: [], issuedAt: [], pending: new Set(), timer: null };
   t.timer = setInterval(() => {
     const seq = ++t.seq;
     t.issuedAt.push([seq, Date.now()]);
-    const p = conn
-      .invoke(cmd.method, ...substitute(cmd.args || [], seq))
-      .then(() => t.ok.push(seq), (e) => t.errors.push([seq, errorText(e)]))
-      .finally(() => t.pending.delete(p));
+    const p = invokeWithRetries(conn, t, cmd, seq).finally(() => t.pending.delete(p));
     t.pending.add(p);
   }, cmd.intervalMs || 20);
   tickers.set(cmd.conn, t);
@@ -158,6 +183,7 @@ async function tickStop(cmd) {
     issued: t.seq,
     ok: [...t.ok].sort((a, b) => a - b),
     errors: t.errors,
+    retried: t.retried,
     issuedAt: t.issuedAt,
     pending: t.pending.size,
   };

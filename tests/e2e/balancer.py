@@ -1,0 +1,83 @@
+"""A real round-robin load balancer for the multi-node tests: nginx on a loopback port.
+
+No affinity of any kind: consecutive requests (a negotiate, the transport request after it,
+each poll and POST) go to the next backend in turn, as a plain Service or balancer would send
+them. A backend that refuses connections (a node that stopped) is skipped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LOOPBACK, get_free_port, wait_for_port
+
+NGINX_CONF = """
+worker_processes 1;
+error_log {dir}/error.log warn;
+pid {dir}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream hubs {{
+        {servers}
+    }}
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    server {{
+        listen {host}:{port};
+        location / {{
+            proxy_pass http://hubs;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_buffering off;
+            proxy_read_timeout 120s;
+            proxy_send_timeout 120s;
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """A real round-robin balancer (nginx from the Debian packages) on a loopback port."""
+
+    def __init__(self, workdir: Path, backends: list[int]) -> None:
+        exe = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(exe).exists():
+            pytest.fail("nginx not found: install it (Debian/Ubuntu: apt-get install nginx-light)")
+        self.port = get_free_port()
+        self.dir = workdir
+        for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (workdir / sub).mkdir(exist_ok=True)
+        servers = "\n        ".join(f"server {LOOPBACK}:{p};" for p in backends)
+        conf = workdir / "nginx.conf"
+        conf.write_text(
+            NGINX_CONF.format(dir=workdir, servers=servers, host=LOOPBACK, port=self.port)
+        )
+        self.proc = subprocess.Popen(
+            [exe, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        if not wait_for_port(self.port, 10):
+            self.stop()
+            raise RuntimeError(f"nginx did not start: {(workdir / 'error.log').read_text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
