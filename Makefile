@@ -13,12 +13,12 @@ PORT   ?= 8000
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: serve test venv node-deps test-tools clean-venv bench
+.PHONY: serve test venv node-deps test-tools k8s-tools clean-venv bench
 
 serve: $(STAMP)
 	$(VENV)/bin/hubplane serve --host $(HOST) --port $(PORT) $(ARGS)
 
-test: test-tools $(STAMP) node-deps
+test: test-tools $(STAMP) node-deps k8s-tools
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 venv: $(STAMP)
@@ -38,6 +38,10 @@ node-deps:
 
 test-tools:
 	@scripts/check-test-tools.sh
+
+# helm (and kubectl where none is installed) in .tools/bin for tests/deploy.
+k8s-tools: | $(PY)
+	@K8S_TOOLS_PYTHON=$(PY) scripts/k8s-tools.sh
 
 clean-venv:
 	rm -rf $(VENV)
