@@ -19,6 +19,7 @@ MARK = b"@T"
 RECORD_SEPARATOR = b"\x1e"
 _TOKEN = re.compile(rb'"connectionToken"\s*:\s*"([^"]+)"')
 _ID = re.compile(rb'"connectionId"\s*:\s*"([^"]+)"')  # negotiate version 0 has no token
+_SID = re.compile(rb'"sid"\s*:\s*"([^"]+)"')
 
 
 class Adapter:
@@ -28,14 +29,24 @@ class Adapter:
     binary = False  # send binary frames (else text)
     greets = False  # the server speaks first after the upgrade
 
-    def __init__(self, base_url: str, scenario: str) -> None:
+    def __init__(self, base_url: str, scenario: str, index: int, user: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.scenario = scenario
+        self.index = index
+        self.user = user
+        # What others put in a send-to-connection message to reach this one (the server's
+        # connection id: SignalR's from negotiate, Socket.IO's from the namespace connect).
+        self.address = str(index)
 
     async def ws_url(self) -> str:
         """The WebSocket URL of one new connection (after negotiate, where there is one)."""
-        path = {"echo": "/echo", "broadcast": "/broadcast"}.get(self.scenario, "/groups")
-        return "ws" + self.base_url[4:] + path
+        base = "ws" + self.base_url[4:]
+        if self.scenario == "connection":
+            return f"{base}/direct?c={self.index}"
+        if self.scenario == "users":
+            return f"{base}/users?u={self.user}"
+        path = {"broadcast": "/broadcast", "groups": "/groups", "biggroups": "/groups"}
+        return base + path.get(self.scenario, "/echo")
 
     def handshake(self) -> bytes | None:
         """The first frame to send after the upgrade, if the protocol has one."""
@@ -69,15 +80,23 @@ class Adapter:
     def send_group(self, group: str, payload: str) -> bytes:
         return payload.encode()
 
+    def send_connection(self, address: str, payload: str) -> bytes:
+        """A message for the one connection ``address``."""
+        return f"{address} {payload}".encode()
 
-async def negotiate(base_url: str, version: int = 1) -> str:
-    """``POST {hub}/negotiate`` over a bare HTTP/1.1 connection; the token (or id) for ``?id=``."""
+    def send_user(self, user: str, payload: str) -> bytes:
+        """A message for every connection of ``user``."""
+        return f"{user} {payload}".encode()
+
+
+async def negotiate(base_url: str, version: int = 1, extra: str = "") -> tuple[str, str]:
+    """``POST {hub}/negotiate`` over a bare HTTP/1.1 connection: (token for ``?id=``, id)."""
     parts = urlsplit(base_url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     reader, writer = await asyncio.open_connection(host, port)
     try:
         request = (
-            f"POST {parts.path}/negotiate?negotiateVersion={version} HTTP/1.1\r\n"
+            f"POST {parts.path}/negotiate?negotiateVersion={version}{extra} HTTP/1.1\r\n"
             f"Host: {host}:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )
         writer.write(request.encode())
@@ -85,9 +104,10 @@ async def negotiate(base_url: str, version: int = 1) -> str:
     finally:
         writer.close()
     match = _TOKEN.search(answer) or _ID.search(answer)
-    if not answer.startswith(b"HTTP/1.1 200") or match is None:
+    ident = _ID.search(answer)
+    if not answer.startswith(b"HTTP/1.1 200") or match is None or ident is None:
         raise ConnectionError(f"negotiate failed: {answer[:200]!r}")
-    return match.group(1).decode()
+    return match.group(1).decode(), ident.group(1).decode()
 
 
 class SignalRJson(Adapter):
@@ -96,13 +116,16 @@ class SignalRJson(Adapter):
     name = "signalr-json"
     protocol = "json"
 
-    def __init__(self, base_url: str, scenario: str) -> None:
-        super().__init__(base_url, scenario)
+    def __init__(self, base_url: str, scenario: str, index: int, user: str | None = None) -> None:
+        super().__init__(base_url, scenario, index, user)
         self._ids = 0
 
     async def ws_url(self) -> str:
-        token = await negotiate(self.base_url)
-        return f"ws{self.base_url[4:]}?id={token}"
+        # The user rides in the query of negotiate and of the upgrade, as the official clients
+        # repeat the hub URL's query; the benchmark servers take it as the authenticated user.
+        extra = f"&user={self.user}" if self.user else ""
+        token, self.address = await negotiate(self.base_url, 1, extra)
+        return f"ws{self.base_url[4:]}?id={token}{extra}"
 
     def handshake(self) -> bytes | None:
         return b'{"protocol":"%s","version":1}\x1e' % self.protocol.encode()
@@ -148,6 +171,12 @@ class SignalRJson(Adapter):
     def send_group(self, group: str, payload: str) -> bytes:
         return self._message(1, None, "SendGroup", [group, payload])
 
+    def send_connection(self, address: str, payload: str) -> bytes:
+        return self._message(1, None, "SendConnection", [address, payload])
+
+    def send_user(self, user: str, payload: str) -> bytes:
+        return self._message(1, None, "SendUser", [user, payload])
+
 
 def _varint(n: int) -> bytes:
     out = bytearray()
@@ -188,8 +217,8 @@ class SocketIO(Adapter):
     name = "socketio"
     greets = True
 
-    def __init__(self, base_url: str, scenario: str) -> None:
-        super().__init__(base_url, scenario)
+    def __init__(self, base_url: str, scenario: str, index: int, user: str | None = None) -> None:
+        super().__init__(base_url, scenario, index, user)
         self._acks = 0
 
     async def ws_url(self) -> str:
@@ -199,6 +228,9 @@ class SocketIO(Adapter):
         if data.startswith(b"0{"):  # Engine.IO open: connect to the default namespace
             return False, b"40"
         if data.startswith(b"40"):
+            sid = _SID.search(data)  # the socket's id: what ``emit(to=...)`` addresses
+            if sid is not None:
+                self.address = sid.group(1).decode()
             return True, None
         if data.startswith(b"44"):
             raise ConnectionError(f"namespace refused: {data[:200]!r}")
@@ -228,6 +260,12 @@ class SocketIO(Adapter):
 
     def send_group(self, group: str, payload: str) -> bytes:
         return self._event(False, "group", group, payload)
+
+    def send_connection(self, address: str, payload: str) -> bytes:
+        return self._event(False, "connection", address, payload)
+
+    def send_user(self, user: str, payload: str) -> bytes:
+        raise NotImplementedError("python-socketio has no users (see bench.py)")
 
 
 ADAPTERS: dict[str, type[Adapter]] = {

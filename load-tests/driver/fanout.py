@@ -43,12 +43,19 @@ class Fleet:
     def __init__(self, cfg: dict[str, Any], processes: int, cpus: set[int] | None) -> None:
         total = cfg["connections"]
         processes = max(1, min(processes, total))
+        # A user's connections stay in one process (their loop closes there): slices are
+        # whole multiples of ``align``.
+        align = max(1, int(cfg.get("align", 1)))
+        blocks = -(-total // align)
+        processes = min(processes, blocks)
         context = multiprocessing.get_context("spawn")
+        self.processes = processes
         self.pipes: list[Connection] = []
         self.procs: list[BaseProcess] = []
         first = 0
         for i in range(processes):
-            count = total // processes + (1 if i < total % processes else 0)
+            share = blocks // processes + (1 if i < blocks % processes else 0)
+            count = min(share * align, total - first)
             part = {**cfg, "first": first, "count": count, "cpus": cpus}
             first += count
             parent, child = context.Pipe()
@@ -81,11 +88,19 @@ class Fleet:
             proc.start()
         return self._gather("ready", timeout)
 
-    def go(self, delay: float = 0.3) -> int:
-        """Start the load everywhere at the same monotonic time; return it (ns)."""
+    def go(
+        self, duration: float, grace: float, rate: float | None = None, delay: float = 0.3
+    ) -> int:
+        """Start the load everywhere at the same monotonic time; return it (ns).
+
+        ``rate`` (messages per second over the whole fleet) makes the load open-loop; each
+        process takes its share.
+        """
         start_ns = time.monotonic_ns() + int(delay * 1e9)
         for pipe in self.pipes:
-            pipe.send(("go", start_ns))
+            share = None if rate is None else rate / len(self.pipes)
+            order = {"start": start_ns, "duration": duration, "grace": grace, "rate": share}
+            pipe.send(("go", order))
         return start_ns
 
     def results(self, timeout: float) -> dict[str, Any]:
@@ -97,12 +112,16 @@ class Fleet:
             "sent",
             "received",
             "in_window",
+            "in_tail",
             "frames",
             "disconnects",
             "connect_errors",
+            "cycles",
+            "cycle_errors",
         ):
             out[key] = sum(p[key] for p in parts)
         out["latency"] = summary(merge([p["hist"] for p in parts]))
+        out["cross_latency"] = summary(merge([p["cross_hist"] for p in parts]))
         out["connect_latency"] = summary(merge([p["connect_hist"] for p in parts]))
         return out
 

@@ -137,8 +137,15 @@ def available(peer: str) -> bool:
     return (VENVS / peer / "bin" / "uvicorn").exists()
 
 
-def start_peer(peer: str, cpus: str, logs: Path, redis_url: str | None = None) -> Server:
-    """Start one node of ``peer`` on a free port."""
+def start_peer(
+    peer: str, cpus: str, logs: Path, redis_url: str | None = None, auth: bool = True
+) -> Server:
+    """Start one node of ``peer`` on a free port.
+
+    hubplane gets the benchmark's authenticator (``?user=<id>``, for the send-to-user
+    scenario) unless ``auth`` is False: the peers have no authentication hook, so the idle
+    memory is compared without one (and measured with one beside it).
+    """
     port = free_port()
     env: dict[str, str] = {"PYTHONUNBUFFERED": "1"}
     if peer == "hubplane":
@@ -154,6 +161,8 @@ def start_peer(peer: str, cpus: str, logs: Path, redis_url: str | None = None) -
             "--log-level",
             "warning",
         ]
+        if auth:
+            command += ["--authenticator", "hubplane_hub:authenticate"]
         if redis_url:
             command += ["--redis-url", redis_url]
         env["HUBPLANE_LOG_LEVEL"] = "warning"

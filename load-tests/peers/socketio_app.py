@@ -37,4 +37,13 @@ async def group(sid: str, name: str, payload: str) -> None:
     await sio.emit("msg", payload, room=name)
 
 
+@sio.event
+async def connection(sid: str, target: str, payload: str) -> None:
+    # A socket's id is also a room of its own: ``to=sid`` reaches it on whatever node it is.
+    await sio.emit("msg", payload, to=target)
+
+
+# No send-to-user: python-socketio has no notion of users (an app would keep a room per user,
+# which is the groups scenario again).
+
 app = socketio.ASGIApp(sio)

@@ -9,8 +9,11 @@ this node's) and reports when the last message arrived, so two rates come out:
 - delivered/s: until the other node has received the last one.
 
     .venv/bin/python load-tests/redis/publish_rate.py [--redis-url URL] [--messages N]
+        [--modes lua,each,single] [--repeat N] [--receiver-cpus 0] [--json]
 
-Without --redis-url it starts a private redis-server on a free loopback port.
+Without --redis-url it starts a private redis-server on a free loopback port. ``--json`` prints
+one JSON object per run instead of the text lines (bench.py reads them); ``--receiver-cpus``
+pins the receiving node (bench.py keeps it on the servers' core, the publisher on its own).
 """
 
 from __future__ import annotations
@@ -63,10 +66,11 @@ async def run_once(
     max_batch: int,
     script: bool = True,
     payload_protocols: tuple[str, ...] = (),
+    receiver_cpus: str = "",
 ) -> dict[str, float]:
     prefix = f"bench{os.getpid()}{time.monotonic_ns()}:"
     receiver = subprocess.Popen(
-        [sys.executable, __file__, "--receive", url, prefix, str(messages)],
+        [sys.executable, __file__, "--receive", url, prefix, str(messages), receiver_cpus],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -107,21 +111,28 @@ async def main() -> None:
     parser.add_argument("--redis-url")
     parser.add_argument("--messages", type=int, default=100000)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--modes", default="lua,each,single", help="which of lua,each,single")
+    parser.add_argument("--receiver-cpus", default="", help="pin the receiving node, e.g. 0")
+    parser.add_argument("--json", action="store_true", help="one JSON object per run")
     opts = parser.parse_args()
     proc = None
     url = opts.redis_url
     if not url:
         proc, url = start_redis()
     try:
-        modes = (
-            ("pipelined, Lua batch", 2048, True),
-            ("pipelined, PUBLISH each", 2048, False),
-            ("one PUBLISH per round trip", 1, False),
-        )
-        for label, batch, script in modes:
+        modes = {
+            "lua": ("pipelined, Lua batch", 2048, True),
+            "each": ("pipelined, PUBLISH each", 2048, False),
+            "single": ("one PUBLISH per round trip", 1, False),
+        }
+        for mode in opts.modes.split(","):
+            label, batch, script = modes[mode]
             n = opts.messages if batch > 1 else max(5000, opts.messages // 10)
             for _ in range(opts.repeat):
-                r = await run_once(url, n, batch, script)
+                r = await run_once(url, n, batch, script, receiver_cpus=opts.receiver_cpus)
+                if opts.json:
+                    print(json.dumps({"mode": mode, "label": label, "messages": n, **r}))
+                    continue
                 print(
                     f"{label:28s} {n:7d} msgs  published {r['published_per_s']:9.0f}/s  "
                     f"delivered {r['delivered_per_s']:9.0f}/s  round trips {r['round_trips']:.0f}  "
@@ -141,7 +152,9 @@ def _entry() -> None:
         uvloop.install()
     except ImportError:
         pass
-    if len(sys.argv) == 5 and sys.argv[1] == "--receive":
+    if len(sys.argv) == 6 and sys.argv[1] == "--receive":
+        if sys.argv[5]:
+            os.sched_setaffinity(0, {int(c) for c in sys.argv[5].split(",")})
         asyncio.run(receive(sys.argv[2], sys.argv[3], int(sys.argv[4])))
     else:
         asyncio.run(main())
