@@ -46,8 +46,8 @@ k8s-tools: | $(PY)
 clean-venv:
 	rm -rf $(VENV)
 
-# Sets up one venv per peer under load-tests/.venvs/, runs the suite (about 5 minutes; --quick
-# about 2) and writes load-tests/results/<date>/report.md with plots.
+# Sets up one venv per peer under load-tests/.venvs/, runs the suite (about 8 minutes; --quick
+# under 2) and writes load-tests/results/<date>/report.md with plots.
 bench: $(STAMP)
 	@load-tests/peers/setup.sh
 	load-tests/.venvs/driver/bin/python load-tests/bench.py $(ARGS)

@@ -304,8 +304,8 @@ class Session:
                     break
                 best = rows[-1]
         else:
-            while fraction > 0.05:
-                fraction *= 0.6
+            while fraction > 0.05 and len(rows) < MAX_STEPS + 4:
+                fraction *= 0.8
                 if step(fraction):
                     best = rows[-1]
                     break
