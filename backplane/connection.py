@@ -419,7 +419,6 @@ class HubConnection:
             self._replay_limit = max(4 * options.max_buffer_size, REPLAY_MIN)
         self.outbound.write(HANDSHAKE_SUCCESS)
         stats = self.handler.stats
-        stats.connected += 1
         key = (self.transport, protocol.name)
         stats.connects[key] = stats.connects.get(key, 0) + 1
         try:
@@ -915,7 +914,6 @@ class HubConnection:
         try:
             if self.protocol is not None:
                 stats = self.handler.stats
-                stats.disconnected += 1
                 key = (self.transport, self.protocol.name)
                 stats.disconnects[key] = stats.disconnects.get(key, 0) + 1
                 try:

@@ -43,8 +43,6 @@ class HubOptions:
 class HubStats:
     """Counters for metrics (plain integers: the per-message paths add to them)."""
 
-    connected: int = 0
-    disconnected: int = 0
     slow_clients: int = 0
     messages_received: int = 0
     messages_sent: int = 0
