@@ -6,6 +6,13 @@ commands keep the order they were queued in (a presence query sees the writes qu
 before it). The subscriber holds one SUBSCRIBE connection for every channel the node's
 hubs need, dispatching each message to a plain (synchronous) handler.
 
+Both hold one redis-py connection each for their whole life (redis-py opens it: TLS, AUTH,
+SELECT, Sentinel) and talk to it directly: a batch is packed by hiredis in C and written in
+one call, and replies are read one by one. redis-py's Pipeline and PubSub objects cost more
+per message than the rest of a send (a pool checkout, a retry wrapper and timeouts on every
+batch; on every pub/sub message a retry wrapper and, over RESP3, a debug log line built
+whether or not it is logged), so the hot paths keep clear of them.
+
 When Redis goes away both sides reconnect with backoff. Meanwhile publishes are kept up to
 a bound and flushed after reconnecting (the oldest are dropped beyond it, and counted);
 state writes are dropped (the owners rewrite their state on reconnect) and queries fail
@@ -24,11 +31,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import HubplaneError
@@ -94,6 +103,43 @@ class _Command:
         self.future = future
 
 
+_pack = hiredis.pack_command
+
+
+def _is_noscript(result: object) -> bool:
+    return isinstance(result, NoScriptError) or (
+        isinstance(result, ResponseError) and "NOSCRIPT" in str(result)
+    )
+
+
+async def _open(client: aioredis.Redis) -> AbstractConnection:
+    """A new connection of ``client``'s kind (TCP, TLS, unix, Sentinel master), kept out of
+    its pool: the bus holds it for as long as it works."""
+    connection: AbstractConnection = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+    await connection.connect()  # type: ignore[no-untyped-call]
+    return connection
+
+
+async def _close(connection: AbstractConnection | None) -> None:
+    if connection is not None:
+        with contextlib.suppress(Exception):
+            await connection.disconnect(nowait=True)
+
+
+async def _reply(connection: AbstractConnection) -> Any:
+    """The next reply on ``connection``; an error reply is returned, not raised."""
+    try:
+        return await connection.read_response()
+    except ResponseError as exc:
+        return exc
+
+
+async def _round_trip(connection: AbstractConnection, *commands: tuple[Any, ...]) -> list[Any]:
+    """Send ``commands`` in one write and read their replies."""
+    await connection.send_packed_command(b"".join(map(_pack, commands)), check_health=False)
+    return [await _reply(connection) for _ in commands]
+
+
 def _backoff(attempt: int) -> float:
     delay: float = min(BACKOFF_MAX, BACKOFF_FIRST * (2**attempt))
     return delay * (0.5 + random.random() / 2)
@@ -110,6 +156,10 @@ def connect_redis(url: str, **kwargs: Any) -> aioredis.Redis:
         "socket_connect_timeout": 2.0,
         "health_check_interval": 0,
         "retry": Retry(NoBackoff(), 0),
+        # RESP2: every Redis speaks it, and redis-py's RESP3 path sends each pub/sub message
+        # through its push-notification handlers (which format the payload for a debug log
+        # line, whether that logger is on or not).
+        "protocol": 2,
     }
     options.update(kwargs)
     if url.startswith("redis+sentinel://"):
@@ -154,7 +204,12 @@ class RedisBus:
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers: dict[bytes, Handler] = {}
-        self._pubsub: Any = None
+        self._writer_conn: AbstractConnection | None = None
+        self._reader_conn: AbstractConnection | None = None
+        # redis-py's replies callbacks (HGETALL to a dict, ...), applied to query replies.
+        self._callbacks: dict[Any, Callable[..., Any]] = dict(
+            self._writer_client.response_callbacks
+        )
         self._sub_queue: deque[tuple[bool, bytes]] = deque()
         self._sub_wake = asyncio.Event()
         self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
@@ -246,6 +301,9 @@ class RedisBus:
             except (asyncio.CancelledError, Exception):
                 pass
         self._fail_pending(BackplaneUnavailable("the node is stopping"))
+        await _close(self._writer_conn)
+        await _close(self._reader_conn)
+        self._writer_conn = self._reader_conn = None
         for client in (self._writer_client, self._reader_client):
             try:
                 await client.aclose()
@@ -361,12 +419,15 @@ class RedisBus:
                 attempt = 1
 
     async def _connect_writer(self) -> None:
-        client = self._writer_client
-        await client.ping()
-        for sha, source in self._scripts.items():
-            loaded = await client.script_load(source)
-            if loaded != sha:
-                raise RuntimeError("Lua script SHA mismatch")
+        await _close(self._writer_conn)
+        self._writer_conn = None
+        connection = await _open(self._writer_client)
+        try:
+            await self._load_scripts(connection, ping=True)
+        except BaseException:
+            await _close(connection)
+            raise
+        self._writer_conn = connection
         self._writer_up = True
         self.last_error = None
         # Hooks run before buffered publishes flush: presence is rewritten first.
@@ -385,6 +446,16 @@ class RedisBus:
         if self._queue:
             self._wake.set()
 
+    async def _load_scripts(self, connection: AbstractConnection, ping: bool = False) -> None:
+        shas = list(self._scripts)
+        commands = [("SCRIPT", "LOAD", self._scripts[sha]) for sha in shas]
+        replies = await _round_trip(connection, *([("PING",)] if ping else []), *commands)
+        for sha, loaded in zip(shas, replies[1:] if ping else replies, strict=True):
+            if isinstance(loaded, Exception):
+                raise loaded
+            if (loaded.decode() if isinstance(loaded, bytes) else loaded) != sha:
+                raise RuntimeError("Lua script SHA mismatch")
+
     def _writer_down(self, exc: BaseException) -> None:
         if self._writer_up:
             logger.error(
@@ -400,7 +471,9 @@ class RedisBus:
 
     async def _drain_forever(self) -> None:
         loop = asyncio.get_running_loop()
-        client = self._writer_client
+        connection = self._writer_conn
+        assert connection is not None
+        callbacks = self._callbacks
         queue = self._queue
         wake = self._wake
         while not self._closing:
@@ -423,8 +496,7 @@ class RedisBus:
                 n = min(len(queue), self.max_batch)
                 batch = [queue.popleft() for _ in range(n)]
             # Runs of plain PUBLISHes travel as one script call: Redis does the same work,
-            # and redis-py packs one command and parses one reply instead of hundreds.
-            pipe = client.pipeline(transaction=False)
+            # and one command is packed and one reply parsed instead of hundreds.
             groups: list[list[_Command]] = []
             run: list[_Command] = []
             for cmd in batch:
@@ -437,6 +509,7 @@ class RedisBus:
                 groups.append([cmd])
             if run:
                 groups.append(run)
+            packed: list[bytes] = []
             for group in groups:
                 first = group[0]
                 if first.kind == PUBLISH and first.future is None and self.publish_script:
@@ -444,12 +517,13 @@ class RedisBus:
                     for cmd in group:
                         args.append(cmd.args[1])
                         args.append(cmd.args[2])
-                    pipe.execute_command(*args)
+                    packed.append(_pack(tuple(args)))
                 else:
-                    pipe.execute_command(*first.args)
+                    packed.append(_pack(first.args))
             started = time.perf_counter()
             try:
-                results = await pipe.execute(raise_on_error=False)
+                await connection.send_packed_command(b"".join(packed), check_health=False)
+                results = [await _reply(connection) for _ in groups]
             except BaseException:
                 # Nothing is known to have been applied: put the batch back (a publish may
                 # then go out twice after a reconnect; at-least-once beats silent loss).
@@ -460,10 +534,18 @@ class RedisBus:
             stats.batch_sizes.observe(len(batch))
             stats.batches += 1
             retry: list[_Command] = []
-            for group, result in zip(groups, results, strict=False):
-                if isinstance(result, Exception) and "NOSCRIPT" in str(result):
+            for group, result in zip(groups, results, strict=True):
+                if _is_noscript(result):
                     retry.extend(group)  # Redis lost our scripts (SCRIPT FLUSH): reload, resend
                     continue
+                first = group[0]
+                if first.kind == QUERY and not isinstance(result, Exception):
+                    callback = callbacks.get(first.args[0])
+                    if callback is not None:
+                        try:
+                            result = callback(result)
+                        except Exception as exc:  # a reply of an unexpected shape
+                            result = exc
                 for cmd in group:
                     if cmd.kind == PUBLISH:
                         self.stats.published += 1
@@ -477,8 +559,7 @@ class RedisBus:
                         cmd.future.set_result(result)
             if retry:
                 logger.warning("Redis lost hubplane's Lua scripts: loading them again")
-                for source in self._scripts.values():
-                    await client.script_load(source)
+                await self._load_scripts(connection)
                 queue.extendleft(reversed(retry))
 
     # -- subscribing -------------------------------------------------------------------------
@@ -517,14 +598,18 @@ class RedisBus:
     async def _run_reader(self) -> None:
         attempt = 0
         while not self._closing:
-            pubsub = self._reader_client.pubsub()
+            connection: AbstractConnection | None = None
             sender: asyncio.Task[None] | None = None
             try:
+                connection = await _open(self._reader_client)
+                # No read timeout (a URL's socket_timeout would cut idle reads): the sender's
+                # PINGs find a dead connection instead.
+                connection.socket_timeout = None
+                self._reader_conn = connection
                 # Start from scratch on every connection: subscribe to every channel held.
                 self._sub_queue.clear()
                 channels = list(self._handlers)
-                await pubsub.execute_command("SUBSCRIBE", *(channels or [b"hubplane:idle"]))
-                self._pubsub = pubsub
+                await connection.send_command("SUBSCRIBE", *(channels or [b"hubplane:idle"]))
                 if attempt:
                     self.stats.reconnects += 1
                     logger.warning(
@@ -540,8 +625,9 @@ class RedisBus:
                 attempt = 0
                 self._reader_up = True
                 self._reader_ready.set()
-                sender = asyncio.get_running_loop().create_task(self._run_sub_sender(pubsub))
-                await self._read_forever(pubsub)
+                loop = asyncio.get_running_loop()
+                sender = loop.create_task(self._run_sub_sender(connection))
+                await self._read_forever(connection)
             except asyncio.CancelledError:
                 raise
             except _NETWORK_ERRORS + (RedisError,) as exc:
@@ -553,19 +639,21 @@ class RedisBus:
                 attempt += 1
             finally:
                 self._reader_up = False
+                self._reader_conn = None  # tells the sender to stop, should a cancel be lost
                 if sender is not None:
+                    # Ended here, on the loop: a sender left to the garbage collector
+                    # mid-write would try to disconnect with no loop running.
                     sender.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await sender
                 for waiters in self._confirm.values():
                     for fut in waiters:
                         if not fut.done():
                             fut.set_result(None)
                 self._confirm.clear()
-                try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                except Exception:
-                    pass
+                await _close(connection)
 
-    async def _run_sub_sender(self, pubsub: Any) -> None:
+    async def _run_sub_sender(self, connection: AbstractConnection) -> None:
         """Send queued SUBSCRIBE/UNSUBSCRIBE commands in order, coalescing runs.
 
         When idle it PINGs every ``ping_interval`` seconds, and drops the connection when
@@ -574,7 +662,9 @@ class RedisBus:
         """
         queue = self._sub_queue
         loop = asyncio.get_running_loop()
-        while True:
+        # (Python 3.11's wait_for may swallow a cancel that meets a wake-up: the loop also
+        # ends when the reader has moved on from this connection.)
+        while self._reader_conn is connection and not self._closing:
             if not queue:
                 self._sub_wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -583,12 +673,7 @@ class RedisBus:
                     continue
                 if loop.time() - self._last_read > 3 * self.ping_interval:
                     logger.error("Redis subscriber heard nothing for too long: reconnecting")
-                    connection = pubsub.connection
-                    if connection is not None:
-                        await connection.disconnect()
-                    return
-                connection = pubsub.connection
-                if connection is None:
+                    await connection.disconnect()
                     return
                 try:
                     await connection.send_command("PING", check_health=False)
@@ -599,22 +684,19 @@ class RedisBus:
             run = [channel]
             while queue and queue[0][0] == action and len(run) < 512:
                 run.append(queue.popleft()[1])
-            connection = pubsub.connection
-            if connection is None:
-                return  # closed: the reader reconnects and resubscribes everything
             try:
                 await connection.send_command("SUBSCRIBE" if action else "UNSUBSCRIBE", *run)
             except _NETWORK_ERRORS:
                 return  # the reader notices, reconnects and resubscribes everything
 
-    async def _read_forever(self, pubsub: Any) -> None:
-        read = pubsub.parse_response
+    async def _read_forever(self, connection: AbstractConnection) -> None:
+        read = connection.read_response
         loop_time = asyncio.get_running_loop().time
         self._last_read = loop_time()
         handlers = self._handlers
         stats = self.stats
         while not self._closing:
-            response = await read(block=True)
+            response = await read()
             self._last_read = loop_time()
             if response is None:
                 continue
