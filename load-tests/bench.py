@@ -114,10 +114,10 @@ CAPACITY = [
     ("hubplane", "signalr-json", "users", 3),
 ]
 QUICK_CAPACITY = [("hubplane", "signalr-json", "users", 3)]
-#: Searches followed by a run at a light load (a tenth of capacity), where the one core the
-#: three nodes share is far from busy.
+#: Searches followed by runs at light loads (fractions of capacity below half): where on the
+#: way down the cross-node latency target is met, and how busy the one shared core is there.
 LIGHT = {("hubplane", "signalr-json", "users", 3)}
-LIGHT_FRACTION = 0.1
+LIGHT_FRACTIONS = (0.1, 0.2, 0.3)
 #: Extra closed-loop runs with py-spy attached to node 0 (the hot spots, in the report).
 PROFILE = [
     ("hubplane", "signalr-json", "echo", 1),
@@ -311,11 +311,11 @@ class Session:
                     break
         if best is not None:
             capacity = best["offered_per_s"]
-            for mode, fraction in (("half", 0.5), ("low", LIGHT_FRACTION if light else 0)):
-                if not fraction:
-                    continue
+            loads = [("half", 0.5)] + [("low", f) for f in (LIGHT_FRACTIONS if light else ())]
+            for mode, fraction in loads:
                 row = self.run(half_s, grace, capacity * fraction, mode=mode)
                 row["capacity_per_s"] = capacity
+                row["fraction"] = fraction
                 row["held"] = holds(row)
                 rows.append(row)
                 log(f"  {mode} {capacity * fraction:>10,.0f} msgs/s: {describe(row)}")

@@ -60,6 +60,8 @@ ORDER = [
 ]
 BUSY = 0.9  # a side busier than this set the pace
 RULE_P99_MS = 1000.0
+#: The issue's target for cross-node p99 at half of capacity.
+CROSS_P99_TARGET_MS = 5.0
 
 
 def label(row: dict[str, Any]) -> str:
@@ -160,8 +162,8 @@ def plots(out: Path, runs: list[dict[str, Any]]) -> list[str]:
         fig.savefig(out / "latency.png", dpi=100)
         plt.close(fig)
         made.append("latency.png")
-    # Capacity search: p99 against the offered rate, per search.
-    steps = [r for r in runs if r.get("mode") == "step"]
+    # Capacity search: p99 against the offered rate, per search, with the runs below capacity.
+    steps = [r for r in runs if r.get("mode") in ("step", "half", "low")]
     if steps:
         fig, ax = plt.subplots(figsize=(10, 5))
         keys = list(dict.fromkeys((r["scenario"], label(r)) for r in steps))
@@ -178,13 +180,20 @@ def plots(out: Path, runs: list[dict[str, Any]]) -> list[str]:
                 if not r["held"]:
                     ax.plot([x], [y], "x", color="red", markersize=10)
         ax.axhline(RULE_P99_MS, color="red", linestyle=":", linewidth=1, label="p99 = 1 s")
+        ax.axhline(
+            CROSS_P99_TARGET_MS,
+            color="grey",
+            linestyle=":",
+            linewidth=1,
+            label="5 ms (cross-node target)",
+        )
         ax.set_xscale("log")
         ax.set_yscale("log")
         _plain_log(ax.xaxis)
         _plain_log(ax.yaxis)
         ax.set_xlabel("offered deliveries per second (open loop)")
         ax.set_ylabel("p99 latency, ms")
-        ax.set_title("Capacity search: open-loop rate steps (red ×: rule not held)")
+        ax.set_title("Open-loop rate steps, and the runs at half and below (red ×: rule not held)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
@@ -290,7 +299,12 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     check(what, 25, idle["idle_bytes_per_connection"] / 1024 if idle else None, higher=False)
     half = _half(runs, "users", hub + " ×3")
     cross = (half or {}).get("cross_latency", {}).get("p99")
-    check("cross-node p99 at half of capacity (send to user, ×3), ms", 5, cross, higher=False)
+    check(
+        "cross-node p99 at half of capacity (send to user, ×3), ms",
+        CROSS_P99_TARGET_MS,
+        cross,
+        higher=False,
+    )
     lua = next((p for p in data.get("publish", []) if p["mode"] == "lua"), None)
     check(
         "one node's pipelined publishes per second",
@@ -351,7 +365,10 @@ def explain(data: dict[str, Any]) -> list[str]:
         steps = [r for r in steps if r["scenario"] == "users"]
         held = [r for r in steps if r["held"]]
         best = max(held, key=lambda r: r["offered_per_s"]) if held else None
-        low = next((r for r in runs if r.get("mode") == "low" and r["scenario"] == "users"), None)
+        lows = sorted(
+            (r for r in runs if r.get("mode") == "low" and r["scenario"] == "users"),
+            key=lambda r: r["offered_per_s"],
+        )
         if half is not None and best is not None:
             text = (
                 f"- **cross-node p99 at half of capacity**: {half['cross_latency']['p99']:.1f} ms "
@@ -367,21 +384,37 @@ def explain(data: dict[str, Any]) -> list[str]:
                 "WebSocket frame), so the capacity by that rule is a rate the core only carries "
                 "with a queue, and half of it still keeps the core nearly saturated. "
             )
-            if low is not None:
+            if lows:
+                points = "; ".join(
+                    f"{r['offered_per_s'] / best['offered_per_s']:.0%} "
+                    f"({_fmt(r['offered_per_s'])} sends/s): cross-node p99 "
+                    f"{r['cross_latency'].get('p99', 0):.1f} ms, core "
+                    f"{r['server_busy']:.2f} busy, {r['cpu_s_per_1k'] * 1000:.0f} µs per delivery"
+                    for r in lows
+                )
+                met = [
+                    r
+                    for r in lows
+                    if r.get("cross_latency", {}).get("p99", 1e9) <= CROSS_P99_TARGET_MS
+                ]
+                text += f"Below half, at fractions of capacity: {points}. "
+                if met:
+                    top = met[-1]
+                    text += (
+                        f"The 5 ms target holds up to {_fmt(top['offered_per_s'])} sends/s "
+                        f"({top['offered_per_s'] / best['offered_per_s']:.0%} of capacity) here. "
+                    )
                 text += (
-                    f"At {_fmt(low['offered_per_s'])} sends/s "
-                    f"({low['offered_per_s'] / best['offered_per_s']:.0%} of capacity) the core "
-                    f"was {low['server_busy']:.2f} busy and the cross-node p99 "
-                    f"{low['cross_latency'].get('p99', 0):.1f} ms "
-                    f"(p50 {low['cross_latency'].get('p50', 0):.1f} ms), at "
-                    f"{low['cpu_s_per_1k'] * 1000:.0f} µs per delivery: at that rate most "
-                    "messages travel alone, each with its own event-loop wake-ups, pipelined "
-                    "Redis round trip (redis-py) and WebSocket frame on every node it touches. "
+                    "At the light loads most messages travel alone, each with its own event-loop "
+                    "wake-ups, Redis round trip and WebSocket frame on every node it touches, so "
+                    "a delivery costs several times its price at capacity, and the core is busy "
+                    "long before the rate is. "
                 )
             text += (
-                "So the miss is not a fixed delay on the cross-node path but CPU: the one core "
-                "of three nodes and Redis is nearly saturated well below the capacity the 1 s "
-                "rule allows. Whether nodes on cores of their own would meet 5 ms cannot be "
+                "So the miss is not a fixed delay on the cross-node path but CPU: once the one "
+                "core of three nodes and Redis is busy, each hop of a message (sender node, "
+                "Redis, receiving node) waits its turn for that core behind the other three "
+                "processes. Whether nodes on cores of their own would meet 5 ms cannot be "
                 "shown on two cores."
             )
             lines.append(text)
