@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import hiredis
 import redis.asyncio as aioredis
@@ -179,6 +180,12 @@ def connect_redis(url: str, **kwargs: Any) -> aioredis.Redis:
         )
         master: aioredis.Redis = sentinel.master_for(service, db=int(db or 0), **options)
         return master
+    # The URL's own options win over ours in redis-py: a ?protocol=3 would turn the bus's
+    # replies and pub/sub messages into RESP3 shapes it does not read, so it is left out.
+    parts = urlsplit(url)
+    if "protocol" in parts.query:
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "protocol"]
+        url = urlunsplit(parts._replace(query=urlencode(query)))
     client: aioredis.Redis = aioredis.Redis.from_url(url, **options)
     return client
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,7 +83,16 @@ def sentinel_redis(tmp_path: Path) -> Iterator[str]:
         _stop(master)
 
 
-@pytest.mark.parametrize("source", ["tls_redis", "sentinel_redis"])
+@pytest.fixture
+def url_with_options(redis_server: Any) -> str:
+    """The session's Redis with options a user may put in the URL: RESP3 (the bus speaks
+    RESP2 whatever the URL says) and a read timeout far shorter than the subscriber's idle
+    time (it must not cut the subscription)."""
+    url: str = redis_server.url
+    return url + ("&" if "?" in url else "?") + "protocol=3&socket_timeout=0.5"
+
+
+@pytest.mark.parametrize("source", ["tls_redis", "sentinel_redis", "url_with_options"])
 async def test_two_nodes_share_hubs_through(source: str, request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue(source)
     cluster = Cluster(url)
@@ -89,6 +100,7 @@ async def test_two_nodes_share_hubs_through(source: str, request: pytest.Fixture
         h1, h2 = await cluster.add_node(), await cluster.add_node()
         a = await cluster.connect(h1, "a")
         b = await cluster.connect(h2, "b", "messagepack")
+        await asyncio.sleep(1.0)  # idle subscribers, longer than a URL's socket_timeout
         await h1.context.groups.add("b", "g")
         started = time.monotonic()
         await h1.context.clients.group("g").send("Over", source)
@@ -97,5 +109,10 @@ async def test_two_nodes_share_hubs_through(source: str, request: pytest.Fixture
         assert targets(await a.wait_messages(1)) == [("Back", [])]
         assert time.monotonic() - started < 5
         assert sorted(await h2.context.presence.connections()) == ["a", "b"]
+        # Connected all along: no read timed out and no connection was replaced.
+        assert [(n.bus.connected, n.bus.stats.reconnects) for n in cluster.nodes] == [
+            (True, 0),
+            (True, 0),
+        ]
     finally:
         await cluster.close()
