@@ -11,6 +11,7 @@ keep them running.
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import os
 import signal
@@ -62,6 +63,15 @@ class HubplaneServer(uvicorn.Server):
         self.drain_started: float | None = None
         # Connections get most of the time; uvicorn's own wait and the lifespan the rest.
         config.timeout_graceful_shutdown = max(1, int(drain_timeout * 0.2))
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # Whatever is alive once the server listens (modules, the app, its hubs) lives as
+        # long as the process: out of the collector's sight, a full collection walks only
+        # what connections made since (at startup that is about 55,000 objects, which a
+        # full collection took 55 ms to walk, a pause every client saw).
+        gc.collect()
+        gc.freeze()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.drain_started is None:
