@@ -829,6 +829,50 @@ def write_report(out: Path) -> None:
                 f"{_fmt(_ratio(new, new_bare, 'cpu_s_per_1k'), 2)} |"
             )
         w("")
+        w(
+            "Open loop: the capacity found, and the runs at half of it and below (fractions of "
+            "each run's own capacity):\n"
+        )
+        w(
+            "| scenario | peer | load | msgs/s then | now | p99 ms then | now | cross-node p99 "
+            "then | now | server busy then | now | µs CPU per delivery then | now |"
+        )
+        w("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+        def _open_loop(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+            found: dict[tuple[str, str, str], dict[str, Any]] = {}
+            for r in rows:
+                if r.get("mode") not in ("half", "low"):
+                    continue
+                fraction = r.get("fraction") or r["offered_per_s"] / max(1, r["capacity_per_s"])
+                found[(r["scenario"], label(r), f"{fraction:.0%} of capacity")] = r
+            for r in rows:  # the capacity: the highest step that held
+                if r.get("mode") == "step" and r.get("held"):
+                    key = (r["scenario"], label(r), "capacity")
+                    if key not in found or r["offered_per_s"] > found[key]["offered_per_s"]:
+                        found[key] = r
+            return found
+
+        before, after = _open_loop(previous["runs"]), _open_loop(runs)
+        for key in sorted(before, key=lambda k: (k[0], k[1], k[2] != "capacity", k[2])):
+            if key not in after:
+                continue
+            o, n = before[key], after[key]
+
+            def cross(r: dict[str, Any]) -> str:
+                c = r.get("cross_latency", {})
+                return _fmt(c.get("p99"), 2) if c.get("count") else "–"
+
+            def per(r: dict[str, Any]) -> str:
+                return _fmt(r["cpu_s_per_1k"] * 1000 if r.get("cpu_s_per_1k") else None)
+
+            w(
+                f"| {TITLES[key[0]]} | {key[1]} | {key[2]} | {_fmt(o['offered_per_s'])} | "
+                f"{_fmt(n['offered_per_s'])} | {_fmt(o['latency'].get('p99'), 2)} | "
+                f"{_fmt(n['latency'].get('p99'), 2)} | {cross(o)} | {cross(n)} | "
+                f"{o['server_busy']:.2f} | {n['server_busy']:.2f} | {per(o)} | {per(n)} |"
+            )
+        w("")
         w("| idle memory | peer | KB per connection then | now | | |")
         w("|---|---|---:|---:|---:|---:|")
         for old in previous["runs"]:
