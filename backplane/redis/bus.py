@@ -212,6 +212,8 @@ class RedisBus:
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers: dict[bytes, Handler] = {}
         self._writer_conn: AbstractConnection | None = None
+        # Commands sent whose replies have not all been read.
+        self._in_flight = 0
         self._reader_conn: AbstractConnection | None = None
         # redis-py's replies callbacks (HGETALL to a dict, ...), applied to query replies.
         self._callbacks: dict[Any, Callable[..., Any]] = dict(
@@ -290,13 +292,22 @@ class RedisBus:
                 "Redis at %s is not reachable yet; retrying in the background", self._safe_url
             )
 
+    async def flush(self, timeout: float = 2.0) -> bool:
+        """Wait until Redis has replied to every command queued so far (while connected, up
+        to ``timeout`` seconds); True when nothing is left."""
+        deadline = time.monotonic() + timeout
+        while (self._queue or self._in_flight) and self._writer_up:
+            if time.monotonic() >= deadline:
+                break
+            self._wake.set()
+            await asyncio.sleep(0.005)
+        return not (self._queue or self._in_flight)
+
     async def stop(self) -> None:
         """Flush what is queued (briefly), then close both connections."""
-        if self._writer_up and self._queue:
-            deadline = time.monotonic() + 2.0
-            while self._queue and self._writer_up and time.monotonic() < deadline:
-                self._wake.set()
-                await asyncio.sleep(0.01)
+        # Closing a socket with replies unread resets it, and Redis may then drop the
+        # commands it had not read yet: the batch on the wire is waited for too.
+        await self.flush(2.0)
         self._closing = True
         self._wake.set()
         self._sub_wake.set()
@@ -528,14 +539,17 @@ class RedisBus:
                 else:
                     packed.append(_pack(first.args))
             started = time.perf_counter()
+            self._in_flight = len(batch)
             try:
                 await connection.send_packed_command(b"".join(packed), check_health=False)
                 results = [await _reply(connection) for _ in groups]
             except BaseException:
+                self._in_flight = 0
                 # Nothing is known to have been applied: put the batch back (a publish may
                 # then go out twice after a reconnect; at-least-once beats silent loss).
                 queue.extendleft(reversed([c for c in batch if c.kind != STATE]))
                 raise
+            self._in_flight = 0
             stats = self.stats
             stats.round_trips.observe(time.perf_counter() - started)
             stats.batch_sizes.observe(len(batch))
