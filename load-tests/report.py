@@ -337,13 +337,23 @@ def explain(data: dict[str, Any]) -> list[str]:
                     f"driver busy {r['driver_busy']:.2f}, {_fmt(r['cpu_s_per_1k'], 4)} CPU s/1k)"
                 )
         if h is not None:
-            lines.append(
+            text = (
                 f"- **{scenario}**: hubplane {_fmt(h['delivered_per_s'])}/s (server busy "
                 f"{h['server_busy']:.2f}, driver busy {h['driver_busy']:.2f}, "
                 f"{_fmt(h['cpu_s_per_1k'], 4)} CPU s/1k) against " + "; ".join(parts) + ". "
                 "A server busy below about 0.9 means the core was shared with other work "
                 "during that run (the machine is shared): compare CPU per message."
             )
+            bare = _find(runs, scenario, "bare ASGI")
+            if h.get("repeat_rates") and bare is not None and bare.get("repeat_rates"):
+                text += (
+                    " The repeated runs: hubplane "
+                    + ", ".join(_fmt(x) for x in h["repeat_rates"])
+                    + "/s, bare ASGI "
+                    + ", ".join(_fmt(x) for x in bare["repeat_rates"])
+                    + "/s."
+                )
+            lines.append(text)
     if missed("idle memory"):
         idle = [r for r in runs if r["scenario"] == "connect" and label(r).startswith(hub)]
         for row in idle:
@@ -537,7 +547,8 @@ def write_report(out: Path) -> None:
         "set the pace (marked †). hubplane puts several hub messages queued for one client into "
         "one WebSocket frame, the bare app sends one frame per message (`frames/s`). Errors: "
         "messages not delivered by the end of the grace period, dropped connections and failed "
-        "connects, over the deliveries expected.\n"
+        "connects, over the deliveries expected. Echo runs three times per peer (in a full "
+        "run) and the run with the median rate is the one shown.\n"
     )
     w(
         "**Capacity** (Azure's rule: the highest load at which 99% of messages arrive within "
