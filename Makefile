@@ -46,7 +46,7 @@ k8s-tools: | $(PY)
 clean-venv:
 	rm -rf $(VENV)
 
-# Sets up one venv per peer under load-tests/.venvs/, runs the suite (about 8 minutes; --quick
+# Sets up one venv per peer under load-tests/.venvs/, runs the suite (about 9 minutes; --quick
 # under 2) and writes load-tests/results/<date>/report.md with plots.
 bench: $(STAMP)
 	@load-tests/peers/setup.sh
