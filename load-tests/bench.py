@@ -10,8 +10,8 @@ Scenarios (``--only`` takes these names): echo, broadcast, groups (10 members), 
 members), connection (send to a connection, shuffled targets), users (send to a user with two
 connections, on different nodes when there are three), churn (connect, one echo, close), connect
 (ramp and idle memory), redis (redis-benchmark PUBLISH), publish (one hubplane node's pipelined
-publish rate). Every load scenario runs closed-loop on one node and, where the peer has a
-backplane, on three nodes over a private Redis; some are then searched for capacity with
+publish rate). Every load scenario and the connection ramp run on one node and, where the peer
+has a backplane, on three nodes over a private Redis; some are then searched for capacity with
 open-loop rate steps (see ``CAPACITY``) and run again at half of it.
 """
 
@@ -74,7 +74,7 @@ QUICK: dict[str, dict[str, Any]] = {
 #: and whose run is short and single-threaded enough to move with the machine.
 REPEATS = {"echo": 3}
 LOAD = ("echo", "broadcast", "groups", "biggroups", "connection", "users", "churn")
-THREE_NODE_LOAD = ("broadcast", "groups", "biggroups", "connection", "users", "churn")
+THREE_NODE_LOAD = ("echo", "broadcast", "groups", "biggroups", "connection", "users", "churn")
 
 #: Who delivers what on one node: peer → adapters; hubplane speaks both SignalR protocols
 #: (MessagePack only in the first three scenarios, to keep the suite short).
@@ -569,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         key = (peer, adapter, scenario, nodes)
         with Session(servers, extra, peer, adapter, scenario, plan[scenario]) as session:
             closed = session.run(duration, grace)
-            repeats = REPEATS.get(scenario, 1) if not quick else 1
+            repeats = REPEATS.get(scenario, 1) if not quick and nodes == 1 else 1
             if repeats > 1:
                 # The run with the median rate stands for all (a short run on a shared
                 # machine can catch a hiccup either way); the others' rates are kept.
@@ -662,6 +662,26 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for s in servers:
                 s.stop()
+
+    # The same on three nodes over a private Redis: the connections spread over the nodes, the
+    # memory of the three nodes and of Redis together (what a connection costs the cluster).
+    for peer, adapter in THREE_NODE:
+        if peer in skipped or not wanted("connect"):
+            continue
+        if quick and not in_quick(peer, adapter, "connect", 3):
+            continue
+        redis = Redis(SERVER_CPUS, logs).start()
+        servers = []
+        try:
+            servers, extra = _with_servers(peer, 3, logs, redis, False)
+            warm = {**plan["connect"], "connections": 30, "processes": 1}
+            connect_run(servers, extra, peer, adapter, warm, 0.2)
+            time.sleep(0.5)
+            record(connect_run(servers, extra, peer, adapter, plan["connect"], settle))
+        finally:
+            for s in servers:
+                s.stop()
+            redis.stop()
 
     ceiling = redis_ceiling(logs, quick) if wanted("redis") else []
     publish = publish_rate(logs, quick) if wanted("publish") else []

@@ -719,7 +719,9 @@ def write_report(out: Path) -> None:
         w(
             "Connections opened 64 at a time per driver process, then left idle "
             f"{meta.get('settle_seconds', 2):g} s. Memory is "
-            "the growth of the server's RSS over a warmed-up baseline, per connection.\n"
+            "the growth of the server's RSS over a warmed-up baseline, per connection; on three "
+            "nodes (×3) the connections are spread over the nodes, and the growth is the three "
+            "nodes' and Redis' together.\n"
         )
         w(
             "| peer | connections | connects/s | connect p50 ms | connect p99 ms | "
