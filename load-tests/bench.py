@@ -70,9 +70,9 @@ QUICK: dict[str, dict[str, Any]] = {
     "churn": {**FULL["churn"], "connections": 16},
     "connect": {"connections": 1_000, "processes": 1, "window": 0},
 }
-#: Closed-loop runs repeated, the median kept: echo, whose ratio to the bare app is a target
-#: and whose run is short and single-threaded enough to move with the machine.
-REPEATS = {"echo": 3}
+#: Closed-loop runs repeated, the median kept: echo of the bare app and of hubplane json, whose
+#: ratio is a target and moves with the machine from one short run to the next.
+REPEATS = {("bare", "raw", "echo"): 3, ("hubplane", "signalr-json", "echo"): 3}
 LOAD = ("echo", "broadcast", "groups", "biggroups", "connection", "users", "churn")
 THREE_NODE_LOAD = ("echo", "broadcast", "groups", "biggroups", "connection", "users", "churn")
 
@@ -569,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         key = (peer, adapter, scenario, nodes)
         with Session(servers, extra, peer, adapter, scenario, plan[scenario]) as session:
             closed = session.run(duration, grace)
-            repeats = REPEATS.get(scenario, 1) if not quick and nodes == 1 else 1
+            repeats = REPEATS.get((peer, adapter, scenario), 1) if not quick and nodes == 1 else 1
             if repeats > 1:
                 # The run with the median rate stands for all (a short run on a shared
                 # machine can catch a hiccup either way); the others' rates are kept.

@@ -547,8 +547,8 @@ def write_report(out: Path) -> None:
         "set the pace (marked †). hubplane puts several hub messages queued for one client into "
         "one WebSocket frame, the bare app sends one frame per message (`frames/s`). Errors: "
         "messages not delivered by the end of the grace period, dropped connections and failed "
-        "connects, over the deliveries expected. Echo runs three times per peer (in a full "
-        "run) and the run with the median rate is the one shown.\n"
+        "connects, over the deliveries expected. Echo of the bare app and of hubplane json "
+        "runs three times (in a full run) and the run with the median rate is the one shown.\n"
     )
     w(
         "**Capacity** (Azure's rule: the highest load at which 99% of messages arrive within "
