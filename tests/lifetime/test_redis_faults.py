@@ -159,31 +159,36 @@ async def test_a_second_subscriber_waits_for_the_confirmation(redis_server: Any)
         await direct.aclose()
 
 
-async def test_stop_waits_for_the_batch_on_the_wire(redis_server: Any) -> None:
-    """stop() waits for the batch on the wire: Redis answers every publish, all arrive."""
-    channel = f"hubplane-test-stop-{time.monotonic_ns()}".encode()
+async def test_flush_waits_for_the_batch_on_the_wire(redis_server: Any) -> None:
+    """flush() returns once Redis answered every publish, not once the queue is empty: the
+    last batch is still on the wire then. stop() flushes, and everything arrives."""
+    channel = f"hubplane-test-flush-{time.monotonic_ns()}".encode()
     listener = RedisBus(redis_server.url)
     got: list[bytes] = []
     await listener.start()
     await listener.subscribe(channel, lambda _channel, data: got.append(data))
     count = 20_000
     pad = b"x" * 500
-    for round_ in range(3):  # the race is a matter of timing: give it a few chances
-        got.clear()
-        bus = RedisBus(redis_server.url)
-        bus.publish_script = False  # one PUBLISH each: a long batch of replies to read
+    bus = RedisBus(redis_server.url)
+    bus.publish_script = False  # one PUBLISH each: a long batch of replies to read
+    try:
         await bus.start()
         for i in range(count):
-            # Big enough that Redis is still reading the last batch when replies start.
             bus.publish(channel, b"%d:" % i + pad)
         deadline = time.monotonic() + 10
         while bus.queued and time.monotonic() < deadline:
-            await asyncio.sleep(0)  # until the writer took the last batch: it is on the wire
+            await asyncio.sleep(0)  # until the writer took the last batch
+        assert bus.queued == 0
+        assert bus.stats.published < count  # that batch is sent, its replies not yet read
+        assert await bus.flush(10.0)
+        assert bus.stats.published == count  # read right after flush(), with no other wait
+        for i in range(100):
+            bus.publish(channel, b"%d:" % (count + i) + pad)
         await bus.stop()
-        # Every reply was read before the connection closed (closing on unread replies
-        # resets the socket, and Redis may drop what it had not read yet).
-        assert bus.stats.published == count, f"round {round_}"
-        await wait_until(lambda: len(got) >= count, 10)
-        assert len(got) == count, f"round {round_}: {len(got)} of {count}"
-        assert got[-1] == b"%d:" % (count - 1) + pad
-    await listener.stop()
+        assert bus.stats.published == count + 100
+        assert await wait_until(lambda: len(got) >= count + 100, 10)
+        assert len(got) == count + 100
+        assert got[-1] == b"%d:" % (count + 99) + pad
+    finally:
+        await bus.stop()
+        await listener.stop()
