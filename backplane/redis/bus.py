@@ -215,10 +215,6 @@ class RedisBus:
         # Commands sent whose replies have not all been read.
         self._in_flight = 0
         self._reader_conn: AbstractConnection | None = None
-        # redis-py's replies callbacks (HGETALL to a dict, ...), applied to query replies.
-        self._callbacks: dict[Any, Callable[..., Any]] = dict(
-            self._writer_client.response_callbacks
-        )
         self._sub_queue: deque[tuple[bool, bytes]] = deque()
         self._sub_wake = asyncio.Event()
         self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
@@ -491,7 +487,8 @@ class RedisBus:
         loop = asyncio.get_running_loop()
         connection = self._writer_conn
         assert connection is not None
-        callbacks = self._callbacks
+        # redis-py's reply callbacks (HGETALL to a dict, ...), applied to query replies.
+        callbacks = self._writer_client.response_callbacks
         queue = self._queue
         wake = self._wake
         while not self._closing:
