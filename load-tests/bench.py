@@ -18,6 +18,7 @@ open-loop rate steps (see ``CAPACITY``) and run again at half of it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -426,14 +428,42 @@ def ready_latency(ready: list[dict[str, Any]]) -> dict[str, float]:
     return summary(merge([r["connect_hist"] for r in ready]))
 
 
-def _with_servers(
-    peer: str, nodes: int, logs: Path, redis: Redis | None, auth: bool = True
-) -> tuple[list[Server], list[int]]:
-    url = redis.url if redis is not None else None
-    servers = [start_peer(peer, SERVER_CPUS, logs, url, auth) for _ in range(nodes)]
-    time.sleep(0.5)  # imports finished, loops idle
-    extra = redis.server.pids() if redis is not None and redis.server is not None else []
-    return servers, extra
+@contextlib.contextmanager
+def _servers(
+    peer: str, nodes: int, logs: Path, auth: bool = True
+) -> Iterator[tuple[list[Server], list[int]]]:
+    """``nodes`` servers of ``peer`` (over a private Redis when more than one), and the pids
+    measured beside them (Redis'); all stopped on the way out."""
+    redis = Redis(SERVER_CPUS, logs).start() if nodes > 1 else None
+    servers: list[Server] = []
+    try:
+        url = redis.url if redis is not None else None
+        for _ in range(nodes):
+            servers.append(start_peer(peer, SERVER_CPUS, logs, url, auth))
+        time.sleep(0.5)  # imports finished, loops idle
+        extra = redis.server.pids() if redis is not None and redis.server is not None else []
+        yield servers, extra
+    finally:
+        for server in servers:
+            server.stop()
+        if redis is not None:
+            redis.stop()
+
+
+def _ramp(
+    servers: list[Server],
+    extra: list[int],
+    peer: str,
+    adapter: str,
+    params: dict[str, Any],
+    settle: float,
+) -> dict[str, Any]:
+    """The connection ramp after a small warm-up (a few connections per node, opened and
+    closed), so the baseline memory already holds what a first connection allocates."""
+    warm = {**params, "connections": max(20, 10 * len(servers)), "processes": 1}
+    connect_run(servers, extra, peer, adapter, warm, 0.2)
+    time.sleep(0.5)
+    return connect_run(servers, extra, peer, adapter, params, settle)
 
 
 def redis_ceiling(logs: Path, quick: bool) -> list[dict[str, Any]]:
@@ -607,13 +637,9 @@ def main(argv: list[str] | None = None) -> int:
                     todo.append((scenario, adapter))
         if not todo:
             continue
-        servers, extra = _with_servers(peer, 1, logs, None)
-        try:
+        with _servers(peer, 1, logs) as (servers, extra):
             for scenario, adapter in todo:
                 load(servers, extra, peer, adapter, scenario)
-        finally:
-            for s in servers:
-                s.stop()
 
     # Three nodes over a private Redis, for the peers that have a backplane.
     for peer, why in SINGLE_NODE.items():
@@ -635,33 +661,19 @@ def main(argv: list[str] | None = None) -> int:
                 todo.append(scenario)
         if not todo:
             continue
-        redis = Redis(SERVER_CPUS, logs).start()
-        servers: list[Server] = []
-        try:
-            servers, extra = _with_servers(peer, 3, logs, redis)
+        with _servers(peer, 3, logs) as (servers, extra):
             for scenario in todo:
                 load(servers, extra, peer, adapter, scenario)
-        finally:
-            for s in servers:
-                s.stop()
-            redis.stop()
 
     # Connection ramp and idle memory, each on a fresh server after a small warm-up.
     for peer, adapter, auth in CONNECT:
         if peer in skipped or not wanted("connect"):
             continue
-        servers, extra = _with_servers(peer, 1, logs, None, auth)
-        try:
-            warm = {**plan["connect"], "connections": 20, "processes": 1}
-            connect_run(servers, extra, peer, adapter, warm, 0.2)
-            time.sleep(0.5)
-            row = connect_run(servers, extra, peer, adapter, plan["connect"], settle)
-            if auth:
-                row["variant"] = "authenticator"
-            record(row)
-        finally:
-            for s in servers:
-                s.stop()
+        with _servers(peer, 1, logs, auth) as (servers, extra):
+            row = _ramp(servers, extra, peer, adapter, plan["connect"], settle)
+        if auth:
+            row["variant"] = "authenticator"
+        record(row)
 
     # The same on three nodes over a private Redis: the connections spread over the nodes, the
     # memory of the three nodes and of Redis together (what a connection costs the cluster).
@@ -670,18 +682,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if quick and not in_quick(peer, adapter, "connect", 3):
             continue
-        redis = Redis(SERVER_CPUS, logs).start()
-        servers = []
-        try:
-            servers, extra = _with_servers(peer, 3, logs, redis, False)
-            warm = {**plan["connect"], "connections": 30, "processes": 1}
-            connect_run(servers, extra, peer, adapter, warm, 0.2)
-            time.sleep(0.5)
-            record(connect_run(servers, extra, peer, adapter, plan["connect"], settle))
-        finally:
-            for s in servers:
-                s.stop()
-            redis.stop()
+        with _servers(peer, 3, logs, False) as (servers, extra):
+            record(_ramp(servers, extra, peer, adapter, plan["connect"], settle))
 
     ceiling = redis_ceiling(logs, quick) if wanted("redis") else []
     publish = publish_rate(logs, quick) if wanted("publish") else []

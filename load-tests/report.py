@@ -248,6 +248,39 @@ def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str) -> floa
     return float(a[key]) / float(b[key])
 
 
+def _capacity(runs: list[dict[str, Any]], scenario: str, name: str) -> dict[str, Any] | None:
+    """The highest rate step of a capacity search that held the rule: the capacity."""
+    held = [
+        r
+        for r in runs
+        if r.get("mode") == "step"
+        and r.get("held")
+        and r["scenario"] == scenario
+        and label(r) == name
+    ]
+    return max(held, key=lambda r: r["offered_per_s"]) if held else None
+
+
+def _open_loop(runs: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(scenario, peer, load) → the open-loop row: each search's capacity, and the runs at
+    fractions of it."""
+    found: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in runs:
+        if r.get("mode") in ("half", "low"):
+            fraction = r.get("fraction") or r["offered_per_s"] / max(1, r["capacity_per_s"])
+            found[(r["scenario"], label(r), f"{fraction:.0%} of capacity")] = r
+        elif r.get("mode") == "step":
+            best = _capacity(runs, r["scenario"], label(r))
+            if best is not None:
+                found[(r["scenario"], label(r), "capacity")] = best
+    return found
+
+
+def _cross_p99(row: dict[str, Any]) -> str:
+    cross = row.get("cross_latency", {})
+    return _fmt(cross.get("p99"), 2) if cross.get("count") else "–"
+
+
 def _half(runs: list[dict[str, Any]], scenario: str, name: str) -> dict[str, Any] | None:
     for row in runs:
         if row.get("mode") == "half" and row["scenario"] == scenario and label(row) == name:
@@ -371,10 +404,7 @@ def explain(data: dict[str, Any]) -> list[str]:
     if missed("cross-node p99"):
         name = hub + " ×3"
         half = _half(runs, "users", name)
-        steps = [r for r in runs if r.get("mode") == "step" and label(r) == name]
-        steps = [r for r in steps if r["scenario"] == "users"]
-        held = [r for r in steps if r["held"]]
-        best = max(held, key=lambda r: r["offered_per_s"]) if held else None
+        best = _capacity(runs, "users", name)
         lows = sorted(
             (r for r in runs if r.get("mode") == "low" and r["scenario"] == "users"),
             key=lambda r: r["offered_per_s"],
@@ -613,13 +643,10 @@ def write_report(out: Path) -> None:
         w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         keys = list(dict.fromkeys((r["scenario"], label(r)) for r in steps))
         for scenario, name in keys:
-            mine = [r for r in steps if r["scenario"] == scenario and label(r) == name]
-            held = [r for r in mine if r["held"]]
-            best = max(held, key=lambda r: r["offered_per_s"]) if held else None
+            best = _capacity(runs, scenario, name)
             closed = _find(runs, scenario, name)
             half = _half(runs, scenario, name)
             hl = (half or {}).get("latency", {})
-            hc = (half or {}).get("cross_latency", {})
             w(
                 f"| {TITLES[scenario]} | {name} | "
                 f"{_fmt(closed['sent_per_s'] if closed else None)} | "
@@ -629,7 +656,7 @@ def write_report(out: Path) -> None:
                 f"{_fmt(best['cpu_s_per_1k'] if best else None, 4)} | "
                 f"{_fmt(hl.get('p50'), 2)} | {_fmt(hl.get('p99'), 2)} | "
                 f"{_fmt(hl.get('p99.9'), 2)} | "
-                f"{_fmt(hc.get('p99'), 2) if hc.get('count') else '–'} | "
+                f"{_cross_p99(half or {})} | "
                 f"{_fmt(half['server_busy'] if half else None, 2)} | "
                 f"{_fmt(half['cpu_s_per_1k'] if half else None, 4)} |"
             )
@@ -852,38 +879,19 @@ def write_report(out: Path) -> None:
         )
         w("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
-        def _open_loop(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
-            found: dict[tuple[str, str, str], dict[str, Any]] = {}
-            for r in rows:
-                if r.get("mode") not in ("half", "low"):
-                    continue
-                fraction = r.get("fraction") or r["offered_per_s"] / max(1, r["capacity_per_s"])
-                found[(r["scenario"], label(r), f"{fraction:.0%} of capacity")] = r
-            for r in rows:  # the capacity: the highest step that held
-                if r.get("mode") == "step" and r.get("held"):
-                    key = (r["scenario"], label(r), "capacity")
-                    if key not in found or r["offered_per_s"] > found[key]["offered_per_s"]:
-                        found[key] = r
-            return found
-
         before, after = _open_loop(previous["runs"]), _open_loop(runs)
         for key in sorted(before, key=lambda k: (k[0], k[1], k[2] != "capacity", k[2])):
             if key not in after:
                 continue
             o, n = before[key], after[key]
-
-            def cross(r: dict[str, Any]) -> str:
-                c = r.get("cross_latency", {})
-                return _fmt(c.get("p99"), 2) if c.get("count") else "–"
-
-            def per(r: dict[str, Any]) -> str:
-                return _fmt(r["cpu_s_per_1k"] * 1000 if r.get("cpu_s_per_1k") else None)
-
+            per = [
+                _fmt(r["cpu_s_per_1k"] * 1000 if r.get("cpu_s_per_1k") else None) for r in (o, n)
+            ]
             w(
                 f"| {TITLES[key[0]]} | {key[1]} | {key[2]} | {_fmt(o['offered_per_s'])} | "
                 f"{_fmt(n['offered_per_s'])} | {_fmt(o['latency'].get('p99'), 2)} | "
-                f"{_fmt(n['latency'].get('p99'), 2)} | {cross(o)} | {cross(n)} | "
-                f"{o['server_busy']:.2f} | {n['server_busy']:.2f} | {per(o)} | {per(n)} |"
+                f"{_fmt(n['latency'].get('p99'), 2)} | {_cross_p99(o)} | {_cross_p99(n)} | "
+                f"{o['server_busy']:.2f} | {n['server_busy']:.2f} | {per[0]} | {per[1]} |"
             )
         w("")
         w("| idle memory | peer | KB per connection then | now | | |")
