@@ -38,12 +38,7 @@ from backplane.protocol import (
 )
 from backplane.protocol.messagepack import read_varint, write_varint
 
-VECTORS_PATH = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "vectors"
-    / "hub-protocol-js-client.json"
-)
+VECTORS_PATH = Path(__file__).resolve().parent / "vectors" / "hub-protocol-js-client.json"
 VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
 WRITE_VECTORS: list[dict[str, Any]] = VECTORS["write"]
 PARSE_VECTORS: list[dict[str, Any]] = VECTORS["parse"]
