@@ -8,23 +8,29 @@
 # name are passed to `hubplane serve`. Hub modules are imported from /app: build your own image
 # FROM this one and COPY your package there.
 #
-# Two stages: the first builds a virtual environment (every dependency installs from a wheel, so
-# no compiler is needed, and --only-binary makes sure of it); the second copies only that venv onto
-# a clean slim base and runs as an unprivileged user.
+# Two stages: the first builds a virtual environment with exactly the versions of uv.lock
+# (every dependency from a wheel, so no compiler is needed: --no-build makes sure of it); the
+# second copies only that venv onto a clean slim base and runs as an unprivileged user.
 
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# The same uv as the Makefile's UV_VERSION (tests/deploy/test_dockerfile.py checks).
+ARG UV_VERSION=0.13.9
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/hubplane
+    PYTHONDONTWRITEBYTECODE=1 \
+    UV_NO_CACHE=1 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/opt/hubplane
+RUN pip install --no-cache-dir "uv==${UV_VERSION}"
 WORKDIR /src
-# The metadata first: a change in the code alone does not invalidate the layers above.
-COPY pyproject.toml README.md ./
+# The lock and the metadata first: the dependencies' layer survives a change in the code.
+COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --locked --no-dev --no-build --no-install-project --python /usr/local/bin/python
 COPY backplane ./backplane
 COPY server ./server
-RUN /opt/hubplane/bin/pip install --no-cache-dir --only-binary=:all: . \
+RUN uv sync --locked --no-dev --no-build --no-editable --python /usr/local/bin/python \
  && /opt/hubplane/bin/hubplane --help >/dev/null
 
 FROM ${PYTHON_IMAGE} AS runtime

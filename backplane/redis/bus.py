@@ -175,9 +175,7 @@ def connect_redis(url: str, **kwargs: Any) -> aioredis.Redis:
         for item in hosts_part.split(","):
             host, _, port = item.rpartition(":")
             hosts.append((host or "127.0.0.1", int(port or 26379)))
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            hosts, socket_connect_timeout=options["socket_connect_timeout"]
-        )
+        sentinel = Sentinel(hosts, socket_connect_timeout=options["socket_connect_timeout"])
         master: aioredis.Redis = sentinel.master_for(service, db=int(db or 0), **options)
         return master
     # The URL's own options win over ours in redis-py: a ?protocol=3 would turn the bus's

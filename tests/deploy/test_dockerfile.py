@@ -22,6 +22,7 @@ from .conftest import REPO_ROOT, Tools, run
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
+MAKEFILE = REPO_ROOT / "Makefile"
 UID = "10001"
 BUILD_TOOLS = {
     "gcc",
@@ -187,7 +188,8 @@ def test_final_stage_copies_only_the_venv_from_the_build_stage(
         assert copy.startswith(f"--from={build.name} "), f"COPY {copy}: only from {build.name}"
     assert any(copy.split()[1:] == ["/opt/hubplane", "/opt/hubplane"] for copy in copies), copies
     assert not final.all("ADD")
-    assert any("venv /opt/hubplane" in run_ for run_ in build.all("RUN"))
+    # uv builds the venv there (uv sync into UV_PROJECT_ENVIRONMENT)
+    assert build.env().get("UV_PROJECT_ENVIRONMENT") == "/opt/hubplane", build.env()
 
 
 def test_no_build_tools_in_the_final_stage(final: Stage) -> None:
@@ -199,8 +201,27 @@ def test_no_build_tools_in_the_final_stage(final: Stage) -> None:
 
 
 def test_build_stage_needs_no_compiler(stages: list[Stage]) -> None:
-    installs = [r for r in stages[0].all("RUN") if "pip install" in r]
-    assert installs and all("--only-binary=:all:" in r for r in installs), installs
+    # every dependency from a wheel: uv's --no-build refuses to build a source distribution
+    installs = [r for r in stages[0].all("RUN") if "uv sync" in r]
+    assert installs and all("--no-build" in r for r in installs), installs
+
+
+def test_build_stage_installs_from_the_lock(stages: list[Stage]) -> None:
+    """Every package of the image comes from uv.lock, with the uv the Makefile pins."""
+    build = stages[0]
+    copies = [copy.split()[:-1] for copy in build.all("COPY")]
+    assert any("uv.lock" in sources for sources in copies), copies
+    runs = build.all("RUN")
+    syncs = [r for r in runs if "uv sync" in r]
+    assert syncs and all("--locked" in r for r in syncs), syncs
+    assert any("--no-editable" in r for r in syncs), "the venv must not point into /src"
+    # the only other install is uv itself, pinned to the Makefile's version
+    pip_installs = [r for r in runs if "pip install" in r]
+    assert len(pip_installs) == 1 and '"uv==${UV_VERSION}"' in pip_installs[0], pip_installs
+    uv_arg = [a for a in build.all("ARG") if a.startswith("UV_VERSION=")]
+    make_pin = re.search(r"^UV_VERSION\s*:=\s*(\S+)", MAKEFILE.read_text(), re.M)
+    assert uv_arg and make_pin, (uv_arg, make_pin)
+    assert uv_arg[0].partition("=")[2] == make_pin.group(1)
 
 
 def test_dockerignore_lets_in_what_the_build_copies(stages: list[Stage]) -> None:
@@ -216,4 +237,4 @@ def test_dockerignore_lets_in_what_the_build_copies(stages: list[Stage]) -> None
         for source in sources:
             assert source.rstrip("/") in allowed, f"COPY {source} is excluded by .dockerignore"
             assert (REPO_ROOT / source).exists(), source
-    assert {"pyproject.toml", "README.md", "backplane", "server"} <= allowed
+    assert {"pyproject.toml", "uv.lock", "README.md", "backplane", "server"} <= allowed
