@@ -235,9 +235,7 @@ async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> b
                 else:
                     await feed(message["text"].encode(), False)
             elif mtype == "websocket.disconnect":
-                # The socket died without a close frame (a dropped network): uvicorn says so
-                # with 1006, or (sansio, wsproto) with a message that has no close reason.
-                dropped = message.get("code") == 1006 or "reason" not in message
+                dropped = socket_dropped(message)
                 break
     except asyncio.CancelledError as exc:
         if exc.args == (TAKEOVER,):
@@ -280,6 +278,13 @@ async def _stop_writer(state: dict[str, Any]) -> None:
     pending = state.pop("pending", None)
     if pending is not None:
         pending[0].close()
+
+
+def socket_dropped(message: dict[str, Any]) -> bool:
+    """True when a ``websocket.disconnect`` tells of a socket that died without a close frame
+    (a dropped network): uvicorn says so with 1006, or (sansio, wsproto) with a message that
+    has no close reason."""
+    return message.get("code") == 1006 or "reason" not in message
 
 
 def _discard(data: bytes) -> None:

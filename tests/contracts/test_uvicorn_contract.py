@@ -1,0 +1,200 @@
+"""uvicorn's WebSocket send, as server/transports/websockets.py steps it by hand.
+
+The transport writes without a task switch: it calls uvicorn's ASGI ``send`` and runs the
+coroutine one step (``_make_sink``). That relies on ``send`` being a bound method of
+uvicorn.protocols.websockets.* (``_is_uvicorn_send``), on a small frame completing in that one
+step, on a send that must wait (the socket's buffer over its high-water mark) yielding a
+Future or None that ``_finish`` can wait on, and on a socket that died without a close frame
+being told apart from a clean close (``socket_dropped``). The server here is a real uvicorn
+with the WebSocket implementation that ``hubplane serve`` picks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import uvicorn
+
+from server.cli import _uvicorn_options
+from server.settings import Settings
+from server.transports import websockets as transport
+from tests.conftest import LOOPBACK, get_free_port
+
+TIMEOUT = 10.0
+BIG = "x" * 65536
+MAX_FRAMES = 4096  # 256 MB: far past any socket buffer on loopback
+
+
+def contract(internal: str, used_by: str) -> str:
+    return (
+        f"uvicorn {uvicorn.__version__}: {internal} no longer behaves as {used_by} "
+        "(server/transports/websockets.py) relies on; see tests/contracts/README.md"
+    )
+
+
+@dataclass
+class Seen:
+    """What the app saw of one WebSocket, step by step."""
+
+    is_uvicorn_send: bool | None = None
+    small_frame_done_in_one_step: bool | None = None
+    yielded: Any = "nothing"
+    frames_before_suspending: int = 0
+    suspended: asyncio.Event = field(default_factory=asyncio.Event)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    disconnect: dict[str, Any] | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class App:
+    def __init__(self) -> None:
+        self.seen: asyncio.Queue[Seen] = asyncio.Queue()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                kind = message["type"].rsplit(".", 1)[-1]
+                await send({"type": f"lifespan.{kind}.complete"})
+                if kind == "shutdown":
+                    return
+        assert scope["type"] == "websocket"
+        seen = Seen()
+        self.seen.put_nowait(seen)
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        seen.is_uvicorn_send = transport._is_uvicorn_send(send)
+        if scope["path"] == "/fill":
+            await self._fill(seen, send)
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                seen.disconnect = message
+                seen.ended.set()
+                return
+
+    async def _fill(self, seen: Seen, send: Any) -> None:
+        coro = send({"type": "websocket.send", "text": "hello"})
+        try:
+            coro.send(None)
+            seen.small_frame_done_in_one_step = False
+            coro.close()
+            return
+        except StopIteration:
+            seen.small_frame_done_in_one_step = True
+        for i in range(MAX_FRAMES):
+            coro = send({"type": "websocket.send", "text": BIG})
+            try:
+                yielded = coro.send(None)
+            except StopIteration:
+                continue
+            seen.yielded, seen.frames_before_suspending = yielded, i
+            seen.suspended.set()
+            await asyncio.wait_for(transport._finish(coro, yielded), TIMEOUT)
+            seen.finished.set()
+            return
+
+
+@dataclass
+class Server:
+    port: int
+    app: App
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    port = get_free_port()
+    options = _uvicorn_options(Settings(host=LOOPBACK, port=port))
+    options.pop("loop", None)  # serve() runs on the test's loop
+    app = App()
+    config = uvicorn.Config(app, **options)
+    srv = uvicorn.Server(config)
+    task = asyncio.create_task(srv.serve())
+    try:
+        for _ in range(200):
+            if srv.started:
+                break
+            await asyncio.sleep(0.05)
+        assert srv.started, "uvicorn did not start"
+        yield Server(port, app)
+    finally:
+        srv.should_exit = True
+        await asyncio.wait_for(task, TIMEOUT)
+
+
+async def _open(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A WebSocket handshake by hand: the client must be able to stop reading, and to drop
+    its socket without a close frame."""
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer
+
+
+def _close_frame(code: int) -> bytes:
+    mask = os.urandom(4)
+    payload = struct.pack("!H", code)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x88, 0x80 | len(payload)]) + mask + masked
+
+
+async def _drain(reader: asyncio.StreamReader) -> None:
+    while await reader.read(1 << 20):
+        pass
+
+
+async def test_send_is_uvicorns_and_steps_by_hand(server: Server) -> None:
+    reader, writer = await _open(server.port, "/fill")
+    seen = await asyncio.wait_for(server.app.seen.get(), TIMEOUT)
+    drain: asyncio.Task[None] | None = None
+    try:
+        await asyncio.wait_for(seen.suspended.wait(), TIMEOUT)
+        assert seen.is_uvicorn_send, contract(
+            "send as a bound method of uvicorn.protocols.websockets.*", "_is_uvicorn_send"
+        )
+        assert seen.small_frame_done_in_one_step, contract(
+            "send() completing in one step below the high-water mark", "_make_sink"
+        )
+        assert seen.yielded is None or isinstance(seen.yielded, asyncio.Future), contract(
+            f"send() yielding {seen.yielded!r} when it must wait", "_make_sink and _finish"
+        )
+        # The client reads again: the suspended send finishes.
+        drain = asyncio.create_task(_drain(reader))
+        await asyncio.wait_for(seen.finished.wait(), TIMEOUT)
+    finally:
+        if drain is not None:
+            drain.cancel()
+        writer.transport.abort()
+
+
+async def test_a_dropped_socket_is_told_apart_from_a_clean_close(server: Server) -> None:
+    _reader, writer = await _open(server.port, "/")
+    dropped = await asyncio.wait_for(server.app.seen.get(), TIMEOUT)
+    writer.transport.abort()  # a TCP reset, no close frame
+    await asyncio.wait_for(dropped.ended.wait(), TIMEOUT)
+    assert dropped.disconnect is not None
+    assert transport.socket_dropped(dropped.disconnect), contract(
+        f"websocket.disconnect {dropped.disconnect} for a dropped socket", "socket_dropped"
+    )
+
+    reader, writer = await _open(server.port, "/")
+    clean = await asyncio.wait_for(server.app.seen.get(), TIMEOUT)
+    writer.write(_close_frame(1000))
+    await asyncio.wait_for(clean.ended.wait(), TIMEOUT)
+    writer.close()
+    assert clean.disconnect is not None
+    assert not transport.socket_dropped(clean.disconnect), contract(
+        f"websocket.disconnect {clean.disconnect} for a clean close", "socket_dropped"
+    )
