@@ -8,20 +8,18 @@ once when they end. Nothing here knows about HTTP.
 from __future__ import annotations
 
 import asyncio
-import inspect
+import functools
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
-from time import perf_counter
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import dispatch
-from .authorization import allowed, unauthorized_error
 from .clients import HubCallerClients
 from .errors import HubException, MessageTooLargeError, ProtocolError
-from .filters import HubInvocationContext, HubLifetimeContext
+from .filters import HubLifetimeContext
 from .hub import HubCallerContext, User
+from .invocations import InvocationQueue
 from .lifetime.base import DISCONNECTED, SerializedMessage
 from .outbound import OutboundBuffer
 from .protocol import (
@@ -41,7 +39,8 @@ from .protocol import (
     parse_handshake_request,
     write_handshake_response,
 )
-from .streams import UploadStream
+from .stateful import REPLAY_MIN, MessageBuffer
+from .streams import StreamTracker
 from .waiters import wake
 
 if TYPE_CHECKING:
@@ -50,8 +49,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("hubplane.connection")
 
 CLOSE_ERROR = "Connection closed with an error."
-
-_eager_factory = getattr(asyncio, "eager_task_factory", None)
 
 
 def token_expiry(user: User | None) -> float | None:
@@ -62,17 +59,6 @@ def token_expiry(user: User | None) -> float | None:
     return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
-def start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-    """A task for ``coro``, started eagerly where Python offers it (3.12+)."""
-    loop = asyncio.get_running_loop()
-    if _eager_factory is not None:
-        task: asyncio.Task[None] = _eager_factory(loop, coro)
-        return task
-    return loop.create_task(coro)
-
-
-# Non-streaming invocations queued per connection before the transport stops reading.
-MAX_QUEUED_INVOCATIONS = 64
 # Message types numbered for stateful reconnect (1-5); pings, Close, Ack, Sequence are not.
 TRACKED = frozenset(
     (
@@ -84,22 +70,6 @@ TRACKED = frozenset(
     )
 )
 _NO_GROUPS: frozenset[str] = frozenset()
-# Upload-stream invocations running in the background (a reference keeps each task alive).
-_BACKGROUND: set[asyncio.Task[None]] = set()
-# The replay buffer of connections without stateful reconnect: never written to.
-_NO_REPLAY: deque[tuple[int, bytes]] = deque(maxlen=0)
-# The replay buffer may always hold this much before the client is taken as too slow.
-REPLAY_MIN = 4 * 1024 * 1024
-
-
-async def _iterate_sync(generator: Any) -> Any:
-    """Stream a plain generator, letting other work run between items."""
-    try:
-        for item in generator:
-            yield item
-            await asyncio.sleep(0)
-    finally:
-        generator.close()
 
 
 class HubConnection:
@@ -130,28 +100,16 @@ class HubConnection:
         "_created",
         "_last_received",
         "_next_ping",
-        "_queue",
-        "_queue_space",
-        "_dispatcher",
+        "_invocations",
         "_streams",
-        "_cancelled_streams",
-        "_uploads",
         "_close_error",
         "_closed_event",
         "_finished",
         "results",
         "stateful_allowed",
         "detached",
-        "_stateful",
-        "_sent_seq",
-        "_replay",
-        "_replay_size",
-        "_replay_limit",
+        "_buffer",
         "_replay_waiter",
-        "_received_seq",
-        "_incoming_next",
-        "_acked_received",
-        "_await_sequence",
     )
 
     def __init__(
@@ -192,32 +150,21 @@ class HubConnection:
         self._created = now
         self._last_received = now
         self._next_ping = now + handler.options.keepalive_interval
-        self._queue: deque[InvocationMessage] | None = None  # made by the first invocation
-        self._queue_space: asyncio.Future[None] | None = None
-        self._dispatcher: asyncio.Task[None] | None = None
-        self._streams: dict[str, asyncio.Task[None]] = {}
-        self._cancelled_streams: set[str] | None = None
-        self._uploads: dict[str, UploadStream] = {}
+        # Made when first needed: most connections never stream, many never invoke.
+        self._invocations: InvocationQueue | None = None
+        self._streams: StreamTracker | None = None
         self._close_error: Exception | None = None
         # Created on demand: most connections never have anyone waiting for their end.
         self._closed_event: asyncio.Event | None = None
         self._finished = False
         # Client results awaited from this client: invocation id -> who gets the Completion.
         self.results: dict[str, Callable[[CompletionMessage], None]] = {}
-        # Stateful reconnect (negotiated, WebSockets, handshake version 2): trackable
-        # messages are numbered each way and the unacknowledged ones kept for a replay.
+        # Stateful reconnect (negotiated, WebSockets, handshake version 2): the message
+        # buffer exists only on a connection that turned it on.
         self.stateful_allowed = False
         self.detached = False
-        self._stateful = False
-        self._sent_seq = 0
-        self._replay: deque[tuple[int, bytes]] = _NO_REPLAY  # a real one when stateful
-        self._replay_size = 0
-        self._replay_limit = REPLAY_MIN
+        self._buffer: MessageBuffer | None = None
         self._replay_waiter: asyncio.Future[None] | None = None
-        self._received_seq = 0
-        self._incoming_next = 1
-        self._acked_received = 0
-        self._await_sequence = False
         handler.connections[connection_id] = self
 
     # -- writing ---------------------------------------------------------------------------
@@ -232,7 +179,7 @@ class HubConnection:
         except Exception:
             logger.exception("%s: cannot encode a message from the backplane", self.log_name)
             return
-        if self._stateful:
+        if self._buffer is not None:
             self._track(data)
         self.handler.stats.messages_sent += 1
         if not self.outbound.write(data):
@@ -252,7 +199,7 @@ class HubConnection:
             self._close_error = exc
             self.close(CLOSE_ERROR, allow_reconnect=True)
             return
-        if self._stateful and type(message) in TRACKED:
+        if self._buffer is not None and type(message) in TRACKED:
             self._track(data)
         self.handler.stats.messages_sent += 1
         if not self.outbound.write(data):
@@ -262,22 +209,24 @@ class HubConnection:
 
     def _track(self, data: bytes) -> None:
         """Number an outgoing trackable message and keep it until the client acks it."""
-        self._sent_seq += 1
-        self._replay.append((self._sent_seq, data))
-        self._replay_size += len(data)
-        if self._replay_size > self._replay_limit:
+        assert self._buffer is not None
+        if not self._buffer.track(data):
             logger.warning("%s: too many unacknowledged messages", self.log_name)
             self._overflow()
 
     def _on_ack(self, sequence_id: int) -> None:
-        replay = self._replay
-        while replay and replay[0][0] <= sequence_id:
-            self._replay_size -= len(replay.popleft()[1])
+        assert self._buffer is not None
+        self._buffer.ack(sequence_id)
         self._replay_waiter = wake(self._replay_waiter)
+
+    @property
+    def replay_size(self) -> int:
+        """Bytes sent and not yet acknowledged (0 without stateful reconnect)."""
+        return self._buffer.size if self._buffer is not None else 0
 
     async def replay_room(self, high_water: int) -> None:
         """Wait until unacknowledged bytes are at most ``high_water`` (stream producers)."""
-        while self._stateful and self._replay_size > high_water and not self._closing:
+        while self.replay_size > high_water and not self._closing:
             waiter = self._replay_waiter
             if waiter is None:
                 waiter = self._replay_waiter = asyncio.get_running_loop().create_future()
@@ -286,23 +235,30 @@ class HubConnection:
     def detach(self) -> None:
         """The transport dropped without a close: keep the connection for a reconnect."""
         self.detached = True
-        self._await_sequence = True  # everything before the client's Sequence is stale
+        if self._buffer is not None:
+            self._buffer.detached()
 
     def resume(self) -> None:
         """A new transport took over: send Sequence and the unacknowledged backlog first."""
         self.outbound.take()  # what piled up while detached is in the replay (or is pings)
-        first = self._replay[0][0] if self._replay else self._sent_seq + 1
+        buffer = self._buffer
         protocol = self.protocol
-        assert protocol is not None
+        assert buffer is not None and protocol is not None
+        first, backlog = buffer.resume()
         self.outbound.write(protocol.write_message(SequenceMessage(first)))
-        for _, data in self._replay:
+        for data in backlog:
             self.outbound.write(data)
         self.detached = False
 
     @property
     def stateful(self) -> bool:
         """True when this connection uses stateful reconnect."""
-        return self._stateful
+        return self._buffer is not None
+
+    @property
+    def message_buffer(self) -> MessageBuffer | None:
+        """Stateful reconnect's sequence numbers and replay (None when it is off)."""
+        return self._buffer
 
     def _overflow(self) -> None:
         if self.outbound.closed:
@@ -353,12 +309,15 @@ class HubConnection:
         if consumed < len(data):
             self._inbuf += data[consumed:]
         self.handler.stats.messages_received += len(messages)
-        stateful = self._stateful
+        stateful = self._buffer is not None
         for message in messages:
             if type(message) is InvocationMessage and not stateful and not message.stream_ids:
-                # The usual message, queued here without going through _handle and
-                # _enqueue (two coroutines per message less).
-                space = self._enqueue_now(message)
+                # The usual message, queued here without going through _handle (one
+                # coroutine per message less).
+                invocations = self._invocations
+                if invocations is None:
+                    invocations = self._invocation_queue()
+                space = invocations.put(message)
                 if space is not None:
                     await space
             else:
@@ -366,25 +325,18 @@ class HubConnection:
             if self._closing:
                 return
 
-    async def _enqueue(self, message: InvocationMessage) -> None:
-        """Queue a non-streaming invocation; they run one at a time, in arrival order."""
-        space = self._enqueue_now(message)
-        if space is not None:
-            await space
+    def _invocation_queue(self) -> InvocationQueue:
+        run = functools.partial(self.handler.dispatcher.invoke, self)
+        queue = self._invocations = InvocationQueue(self, run)
+        return queue
 
-    def _enqueue_now(self, message: InvocationMessage) -> asyncio.Future[None] | None:
-        """Queue ``message``; a future to wait for when the queue is full (else None)."""
-        queue = self._queue
-        if queue is None:
-            queue = self._queue = deque()
-        queue.append(message)
-        dispatcher = self._dispatcher
-        if dispatcher is None or dispatcher.done():
-            self._dispatcher = start_task(self._dispatch_queue())
-        if len(queue) >= MAX_QUEUED_INVOCATIONS:
-            space = self._queue_space = asyncio.get_running_loop().create_future()
-            return space
-        return None
+    @property
+    def stream_tracker(self) -> StreamTracker:
+        """The connection's streams (made on first use)."""
+        streams = self._streams
+        if streams is None:
+            streams = self._streams = StreamTracker()
+        return streams
 
     async def _handshake(self, data: bytes) -> bool:
         options = self.handler.options
@@ -426,12 +378,10 @@ class HubConnection:
         self.protocol = protocol
         # Version 2 from a client that negotiated it turns stateful reconnect on; a lower
         # version quietly leaves it off, as the reference server does.
-        self._stateful = self.stateful_allowed and request.version >= 2
-        if self._stateful:
-            self._replay = deque()
+        if self.stateful_allowed and request.version >= 2:
             # Clients acknowledge about once a second: the replay holds a second of traffic
             # or so. Fan-out writes cannot wait (streams do, in replay_room): a wide bound.
-            self._replay_limit = max(4 * options.max_buffer_size, REPLAY_MIN)
+            self._buffer = MessageBuffer(max(4 * options.max_buffer_size, REPLAY_MIN))
         self.outbound.write(HANDSHAKE_SUCCESS)
         stats = self.handler.stats
         key = (self.transport, protocol.name)
@@ -473,51 +423,45 @@ class HubConnection:
 
     async def _handle(self, message: HubMessage) -> None:
         kind = type(message)
-        if self._stateful:
+        buffer = self._buffer
+        if buffer is not None:
             if kind in TRACKED:
-                if self._await_sequence:
-                    return  # after a reconnect, nothing counts before the client's Sequence
-                number = self._incoming_next
-                self._incoming_next = number + 1
-                if number <= self._received_seq:
-                    return  # replayed by the client, already handled
-                self._received_seq = number
+                if not buffer.accept():
+                    return  # before the client's Sequence, or replayed and handled already
             elif kind is AckMessage:
                 assert isinstance(message, AckMessage)
                 self._on_ack(message.sequence_id)
                 return
             elif kind is SequenceMessage:
                 assert isinstance(message, SequenceMessage)
-                if message.sequence_id > self._received_seq + 1:
+                if not buffer.sequence(message.sequence_id):
                     self._fail(
                         ProtocolError("Sequence ID greater than amount of messages we've received.")
                     )
-                    return
-                self._incoming_next = message.sequence_id
-                self._await_sequence = False
                 return
         if kind is InvocationMessage:
             assert isinstance(message, InvocationMessage)
             if message.stream_ids:
-                self._start_upload_invocation(message)
+                self.handler.dispatcher.start_upload_invocation(self, message)
             else:
-                await self._enqueue(message)
+                invocations = self._invocations
+                if invocations is None:
+                    invocations = self._invocation_queue()
+                space = invocations.put(message)
+                if space is not None:
+                    await space
         elif kind is PingMessage:
             self._ping_seen = True  # the client timeout runs from the first ping, as in ASP.NET
         elif kind is StreamInvocationMessage:
             assert isinstance(message, StreamInvocationMessage)
-            self._start_stream(message)
+            self.handler.dispatcher.start_stream(self, message)
         elif kind is CancelInvocationMessage:
             assert isinstance(message, CancelInvocationMessage)
-            task = self._streams.get(message.invocation_id)
-            if task is not None:
-                if self._cancelled_streams is None:
-                    self._cancelled_streams = set()
-                self._cancelled_streams.add(message.invocation_id)
-                task.cancel()
+            if self._streams is not None:
+                self._streams.cancel(message.invocation_id)
         elif kind is StreamItemMessage:
             assert isinstance(message, StreamItemMessage)
-            upload = self._uploads.get(message.invocation_id)
+            upload = self._streams.uploads.get(message.invocation_id) if self._streams else None
             if upload is not None:
                 await upload.put(message.item)
             else:
@@ -528,7 +472,8 @@ class HubConnection:
                 )
         elif kind is CompletionMessage:
             assert isinstance(message, CompletionMessage)
-            upload = self._uploads.pop(message.invocation_id, None)
+            streams = self._streams
+            upload = streams.uploads.pop(message.invocation_id, None) if streams else None
             if upload is not None:
                 upload.complete(message.error)
             else:
@@ -546,267 +491,6 @@ class HubConnection:
             if message.error:
                 self._close_error = HubException(message.error)
             self.close(None, False)
-        # Ack / Sequence (stateful reconnect) are handled by a later feature; ignored here.
-
-    # -- invocations -----------------------------------------------------------------------
-
-    async def _dispatch_queue(self) -> None:
-        """Run queued invocations one at a time, in order; ends when the queue is empty.
-
-        A new one starts when the next invocation arrives. Where the event loop offers
-        eager tasks (Python 3.12+), an invocation that never waits runs to its end right
-        away, with no task switch.
-        """
-        queue = self._queue
-        assert queue is not None
-        while queue and not self._closing:
-            message = queue.popleft()
-            self._queue_space = wake(self._queue_space)
-            try:
-                await self._invoke(message)
-            except Exception:  # never let one invocation stop the connection's dispatch
-                logger.exception("%s: dispatch failed", self.log_name)
-
-    def _open_uploads(
-        self, message: InvocationMessage | StreamInvocationMessage, method: dispatch.HubMethod
-    ) -> list[Any]:
-        """The argument list with an UploadStream at each stream parameter."""
-        args = list(message.arguments)
-        for position, stream_id in zip(method.stream_params, message.stream_ids or (), strict=True):
-            previous = self._uploads.pop(stream_id, None)
-            if previous is not None:  # a reused id replaces (and ends) the old stream
-                previous.complete("Stream ID reused by the client.")
-            upload = UploadStream(stream_id)
-            self._uploads[stream_id] = upload
-            args.insert(position, upload)
-        return args
-
-    def _close_uploads(self, message: InvocationMessage | StreamInvocationMessage) -> None:
-        """The method returned: end its upload streams and drop later items for them."""
-        for stream_id in message.stream_ids or ():
-            upload = self._uploads.pop(stream_id, None)
-            if upload is not None:
-                upload.complete()
-
-    def _start_upload_invocation(self, message: InvocationMessage) -> None:
-        """Methods that receive streams run alongside, so their items can be read.
-
-        The streams are opened here, before any later message of the same frame is read.
-        """
-        method = self.handler.descriptor.lookup(message.target)
-        args = None
-        if (
-            method is not None
-            and method.stream_params
-            and not method.is_stream
-            and self._check_binding(message, method) is None
-        ):
-            args = self._open_uploads(message, method)
-        task = start_task(self._invoke(message, args))
-        _BACKGROUND.add(task)
-        task.add_done_callback(_BACKGROUND.discard)
-
-    async def _invoke(self, message: InvocationMessage, args: list[Any] | None = None) -> None:
-        target = message.target
-        invocation_id = message.invocation_id
-        options = self.handler.options
-        stats = self.handler.stats
-        method = self.handler.descriptor.lookup(target)
-        if method is None:
-            logger.debug("%s: unknown method %r", self.log_name, target)
-            stats.invocations["unknown_method"] += 1
-            if invocation_id:
-                self._complete_error(invocation_id, dispatch.unknown_method_error(target))
-            return
-        if method.is_stream:
-            stats.invocations["bad_arguments"] += 1
-            if invocation_id:
-                self._complete_error(
-                    invocation_id,
-                    f"The client attempted to invoke the streaming '{target}' method with a "
-                    "non-streaming invocation.",
-                )
-            return
-        if method.rules and not await allowed(method.rules, self.user):
-            stats.invocations["unauthorized"] += 1
-            if invocation_id:
-                self._complete_error(invocation_id, unauthorized_error(target))
-            if method.stream_params:
-                self._close_uploads(message)
-            return
-        if args is None:
-            error = self._check_binding(message, method)
-            if error is not None:
-                stats.invocations["bad_arguments"] += 1
-                if invocation_id:
-                    self._complete_error(invocation_id, error)
-                return
-            args = message.arguments
-        started = perf_counter()
-        try:
-            hub = dispatch.create_hub(self)
-            pipeline = self.handler.pipelines.invoke
-            if pipeline is None:
-                result = method.func(hub, *args)
-                if method.is_coroutine or inspect.isawaitable(result):
-                    result = await result
-            else:
-                result = await pipeline(
-                    HubInvocationContext(hub, self.caller_context, method.name, args, method.func)
-                )
-        except Exception as exc:
-            stats.invocation_seconds.observe(perf_counter() - started)
-            stats.invocations["error"] += 1
-            if not isinstance(exc, HubException):
-                logger.exception("%s: hub method %r failed", self.log_name, target)
-            if invocation_id:
-                self._complete_error(
-                    invocation_id, dispatch.invoke_error(target, exc, options.detailed_errors)
-                )
-            return
-        finally:
-            if method.stream_params:
-                self._close_uploads(message)
-        stats.invocation_seconds.observe(perf_counter() - started)
-        stats.invocations["ok"] += 1
-        if invocation_id:
-            if method.returns_value or result is not None:
-                self.write_message(CompletionMessage(invocation_id, None, result, True))
-            else:
-                self.write_message(CompletionMessage(invocation_id))
-
-    def _check_binding(
-        self, message: InvocationMessage | StreamInvocationMessage, method: dispatch.HubMethod
-    ) -> str | None:
-        given = len(message.arguments)
-        if given < method.min_args or (method.max_args is not None and given > method.max_args):
-            return dispatch.binding_error(
-                message.target, method, given, self.handler.options.detailed_errors
-            )
-        streams = len(message.stream_ids or ())
-        if streams != len(method.stream_params):
-            return (
-                f"An unexpected error occurred invoking '{message.target}' on the server. "
-                f"HubException: Client sent {streams} stream(s), Hub method expects "
-                f"{len(method.stream_params)}."
-            )
-        return None
-
-    def _complete_error(self, invocation_id: str, error: str) -> None:
-        self.write_message(CompletionMessage(invocation_id, error))
-
-    # -- server-to-client streams ----------------------------------------------------------
-
-    def _start_stream(self, message: StreamInvocationMessage) -> None:
-        invocation_id = message.invocation_id
-        target = message.target
-        if invocation_id in self._streams:
-            self._complete_error(
-                invocation_id, f"Invocation ID '{invocation_id}' is already in use."
-            )
-            return
-        invocations = self.handler.stats.invocations
-        method = self.handler.descriptor.lookup(target)
-        if method is None:
-            invocations["unknown_method"] += 1
-            self._complete_error(invocation_id, dispatch.unknown_method_error(target))
-            return
-        if not method.is_stream:
-            invocations["bad_arguments"] += 1
-            self._complete_error(
-                invocation_id,
-                f"The client attempted to invoke the non-streaming '{target}' method with a "
-                "streaming invocation.",
-            )
-            return
-        error = self._check_binding(message, method)
-        if error is not None:
-            invocations["bad_arguments"] += 1
-            self._complete_error(invocation_id, error)
-            return
-        args = self._open_uploads(message, method) if method.stream_params else message.arguments
-        task = start_task(self._run_stream(message, method, args))
-        if not task.done():  # an eager task may already have run to its end
-            self._streams[invocation_id] = task
-
-    async def _run_stream(
-        self, message: StreamInvocationMessage, method: dispatch.HubMethod, args: list[Any]
-    ) -> None:
-        invocation_id = message.invocation_id
-        options = self.handler.options
-        source: Any = None
-        streaming = False  # errors before the first item are invocation errors
-        invocations = self.handler.stats.invocations
-        if method.rules and not await allowed(method.rules, self.user):
-            invocations["unauthorized"] += 1
-            self._streams.pop(invocation_id, None)
-            if method.stream_params:
-                self._close_uploads(message)
-            self._complete_error(invocation_id, unauthorized_error(message.target))
-            return
-        try:
-            hub = dispatch.create_hub(self)
-            pipeline = self.handler.pipelines.invoke
-            if pipeline is None:
-                source = method.func(hub, *args)
-            else:
-                source = await pipeline(
-                    HubInvocationContext(hub, self.caller_context, method.name, args, method.func)
-                )
-            if inspect.isawaitable(source):
-                source = await source
-            streaming = True
-            if not hasattr(source, "__aiter__") and inspect.isgenerator(source):
-                source = _iterate_sync(source)
-            if not hasattr(source, "__aiter__"):
-                self._complete_error(
-                    invocation_id,
-                    f"The value returned by the streaming method '{message.target}' is not a "
-                    "ChannelReader<> or IAsyncEnumerable<>.",
-                )
-                return
-            outbound = self.outbound
-            high_water = options.max_buffer_size // 2
-            async for item in source:
-                self.write_message(StreamItemMessage(invocation_id, item))
-                if outbound.size > high_water:
-                    await outbound.drain(high_water // 2)
-                if self._stateful and self._replay_size > high_water:
-                    await self.replay_room(high_water // 2)
-                if self._closing:
-                    return
-            invocations["ok"] += 1
-            self.write_message(CompletionMessage(invocation_id))
-        except asyncio.CancelledError:
-            cancelled = self._cancelled_streams
-            if cancelled and invocation_id in cancelled and not self._closing:
-                # Cancelled by the client: the reference server still completes the id.
-                self.write_message(CompletionMessage(invocation_id))
-            else:
-                raise
-        except Exception as exc:
-            invocations["error"] += 1
-            if not isinstance(exc, HubException):
-                logger.exception("%s: stream %r failed", self.log_name, message.target)
-            detailed = options.detailed_errors
-            self._complete_error(
-                invocation_id,
-                dispatch.stream_error(exc, detailed)
-                if streaming
-                else dispatch.invoke_error(message.target, exc, detailed),
-            )
-        finally:
-            self._streams.pop(invocation_id, None)
-            if self._cancelled_streams:
-                self._cancelled_streams.discard(invocation_id)
-            if method.stream_params:
-                self._close_uploads(message)
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                try:
-                    await aclose()
-                except Exception:
-                    logger.debug("%s: stream source close failed", self.log_name, exc_info=True)
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -827,11 +511,8 @@ class HubConnection:
         client itself (it fails pending invocations on a Close), so a client that retries
         never runs a method twice.
         """
-        while not self._closing:
-            dispatcher = self._dispatcher
-            if dispatcher is None or dispatcher.done():
-                break
-            await asyncio.wait((dispatcher,))
+        if self._invocations is not None:
+            await self._invocations.idle()
         self.close(None, allow_reconnect=True)
 
     def abort(self, allow_reconnect: bool = False) -> None:
@@ -911,20 +592,16 @@ class HubConnection:
         # Streams to the client stop (their generators are closed); an invocation that is
         # running finishes, as in ASP.NET Core, and queued ones are dropped. Upload streams
         # fail, so methods reading them stop instead of taking a cut-off stream as whole.
-        for task in self._streams.values():
-            task.cancel()
-        for upload in self._uploads.values():
-            upload.complete(ConnectionAbortedError("The underlying connection was closed."))
-        self._uploads.clear()
+        if self._streams is not None:
+            self._streams.abort()
         results, self.results = self.results, {}
         for invocation_id, waiter in results.items():
             try:
                 waiter(CompletionMessage.with_error(invocation_id, DISCONNECTED))
             except Exception:
                 logger.exception("%s: failing a pending client result failed", self.log_name)
-        if self._queue:
-            self._queue.clear()
-        self._queue_space = wake(self._queue_space)
+        if self._invocations is not None:
+            self._invocations.clear()
         exc = exception if exception is not None else self._close_error
         try:
             if self.protocol is not None:
@@ -965,10 +642,12 @@ class HubConnection:
             if now - self._created >= options.handshake_timeout:
                 self._handshake_failed("Handshake was canceled.")
             return
-        if self._stateful and not self.detached and self._received_seq > self._acked_received:
+        buffer = self._buffer
+        if buffer is not None and not self.detached:
             # At most one Ack a tick (a second), as the reference server does.
-            self._acked_received = self._received_seq
-            self.write_message(AckMessage(self._received_seq))
+            ack = buffer.ack_due()
+            if ack is not None:
+                self.write_message(AckMessage(ack))
         if self.send_pings and now >= self._next_ping:
             self._next_ping = now + options.keepalive_interval
             self.write_message(PingMessage())

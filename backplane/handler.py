@@ -12,6 +12,7 @@ from .authorization import allowed
 from .clients import GroupManager, HubContext, client_interface, hub_client_type
 from .connection import HubConnection
 from .dispatch import HubDescriptor
+from .dispatcher import HubDispatcher
 from .filters import FilterPipelines, FilterSpec, instantiate
 from .hub import Hub, User
 from .lifetime.base import HubLifetimeManager
@@ -67,6 +68,7 @@ class HubConnectionHandler:
     ) -> None:
         self.hub_type = hub_type
         self.descriptor = HubDescriptor(hub_type)
+        self.dispatcher = HubDispatcher(self)
         self.options = options or HubOptions()
         self.lifetime = lifetime if lifetime is not None else MemoryLifetimeManager()
         self.lifetime.client_result_timeout = self.options.client_result_timeout

@@ -10,7 +10,6 @@ import orjson
 import pytest
 
 from backplane import Hub, HubException, User
-from backplane import connection as connection_module
 from backplane.protocol import (
     CancelInvocationMessage,
     CloseMessage,
@@ -549,8 +548,8 @@ async def test_abandoned_upload_leaks_no_task() -> None:
     assert "upload-finally" in events and "upload-aborted" in events
     assert "upload-looked-complete" not in events
     assert len(asyncio.all_tasks()) < before
-    assert not c.conn._uploads
-    assert not [t for t in connection_module._BACKGROUND if not t.done()]
+    assert not c.conn.stream_tracker.uploads
+    assert not [t for t in c.conn.stream_tracker.readers if not t.done()]
 
 
 async def test_json_in_binary_frames_is_accepted_like_the_java_client_sends_it() -> None:

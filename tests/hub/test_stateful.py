@@ -53,7 +53,8 @@ async def test_acks_both_ways() -> None:
         [3],
     ]
     await client.send(AckMessage(2))
-    assert [seq for seq, _ in client.conn._replay] == [3]
+    buffer = client.conn.message_buffer
+    assert buffer is not None and [seq for seq, _ in buffer.replay] == [3]
     calls.clear()
     await client.send(InvocationMessage("Record", ["a"]))
     await client.send(InvocationMessage("Record", ["b"]))

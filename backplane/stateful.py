@@ -1,0 +1,107 @@
+"""Stateful reconnect's bookkeeping for one connection, sans-I/O.
+
+Both sides number the messages that stateful reconnect tracks (invocations, stream items,
+completions, stream invocations, cancels; not pings, Close, Ack or Sequence). The server keeps
+what it sent until the client acknowledges it, so a new socket can replay the rest; it counts
+what it received, so a client's replay after a reconnect is not handled twice, and tells the
+client with an Ack how far it got. Like ASP.NET Core's ``MessageBuffer``, without the I/O:
+the connection decides when to write, wait or close.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+# The replay may always hold this much before the client is taken as too slow.
+REPLAY_MIN = 4 * 1024 * 1024
+
+
+class MessageBuffer:
+    """Sequence numbers, acknowledgements and the replay of one stateful connection."""
+
+    __slots__ = (
+        "sent",
+        "replay",
+        "size",
+        "limit",
+        "received",
+        "_incoming_next",
+        "_acked",
+        "awaiting_sequence",
+    )
+
+    def __init__(self, limit: int = REPLAY_MIN) -> None:
+        #: The number of the last tracked message sent.
+        self.sent = 0
+        #: (number, bytes) of every tracked message sent and not yet acknowledged, in order.
+        self.replay: deque[tuple[int, bytes]] = deque()
+        #: Bytes held in :attr:`replay`.
+        self.size = 0
+        #: How many bytes :attr:`replay` may hold before the client is taken as too slow.
+        self.limit = limit
+        #: The number of the last tracked message received and handled.
+        self.received = 0
+        self._incoming_next = 1
+        self._acked = 0
+        #: After a reconnect nothing the client sends counts before its Sequence message.
+        self.awaiting_sequence = False
+
+    # -- outgoing ---------------------------------------------------------------------------
+
+    def track(self, data: bytes) -> bool:
+        """Number an outgoing message and keep it; False once the replay is over its limit."""
+        self.sent += 1
+        self.replay.append((self.sent, data))
+        self.size += len(data)
+        return self.size <= self.limit
+
+    def ack(self, sequence_id: int) -> None:
+        """The client has every message up to ``sequence_id``: forget them."""
+        replay = self.replay
+        while replay and replay[0][0] <= sequence_id:
+            self.size -= len(replay.popleft()[1])
+
+    def resume(self) -> tuple[int, Iterable[bytes]]:
+        """The number the client's next message is, and the bytes to send again, in order."""
+        first = self.replay[0][0] if self.replay else self.sent + 1
+        return first, [data for _, data in self.replay]
+
+    # -- incoming ---------------------------------------------------------------------------
+
+    def accept(self) -> bool:
+        """Count a tracked message from the client; False when it must be ignored.
+
+        Ignored are everything between a reconnect and the client's Sequence message, and a
+        message the client replays that was handled already.
+        """
+        if self.awaiting_sequence:
+            return False
+        number = self._incoming_next
+        self._incoming_next = number + 1
+        if number <= self.received:
+            return False
+        self.received = number
+        return True
+
+    def sequence(self, sequence_id: int) -> bool:
+        """The client's Sequence message: its next message is ``sequence_id``.
+
+        False when that skips past what was received (a protocol error).
+        """
+        if sequence_id > self.received + 1:
+            return False
+        self._incoming_next = sequence_id
+        self.awaiting_sequence = False
+        return True
+
+    def detached(self) -> None:
+        """The socket dropped: what arrives before the client's Sequence is stale."""
+        self.awaiting_sequence = True
+
+    def ack_due(self) -> int | None:
+        """The number to acknowledge, when there is something new since the last Ack."""
+        if self.received > self._acked:
+            self._acked = self.received
+            return self.received
+        return None

@@ -1,0 +1,18 @@
+"""Starting the tasks of a connection (invocations, streams) as cheaply as the loop allows."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+_eager_factory = getattr(asyncio, "eager_task_factory", None)
+
+
+def start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """A task for ``coro``, started eagerly where Python offers it (3.12+)."""
+    loop = asyncio.get_running_loop()
+    if _eager_factory is not None:
+        task: asyncio.Task[None] = _eager_factory(loop, coro)
+        return task
+    return loop.create_task(coro)
