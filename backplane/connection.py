@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import dispatch
 from .clients import HubCallerClients
-from .errors import HubException, MessageTooLargeError, ProtocolError
-from .filters import HubLifetimeContext
+from .errors import HubException, ProtocolError
+from .handshake import CANCELED, read_handshake
 from .hub import HubCallerContext, User
 from .invocations import InvocationQueue
 from .lifetime.base import DISCONNECTED, SerializedMessage
@@ -35,12 +34,11 @@ from .protocol import (
     SequenceMessage,
     StreamInvocationMessage,
     StreamItemMessage,
-    get_protocol,
-    parse_handshake_request,
     write_handshake_response,
 )
-from .stateful import REPLAY_MIN, MessageBuffer
+from .stateful import REPLAY_MIN, TRACKED, MessageBuffer
 from .streams import StreamTracker
+from .timers import ConnectionTimers
 from .waiters import wake
 
 if TYPE_CHECKING:
@@ -51,24 +49,6 @@ logger = logging.getLogger("hubplane.connection")
 CLOSE_ERROR = "Connection closed with an error."
 
 
-def token_expiry(user: User | None) -> float | None:
-    """When the user's token expires (its ``exp`` claim, seconds since the epoch), if known."""
-    if user is None:
-        return None
-    exp = user.claims.get("exp")
-    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
-
-
-# Message types numbered for stateful reconnect (1-5); pings, Close, Ack, Sequence are not.
-TRACKED = frozenset(
-    (
-        InvocationMessage,
-        StreamItemMessage,
-        CompletionMessage,
-        StreamInvocationMessage,
-        CancelInvocationMessage,
-    )
-)
 _NO_GROUPS: frozenset[str] = frozenset()
 
 
@@ -94,12 +74,7 @@ class HubConnection:
         "_closing",
         "_connected",
         "_torn_down",
-        "_received",
-        "_ping_seen",
-        "_expires_at",
-        "_created",
-        "_last_received",
-        "_next_ping",
+        "_timers",
         "_invocations",
         "_streams",
         "_close_error",
@@ -143,13 +118,9 @@ class HubConnection:
         self._closing = False
         self._connected = False  # the hub's on_connected succeeded
         self._torn_down = False
-        self._received = False
-        self._ping_seen = False
-        self._expires_at: float | None = None
-        now = asyncio.get_running_loop().time()
-        self._created = now
-        self._last_received = now
-        self._next_ping = now + handler.options.keepalive_interval
+        self._timers = ConnectionTimers(
+            asyncio.get_running_loop().time(), handler.options.keepalive_interval
+        )
         # Made when first needed: most connections never stream, many never invoke.
         self._invocations: InvocationQueue | None = None
         self._streams: StreamTracker | None = None
@@ -279,7 +250,7 @@ class HubConnection:
         """Handle bytes from the client; ``binary`` is the WebSocket frame type, if any."""
         if self._closing:
             return
-        self._received = True
+        self._timers.heard = True
         protocol = self.protocol
         if protocol is None:
             if not await self._handshake(data):
@@ -314,10 +285,7 @@ class HubConnection:
             if type(message) is InvocationMessage and not stateful and not message.stream_ids:
                 # The usual message, queued here without going through _handle (one
                 # coroutine per message less).
-                invocations = self._invocations
-                if invocations is None:
-                    invocations = self._invocation_queue()
-                space = invocations.put(message)
+                space = (self._invocations or self._invocation_queue()).put(message)
                 if space is not None:
                     await space
             else:
@@ -341,44 +309,24 @@ class HubConnection:
     async def _handshake(self, data: bytes) -> bool:
         options = self.handler.options
         self._inbuf += data
-        try:
-            request, consumed = parse_handshake_request(self._inbuf, options.max_message_size)
-        except MessageTooLargeError:
-            self._handshake_failed("Handshake was canceled.")
+        handshake = read_handshake(
+            self._inbuf,
+            max_message_size=options.max_message_size,
+            protocols=options.protocols,
+            supports_binary=self.supports_binary,
+            detailed_errors=options.detailed_errors,
+        )
+        if handshake is None:
             return False
-        except ProtocolError as exc:
-            self._handshake_failed(
-                dispatch.error_text(
-                    "An unexpected error occurred during connection handshake.",
-                    exc,
-                    options.detailed_errors,
-                )
-            )
-            return False
-        if request is None:
-            return False
-        del self._inbuf[:consumed]
-        protocol = get_protocol(request.protocol)
-        if protocol is None or request.protocol not in options.protocols:
-            self._handshake_failed(f"The protocol '{request.protocol}' is not supported.")
-            return False
-        if request.version > 2 or request.version < 0:
-            self._handshake_failed(
-                f"The server does not support version {request.version} "
-                f"of the '{request.protocol}' protocol."
-            )
-            return False
-        if protocol.is_binary and not self.supports_binary:
-            self._handshake_failed(
-                f"Cannot use the '{request.protocol}' protocol on the current transport. "
-                "The transport does not support 'Binary' transfer format."
-            )
+        protocol = handshake.protocol
+        if protocol is None:
+            self._handshake_failed(handshake.error or CANCELED)
             return False
         # The protocol is set first so the reply goes out in that protocol's frame type.
         self.protocol = protocol
         # Version 2 from a client that negotiated it turns stateful reconnect on; a lower
         # version quietly leaves it off, as the reference server does.
-        if self.stateful_allowed and request.version >= 2:
+        if self.stateful_allowed and handshake.version >= 2:
             # Clients acknowledge about once a second: the replay holds a second of traffic
             # or so. Fan-out writes cannot wait (streams do, in replay_room): a wide bound.
             self._buffer = MessageBuffer(max(4 * options.max_buffer_size, REPLAY_MIN))
@@ -388,19 +336,14 @@ class HubConnection:
         stats.connects[key] = stats.connects.get(key, 0) + 1
         try:
             await self.handler.lifetime.on_connected(self)
-            hub = dispatch.create_hub(self)
-            connected = self.handler.pipelines.connected
-            if connected is None:
-                await dispatch.maybe_await(hub.on_connected())
-            else:
-                await connected(HubLifetimeContext(hub, self.caller_context))
+            await self.handler.dispatcher.on_connected(self)
         except Exception as exc:
             logger.exception("%s: on_connected failed", self.log_name)
             self.close(dispatch.error_text(CLOSE_ERROR, exc, options.detailed_errors), False)
             return False
         self._connected = True
         if options.close_on_token_expiry:
-            self._expires_at = token_expiry(self.user)
+            self._timers.expires_at = self.user.expires_at if self.user is not None else None
         return True
 
     def _handshake_failed(self, error: str) -> None:
@@ -444,14 +387,11 @@ class HubConnection:
             if message.stream_ids:
                 self.handler.dispatcher.start_upload_invocation(self, message)
             else:
-                invocations = self._invocations
-                if invocations is None:
-                    invocations = self._invocation_queue()
-                space = invocations.put(message)
+                space = (self._invocations or self._invocation_queue()).put(message)
                 if space is not None:
                     await space
         elif kind is PingMessage:
-            self._ping_seen = True  # the client timeout runs from the first ping, as in ASP.NET
+            self._timers.ping_seen = True
         elif kind is StreamInvocationMessage:
             assert isinstance(message, StreamInvocationMessage)
             self.handler.dispatcher.start_stream(self, message)
@@ -464,7 +404,7 @@ class HubConnection:
             upload = self._streams.uploads.get(message.invocation_id) if self._streams else None
             if upload is not None:
                 await upload.put(message.item)
-            else:
+            else:  # the method returned already, or a made-up id
                 logger.debug(
                     "%s: item for unknown stream %r",
                     self.log_name,
@@ -610,12 +550,7 @@ class HubConnection:
                 stats.disconnects[key] = stats.disconnects.get(key, 0) + 1
                 try:
                     if self._connected:
-                        hub = dispatch.create_hub(self)
-                        disconnected = self.handler.pipelines.disconnected
-                        if disconnected is None:
-                            await dispatch.maybe_await(hub.on_disconnected(exc))
-                        else:
-                            await disconnected(HubLifetimeContext(hub, self.caller_context), exc)
+                        await self.handler.dispatcher.on_disconnected(self, exc)
                 except Exception:
                     logger.exception("%s: on_disconnected failed", self.log_name)
                 finally:
@@ -635,12 +570,11 @@ class HubConnection:
         if self._closing:
             return
         options = self.handler.options
-        if self._received:
-            self._received = False
-            self._last_received = now
+        timers = self._timers
+        timers.observe(now)
         if self.protocol is None:
-            if now - self._created >= options.handshake_timeout:
-                self._handshake_failed("Handshake was canceled.")
+            if timers.handshake_expired(now, options.handshake_timeout):
+                self._handshake_failed(CANCELED)
             return
         buffer = self._buffer
         if buffer is not None and not self.detached:
@@ -648,16 +582,15 @@ class HubConnection:
             ack = buffer.ack_due()
             if ack is not None:
                 self.write_message(AckMessage(ack))
-        if self.send_pings and now >= self._next_ping:
-            self._next_ping = now + options.keepalive_interval
+        if self.send_pings and timers.ping_due(now, options.keepalive_interval):
             self.write_message(PingMessage())
-        if self._expires_at is not None and time.time() >= self._expires_at:
+        if timers.token_expired():
             # As ASP.NET Core's CloseOnAuthenticationExpiration: the client may reconnect
             # with a fresh token.
             logger.info("%s: the user's token expired", self.log_name)
             self.close(None, allow_reconnect=True)
             return
-        if self._ping_seen and now - self._last_received >= options.client_timeout:
+        if timers.client_timed_out(now, options.client_timeout):
             logger.info("%s: client timeout", self.log_name)
             self._close_error = TimeoutError(
                 "Client hasn't sent a message/ping within the configured client timeout."

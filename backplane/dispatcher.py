@@ -18,7 +18,7 @@ from . import dispatch
 from .authorization import allowed, unauthorized_error
 from .dispatch import HubMethod
 from .errors import HubException
-from .filters import HubInvocationContext
+from .filters import HubInvocationContext, HubLifetimeContext
 from .protocol import (
     CompletionMessage,
     InvocationMessage,
@@ -56,6 +56,24 @@ class HubDispatcher:
 
     def __init__(self, handler: HubConnectionHandler) -> None:
         self.handler = handler
+
+    async def on_connected(self, connection: HubConnection) -> None:
+        """Run the hub's ``on_connected`` (through the filters) for a new connection."""
+        hub = dispatch.create_hub(connection)
+        connected = self.handler.pipelines.connected
+        if connected is None:
+            await dispatch.maybe_await(hub.on_connected())
+        else:
+            await connected(HubLifetimeContext(hub, connection.caller_context))
+
+    async def on_disconnected(self, connection: HubConnection, exc: Exception | None) -> None:
+        """Run the hub's ``on_disconnected`` (through the filters) for an ended connection."""
+        hub = dispatch.create_hub(connection)
+        disconnected = self.handler.pipelines.disconnected
+        if disconnected is None:
+            await dispatch.maybe_await(hub.on_disconnected(exc))
+        else:
+            await disconnected(HubLifetimeContext(hub, connection.caller_context), exc)
 
     def check_binding(self, message: Call, method: HubMethod) -> str | None:
         """The Completion error for arguments that do not fit ``method``, or None."""

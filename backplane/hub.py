@@ -49,6 +49,12 @@ class User:
         """True when the user has ``role``."""
         return role in self.roles
 
+    @property
+    def expires_at(self) -> float | None:
+        """When the user's token expires (its ``exp`` claim, seconds since the epoch), if known."""
+        exp = self.claims.get("exp")
+        return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+
     def __repr__(self) -> str:
         return f"User(id={self.id!r}, roles={sorted(self.roles)!r})"
 

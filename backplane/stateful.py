@@ -13,6 +13,24 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
+from .protocol import (
+    CancelInvocationMessage,
+    CompletionMessage,
+    InvocationMessage,
+    StreamInvocationMessage,
+    StreamItemMessage,
+)
+
+# Message types numbered for stateful reconnect (1-5); pings, Close, Ack, Sequence are not.
+TRACKED = frozenset(
+    (
+        InvocationMessage,
+        StreamItemMessage,
+        CompletionMessage,
+        StreamInvocationMessage,
+        CancelInvocationMessage,
+    )
+)
 # The replay may always hold this much before the client is taken as too slow.
 REPLAY_MIN = 4 * 1024 * 1024
 
