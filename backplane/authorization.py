@@ -22,10 +22,9 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, TypeVar, overload
 
-if TYPE_CHECKING:
-    from .hub import User
+from .user import User
 
 AUTHORIZE_ATTR = "__hubplane_authorize__"
 logger = logging.getLogger("hubplane.authorization")

@@ -11,13 +11,13 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import dispatch
 from .clients import HubCallerClients
 from .errors import HubException, ProtocolError
 from .handshake import CANCELED, read_handshake
-from .hub import HubCallerContext, User
+from .hub import HubCallerContext
 from .invocations import InvocationQueue
 from .lifetime.base import DISCONNECTED, SerializedMessage
 from .outbound import OutboundBuffer
@@ -39,10 +39,15 @@ from .protocol import (
 from .stateful import REPLAY_MIN, TRACKED, MessageBuffer
 from .streams import StreamTracker
 from .timers import ConnectionTimers
+from .user import User
 from .waiters import wake
 
 if TYPE_CHECKING:
-    from .handler import HubConnectionHandler
+    from .clients import ClientInterface, GroupManager
+    from .dispatcher import HubDispatcher
+    from .hub import Hub
+    from .lifetime.base import HubLifetimeManager
+    from .options import HubOptions, HubStats
 
 logger = logging.getLogger("hubplane.connection")
 
@@ -50,6 +55,19 @@ CLOSE_ERROR = "Connection closed with an error."
 
 
 _NO_GROUPS: frozenset[str] = frozenset()
+
+
+class ConnectionHost(Protocol):
+    """What a connection needs of its hub's handler (``HubConnectionHandler``)."""
+
+    hub_type: type[Hub[Any]]
+    options: HubOptions
+    stats: HubStats
+    lifetime: HubLifetimeManager
+    dispatcher: HubDispatcher
+    group_manager: GroupManager
+    client_interface: ClientInterface | None
+    connections: dict[str, HubConnection]
 
 
 class HubConnection:
@@ -89,7 +107,7 @@ class HubConnection:
 
     def __init__(
         self,
-        handler: HubConnectionHandler,
+        handler: ConnectionHost,
         connection_id: str,
         *,
         transport: str,

@@ -7,14 +7,12 @@ import inspect
 import logging
 import typing
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .authorization import AuthorizationRule, class_rules, method_rules
 from .errors import HubException, HubRegistrationError
 from .hub import HUB_METHOD_ATTR, Hub
-
-if TYPE_CHECKING:
-    from .connection import HubConnection
+from .tasks import maybe_await as maybe_await  # re-exported: hooks may be sync or async
 
 logger = logging.getLogger("hubplane.dispatch")
 
@@ -187,17 +185,3 @@ def binding_error(target: str, method: HubMethod, given: int, detailed: bool) ->
 def stream_error(exc: BaseException, detailed: bool) -> str:
     """The Completion error of a stream that failed mid-way."""
     return error_text("An error occurred on the server while streaming results.", exc, detailed)
-
-
-def create_hub(connection: HubConnection) -> Hub[Any]:
-    """A fresh hub instance wired to ``connection``."""
-    hub = connection.handler.hub_type()
-    hub._hubplane_connection = connection
-    return hub
-
-
-async def maybe_await(value: Any) -> Any:
-    """Await ``value`` when it is awaitable (hooks may be written sync or async)."""
-    if inspect.isawaitable(value):
-        return await value
-    return value

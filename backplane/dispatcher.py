@@ -12,13 +12,14 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Generator
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import dispatch
 from .authorization import allowed, unauthorized_error
 from .dispatch import HubMethod
 from .errors import HubException
 from .filters import HubInvocationContext, HubLifetimeContext
+from .hub import Hub, ServedConnection
 from .protocol import (
     CompletionMessage,
     InvocationMessage,
@@ -27,8 +28,12 @@ from .protocol import (
 )
 
 if TYPE_CHECKING:
-    from .connection import HubConnection
-    from .handler import HubConnectionHandler
+    from .dispatch import HubDescriptor
+    from .filters import FilterPipelines
+    from .options import HubOptions, HubStats
+    from .outbound import OutboundBuffer
+    from .protocol import HubMessage
+    from .streams import StreamTracker
 
 logger = logging.getLogger("hubplane.connection")
 
@@ -45,6 +50,39 @@ async def _iterate_sync(generator: Generator[Any, Any, Any]) -> AsyncIterator[An
         generator.close()
 
 
+class HubConnection(ServedConnection, Protocol):
+    """What the dispatcher needs of a connection (``backplane.connection.HubConnection``)."""
+
+    @property
+    def log_name(self) -> str: ...
+
+    @property
+    def closing(self) -> bool: ...
+
+    @property
+    def outbound(self) -> OutboundBuffer: ...
+
+    @property
+    def stream_tracker(self) -> StreamTracker: ...
+
+    @property
+    def replay_size(self) -> int: ...
+
+    def write_message(self, message: HubMessage) -> None: ...
+
+    async def replay_room(self, high_water: int) -> None: ...
+
+
+class HubConnectionHandler(Protocol):
+    """What the dispatcher needs of its hub's handler."""
+
+    hub_type: type[Hub[Any]]
+    descriptor: HubDescriptor
+    options: HubOptions
+    stats: HubStats
+    pipelines: FilterPipelines
+
+
 def _complete_error(connection: HubConnection, invocation_id: str, error: str) -> None:
     connection.write_message(CompletionMessage(invocation_id, error))
 
@@ -57,9 +95,15 @@ class HubDispatcher:
     def __init__(self, handler: HubConnectionHandler) -> None:
         self.handler = handler
 
+    def _hub(self, connection: HubConnection) -> Hub[Any]:
+        """A fresh hub instance wired to ``connection``."""
+        hub = self.handler.hub_type()
+        hub._hubplane_connection = connection
+        return hub
+
     async def on_connected(self, connection: HubConnection) -> None:
         """Run the hub's ``on_connected`` (through the filters) for a new connection."""
-        hub = dispatch.create_hub(connection)
+        hub = self._hub(connection)
         connected = self.handler.pipelines.connected
         if connected is None:
             await dispatch.maybe_await(hub.on_connected())
@@ -68,7 +112,7 @@ class HubDispatcher:
 
     async def on_disconnected(self, connection: HubConnection, exc: Exception | None) -> None:
         """Run the hub's ``on_disconnected`` (through the filters) for an ended connection."""
-        hub = dispatch.create_hub(connection)
+        hub = self._hub(connection)
         disconnected = self.handler.pipelines.disconnected
         if disconnected is None:
             await dispatch.maybe_await(hub.on_disconnected(exc))
@@ -156,7 +200,7 @@ class HubDispatcher:
             args = message.arguments
         started = perf_counter()
         try:
-            hub = dispatch.create_hub(connection)
+            hub = self._hub(connection)
             pipeline = handler.pipelines.invoke
             if pipeline is None:
                 result = method.func(hub, *args)
@@ -251,7 +295,7 @@ class HubDispatcher:
             _complete_error(connection, invocation_id, unauthorized_error(message.target))
             return
         try:
-            hub = dispatch.create_hub(connection)
+            hub = self._hub(connection)
             pipeline = self.handler.pipelines.invoke
             if pipeline is None:
                 source = method.func(hub, *args)

@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .dispatch import maybe_await
 from .errors import HubRegistrationError
+from .tasks import maybe_await
 
 if TYPE_CHECKING:
     from .hub import Hub, HubCallerContext

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from .authorization import allowed
@@ -14,46 +13,17 @@ from .connection import HubConnection
 from .dispatch import HubDescriptor
 from .dispatcher import HubDispatcher
 from .filters import FilterPipelines, FilterSpec, instantiate
-from .hub import Hub, User
+from .hub import Hub
 from .lifetime.base import HubLifetimeManager
 from .lifetime.memory import MemoryLifetimeManager
-from .stats import INVOCATION_BUCKETS, Buckets, Observer
+
+# Re-exported: backplane.handler.HubOptions, HubStats and OUTCOMES keep working.
+from .options import OUTCOMES as OUTCOMES
+from .options import HubOptions as HubOptions
+from .options import HubStats as HubStats
+from .user import User
 
 logger = logging.getLogger("hubplane.handler")
-
-#: The outcomes invocations are counted by.
-OUTCOMES = ("ok", "error", "unknown_method", "bad_arguments", "unauthorized")
-
-
-@dataclass(slots=True)
-class HubOptions:
-    """Protocol-level limits and timers (seconds and bytes)."""
-
-    keepalive_interval: float = 15.0
-    client_timeout: float = 30.0
-    handshake_timeout: float = 15.0
-    max_message_size: int | None = 32768
-    detailed_errors: bool = False
-    max_buffer_size: int = 1024 * 1024
-    protocols: tuple[str, ...] = ("json", "messagepack")
-    client_result_timeout: float | None = 30.0
-    close_on_token_expiry: bool = False
-
-
-@dataclass(slots=True)
-class HubStats:
-    """Counters for metrics (plain integers: the per-message paths add to them)."""
-
-    slow_clients: int = 0
-    messages_received: int = 0
-    messages_sent: int = 0
-    #: Completed handshakes and ended connections by (transport, protocol).
-    connects: dict[tuple[str, str], int] = field(default_factory=dict)
-    disconnects: dict[tuple[str, str], int] = field(default_factory=dict)
-    #: Invocations by outcome: ok, error, unknown_method, bad_arguments, unauthorized.
-    invocations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
-    #: How long non-streaming hub methods ran, in seconds.
-    invocation_seconds: Observer = field(default_factory=lambda: Buckets(INVOCATION_BUCKETS))
 
 
 class HubConnectionHandler:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from typing_extensions import TypeVar as TypeVarWithDefault
 
+from .protocol import HubProtocol
+from .user import User as User  # re-exported: backplane.hub.User
+
 if TYPE_CHECKING:
     from .clients import GroupManager, HubCallerClients
-    from .connection import HubConnection
     from .filters import FilterSpec
     from .presence import Presence
 
@@ -30,33 +32,53 @@ def hub_method(name: str) -> Callable[[F], F]:
     return decorate
 
 
-class User:
-    """An authenticated user: an id, claims and roles."""
+class _Lifetime(Protocol):
+    @property
+    def presence(self) -> Presence: ...
 
-    __slots__ = ("id", "claims", "roles")
 
-    def __init__(
-        self,
-        id: str,
-        claims: Mapping[str, Any] | None = None,
-        roles: Iterable[str] = (),
-    ) -> None:
-        self.id = id
-        self.claims: dict[str, Any] = dict(claims or {})
-        self.roles: frozenset[str] = frozenset(roles)
-
-    def is_in_role(self, role: str) -> bool:
-        """True when the user has ``role``."""
-        return role in self.roles
+class _Handler(Protocol):
+    @property
+    def group_manager(self) -> GroupManager: ...
 
     @property
-    def expires_at(self) -> float | None:
-        """When the user's token expires (its ``exp`` claim, seconds since the epoch), if known."""
-        exp = self.claims.get("exp")
-        return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+    def lifetime(self) -> _Lifetime: ...
 
-    def __repr__(self) -> str:
-        return f"User(id={self.id!r}, roles={sorted(self.roles)!r})"
+
+class ServedConnection(Protocol):
+    """What hubs and their context read of the connection they serve (``HubConnection``)."""
+
+    @property
+    def connection_id(self) -> str: ...
+
+    @property
+    def user(self) -> User | None: ...
+
+    @property
+    def transport(self) -> str: ...
+
+    @property
+    def protocol(self) -> HubProtocol | None: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def query(self) -> Mapping[str, str]: ...
+
+    @property
+    def items(self) -> dict[Any, Any]: ...
+
+    @property
+    def handler(self) -> _Handler: ...
+
+    @property
+    def caller_context(self) -> HubCallerContext: ...
+
+    @property
+    def caller_clients(self) -> HubCallerClients[Any]: ...
+
+    def abort(self, allow_reconnect: bool = False) -> None: ...
 
 
 class HubCallerContext:
@@ -64,7 +86,7 @@ class HubCallerContext:
 
     __slots__ = ("_connection",)
 
-    def __init__(self, connection: HubConnection) -> None:
+    def __init__(self, connection: ServedConnection) -> None:
         self._connection = connection
 
     @property
@@ -119,7 +141,7 @@ class Hub(Generic[TClient]):
 
     # The connection an instance serves, set before a method runs; the attributes below
     # are read from it when used (most calls touch one or two of them).
-    _hubplane_connection: HubConnection
+    _hubplane_connection: ServedConnection
 
     @property
     def context(self) -> HubCallerContext:

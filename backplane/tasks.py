@@ -1,8 +1,10 @@
-"""Starting the tasks of a connection (invocations, streams) as cheaply as the loop allows."""
+"""Starting the tasks of a connection (invocations, streams) as cheaply as the loop allows, and
+awaiting what hook code returns."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Coroutine
 from typing import Any
 
@@ -16,3 +18,10 @@ def start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = _eager_factory(loop, coro)
         return task
     return loop.create_task(coro)
+
+
+async def maybe_await(value: Any) -> Any:
+    """Await ``value`` when it is awaitable (hooks may be written sync or async)."""
+    if inspect.isawaitable(value):
+        return await value
+    return value

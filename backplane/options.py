@@ -1,0 +1,41 @@
+"""A hub's options and counters, shared by its handler, connections and dispatcher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .stats import INVOCATION_BUCKETS, Buckets, Observer
+
+#: The outcomes invocations are counted by.
+OUTCOMES = ("ok", "error", "unknown_method", "bad_arguments", "unauthorized")
+
+
+@dataclass(slots=True)
+class HubOptions:
+    """Protocol-level limits and timers (seconds and bytes)."""
+
+    keepalive_interval: float = 15.0
+    client_timeout: float = 30.0
+    handshake_timeout: float = 15.0
+    max_message_size: int | None = 32768
+    detailed_errors: bool = False
+    max_buffer_size: int = 1024 * 1024
+    protocols: tuple[str, ...] = ("json", "messagepack")
+    client_result_timeout: float | None = 30.0
+    close_on_token_expiry: bool = False
+
+
+@dataclass(slots=True)
+class HubStats:
+    """Counters for metrics (plain integers: the per-message paths add to them)."""
+
+    slow_clients: int = 0
+    messages_received: int = 0
+    messages_sent: int = 0
+    #: Completed handshakes and ended connections by (transport, protocol).
+    connects: dict[tuple[str, str], int] = field(default_factory=dict)
+    disconnects: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: Invocations by outcome: ok, error, unknown_method, bad_arguments, unauthorized.
+    invocations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    #: How long non-streaming hub methods ran, in seconds.
+    invocation_seconds: Observer = field(default_factory=lambda: Buckets(INVOCATION_BUCKETS))
