@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from . import dispatch
 from .clients import HubCallerClients
@@ -43,11 +43,7 @@ from .user import User
 from .waiters import wake
 
 if TYPE_CHECKING:
-    from .clients import ClientInterface, GroupManager
-    from .dispatcher import HubDispatcher
-    from .hub import Hub
-    from .lifetime.base import HubLifetimeManager
-    from .options import HubOptions, HubStats
+    from .host import ConnectionHost
 
 logger = logging.getLogger("hubplane.connection")
 
@@ -55,19 +51,6 @@ CLOSE_ERROR = "Connection closed with an error."
 
 
 _NO_GROUPS: frozenset[str] = frozenset()
-
-
-class ConnectionHost(Protocol):
-    """What a connection needs of its hub's handler (``HubConnectionHandler``)."""
-
-    hub_type: type[Hub[Any]]
-    options: HubOptions
-    stats: HubStats
-    lifetime: HubLifetimeManager
-    dispatcher: HubDispatcher
-    group_manager: GroupManager
-    client_interface: ClientInterface | None
-    connections: dict[str, HubConnection]
 
 
 class HubConnection:
