@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, MutableMapping
+from collections.abc import Set as AbstractSet
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import (
     ClientDisconnectedError,
@@ -16,7 +17,6 @@ from ..errors import (
 from ..protocol.messages import CompletionMessage, HubMessage, InvocationMessage
 
 if TYPE_CHECKING:
-    from ..connection import HubConnection
     from ..presence import Presence
     from ..protocol import HubProtocol
 
@@ -63,6 +63,77 @@ class SerializedMessage:
         return self.message
 
 
+class ClientUser(Protocol):
+    """What the lifetime layer reads of a connection's user: its id."""
+
+    @property
+    def id(self) -> str:
+        """The user id that ``send_user`` and ``abort_user`` address."""
+        ...
+
+
+class ClientConnection(Protocol):
+    """What the lifetime layer needs of one client connection (``backplane.connection`` has it).
+
+    Exactly what the managers, the registry, client results and the Redis rooms use, and
+    structural, so the lifetime layer sits below the hub model instead of naming its class.
+    """
+
+    @property
+    def connection_id(self) -> str:
+        """The id fan-out addresses the connection by."""
+        ...
+
+    @property
+    def user(self) -> ClientUser | None:
+        """The authenticated user, if any (``send_user`` reaches it)."""
+        ...
+
+    @property
+    def protocol(self) -> HubProtocol | None:
+        """The hub protocol chosen in the handshake (None before it)."""
+        ...
+
+    @property
+    def closing(self) -> bool:
+        """True once the connection is ending (it takes no more client results)."""
+        ...
+
+    @property
+    def groups(self) -> AbstractSet[str]:
+        """The groups the connection is in on this node."""
+        ...
+
+    @property
+    def results(self) -> MutableMapping[str, Callable[[CompletionMessage], None]]:
+        """Client results awaited from it: invocation id -> who gets the Completion."""
+        ...
+
+    def write_serialized(self, message: SerializedMessage) -> None:
+        """Queue a message shared by many recipients (bytes encoded once per protocol)."""
+        ...
+
+    def write_message(self, message: HubMessage) -> None:
+        """Queue a message for this connection only."""
+        ...
+
+    def abort(self) -> None:
+        """End the connection from the server side."""
+        ...
+
+    def add_group(self, group: str) -> None:
+        """Note that the connection joined ``group``."""
+        ...
+
+    def discard_group(self, group: str) -> None:
+        """Note that the connection left ``group``."""
+        ...
+
+    def clear_groups(self) -> None:
+        """Forget every group (the connection ended)."""
+        ...
+
+
 class HubLifetimeManager(ABC):
     """Tracks the connections of one hub and delivers messages to them.
 
@@ -75,11 +146,11 @@ class HubLifetimeManager(ABC):
     client_result_timeout: float | None = 30.0
 
     @abstractmethod
-    async def on_connected(self, connection: HubConnection) -> None:
+    async def on_connected(self, connection: ClientConnection) -> None:
         """Register a connection that completed its handshake."""
 
     @abstractmethod
-    async def on_disconnected(self, connection: HubConnection) -> None:
+    async def on_disconnected(self, connection: ClientConnection) -> None:
         """Forget a connection, its groups and its user membership."""
 
     @abstractmethod
@@ -146,7 +217,7 @@ class HubLifetimeManager(ABC):
 
 
 def write_many(
-    targets: dict[str, HubConnection],
+    targets: dict[str, ClientConnection],
     message: SerializedMessage,
     exclude: Collection[str] | None,
 ) -> None:
@@ -198,7 +269,7 @@ def timed_out(connection_id: str, timeout: float | None) -> ClientResultTimeoutE
 
 
 async def invoke_local(
-    connection: HubConnection, method: str, args: list[Any], timeout: float | None
+    connection: ClientConnection, method: str, args: list[Any], timeout: float | None
 ) -> Any:
     """Ask a connection on this node for a client result and wait for it."""
     if connection.closing or connection.protocol is None:

@@ -3,35 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..presence import MemoryPresence
 from ..protocol.messages import InvocationMessage
-from .base import HubLifetimeManager, SerializedMessage, invoke_local, not_found, write_many
-
-if TYPE_CHECKING:
-    from ..connection import HubConnection
+from .base import (
+    ClientConnection,
+    HubLifetimeManager,
+    SerializedMessage,
+    invoke_local,
+    not_found,
+    write_many,
+)
 
 
 class MemoryLifetimeManager(HubLifetimeManager):
     """Connections, groups and users of one hub on one node."""
 
     def __init__(self) -> None:
-        self.connections: dict[str, HubConnection] = {}
-        self.groups: dict[str, dict[str, HubConnection]] = {}
-        self.users: dict[str, dict[str, HubConnection]] = {}
+        self.connections: dict[str, ClientConnection] = {}
+        self.groups: dict[str, dict[str, ClientConnection]] = {}
+        self.users: dict[str, dict[str, ClientConnection]] = {}
         self.presence = MemoryPresence(self)
 
     # -- membership -------------------------------------------------------------------------
 
-    async def on_connected(self, connection: HubConnection) -> None:
+    async def on_connected(self, connection: ClientConnection) -> None:
         """Register a connection that completed its handshake."""
         self.connections[connection.connection_id] = connection
         user = connection.user
         if user is not None:
             self.users.setdefault(user.id, {})[connection.connection_id] = connection
 
-    async def on_disconnected(self, connection: HubConnection) -> None:
+    async def on_disconnected(self, connection: ClientConnection) -> None:
         """Forget a connection, its groups and its user membership."""
         cid = connection.connection_id
         self.connections.pop(cid, None)

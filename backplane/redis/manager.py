@@ -18,6 +18,7 @@ import msgpack
 from ..errors import ClientDisconnectedError, ConnectionNotFoundError
 from ..lifetime.base import (
     DISCONNECTED,
+    ClientConnection,
     HubLifetimeManager,
     SerializedMessage,
     completion_outcome,
@@ -34,7 +35,6 @@ from . import wire
 from .bus import BackplaneUnavailable
 
 if TYPE_CHECKING:
-    from ..connection import HubConnection
     from .node import RedisNode
 
 logger = logging.getLogger("hubplane.redis")
@@ -83,9 +83,9 @@ class RedisLifetimeManager(HubLifetimeManager):
         protos = [get_protocol(p) for p in wanted]
         #: The protocols each published message carries (see RedisNode.payload_protocols).
         self.protocols: list[HubProtocol] = [p for p in protos if p is not None]
-        self.connections: dict[str, HubConnection] = {}
-        self.groups: dict[str, dict[str, HubConnection]] = {}
-        self.users: dict[str, dict[str, HubConnection]] = {}
+        self.connections: dict[str, ClientConnection] = {}
+        self.groups: dict[str, dict[str, ClientConnection]] = {}
+        self.users: dict[str, dict[str, ClientConnection]] = {}
         self.presence: RedisPresence = RedisPresence(self)
         self._ack_id = 0
         self._acks: dict[int, asyncio.Future[None]] = {}
@@ -137,7 +137,7 @@ class RedisLifetimeManager(HubLifetimeManager):
 
     # -- membership --------------------------------------------------------------------------
 
-    async def on_connected(self, connection: HubConnection) -> None:
+    async def on_connected(self, connection: ClientConnection) -> None:
         """Register a local connection and subscribe to its channel (and its user's)."""
         cid = connection.connection_id
         self.connections[cid] = connection
@@ -156,7 +156,7 @@ class RedisLifetimeManager(HubLifetimeManager):
             conns[cid] = connection
         await asyncio.gather(*waits)
 
-    async def on_disconnected(self, connection: HubConnection) -> None:
+    async def on_disconnected(self, connection: ClientConnection) -> None:
         """Forget a local connection, its groups and its user; drop unneeded subscriptions."""
         cid = connection.connection_id
         if self.connections.pop(cid, None) is None:
@@ -184,7 +184,7 @@ class RedisLifetimeManager(HubLifetimeManager):
             self.bus.unsubscribe(self.channels.group(group))
         return True
 
-    async def _add_local(self, connection: HubConnection, group: str) -> None:
+    async def _add_local(self, connection: ClientConnection, group: str) -> None:
         cid = connection.connection_id
         if group in connection.groups:
             return
@@ -197,7 +197,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         else:
             members[cid] = connection
 
-    def _remove_local(self, connection: HubConnection, group: str) -> None:
+    def _remove_local(self, connection: ClientConnection, group: str) -> None:
         cid = connection.connection_id
         connection.discard_group(group)
         if self._leave_local(group, cid):
@@ -490,7 +490,7 @@ class RedisLifetimeManager(HubLifetimeManager):
                 )
                 return
 
-            def forward(completion: CompletionMessage, conn: HubConnection = connection) -> None:
+            def forward(completion: CompletionMessage, conn: ClientConnection = connection) -> None:
                 proto = conn.protocol
                 self._return_completion(return_channel, proto.name if proto else "json", completion)
 
@@ -525,7 +525,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         self._spawn(self._apply_group_command(connection, command))
 
     async def _apply_group_command(
-        self, connection: HubConnection, command: wire.GroupCommand
+        self, connection: ClientConnection, command: wire.GroupCommand
     ) -> None:
         if self.connections.get(connection.connection_id) is not connection:
             return  # it left meanwhile

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from ..lifetime.base import ClientConnection
 from ..presence import new_node_id
 from .bus import BackplaneUnavailable, RedisBus
 
 if TYPE_CHECKING:
-    from ..connection import HubConnection
     from .manager import RedisLifetimeManager
 
 logger = logging.getLogger("hubplane.redis")
@@ -247,7 +247,7 @@ class RedisNode:
                 for group in connection.groups:
                     self.group_added(manager, connection.connection_id, group)
 
-    def connection_added(self, manager: RedisLifetimeManager, connection: HubConnection) -> None:
+    def connection_added(self, manager: RedisLifetimeManager, connection: ClientConnection) -> None:
         """Record a new local connection."""
         if not self.presence_enabled:
             return
