@@ -28,6 +28,7 @@ from ..lifetime.base import (
     timed_out,
     write_many,
 )
+from ..lifetime.registry import Change, ConnectionRegistry
 from ..presence import Presence
 from ..protocol import HubProtocol, get_protocol
 from ..protocol.messages import CompletionMessage, InvocationMessage
@@ -83,9 +84,11 @@ class RedisLifetimeManager(HubLifetimeManager):
         protos = [get_protocol(p) for p in wanted]
         #: The protocols each published message carries (see RedisNode.payload_protocols).
         self.protocols: list[HubProtocol] = [p for p in protos if p is not None]
-        self.connections: dict[str, ClientConnection] = {}
-        self.groups: dict[str, dict[str, ClientConnection]] = {}
-        self.users: dict[str, dict[str, ClientConnection]] = {}
+        self.registry = registry = ConnectionRegistry()
+        # The registry's own dicts, bound here so fan-out reads them with no extra lookup.
+        self.connections = registry.connections
+        self.groups = registry.groups
+        self.users = registry.users
         self.presence: RedisPresence = RedisPresence(self)
         self._ack_id = 0
         self._acks: dict[int, asyncio.Future[None]] = {}
@@ -140,7 +143,7 @@ class RedisLifetimeManager(HubLifetimeManager):
     async def on_connected(self, connection: ClientConnection) -> None:
         """Register a local connection and subscribe to its channel (and its user's)."""
         cid = connection.connection_id
-        self.connections[cid] = connection
+        first_of_user = self.registry.add(connection)
         self.node.connection_added(self, connection)
 
         def on_message(_channel: bytes, data: bytes) -> None:
@@ -148,60 +151,38 @@ class RedisLifetimeManager(HubLifetimeManager):
 
         waits = [self.bus.subscribe(self.channels.connection(cid), on_message)]
         user = connection.user
-        if user is not None:
-            conns = self.users.get(user.id)
-            if conns is None:
-                conns = self.users[user.id] = {}
-                waits.append(self.bus.subscribe(self.channels.user(user.id), self._on_user))
-            conns[cid] = connection
+        if first_of_user and user is not None:
+            waits.append(self.bus.subscribe(self.channels.user(user.id), self._on_user))
         await asyncio.gather(*waits)
 
     async def on_disconnected(self, connection: ClientConnection) -> None:
         """Forget a local connection, its groups and its user; drop unneeded subscriptions."""
         cid = connection.connection_id
-        if self.connections.pop(cid, None) is None:
+        removal = self.registry.remove(connection)
+        if removal is None:
             return
-        self.bus.unsubscribe(self.channels.connection(cid))
-        for group in connection.groups:
-            self._leave_local(group, cid)
-        connection.clear_groups()
-        user = connection.user
-        if user is not None:
-            conns = self.users.get(user.id)
-            if conns is not None:
-                conns.pop(cid, None)
-                if not conns:
-                    del self.users[user.id]
-                    self.bus.unsubscribe(self.channels.user(user.id))
+        bus = self.bus
+        bus.unsubscribe(self.channels.connection(cid))
+        for group in removal.groups:
+            bus.unsubscribe(self.channels.group(group))
+        if removal.user is not None:
+            bus.unsubscribe(self.channels.user(removal.user))
         self.node.connection_removed(self, cid)
 
-    def _leave_local(self, group: str, cid: str) -> bool:
-        members = self.groups.get(group)
-        if members is None or members.pop(cid, None) is None:
-            return False
-        if not members:
-            del self.groups[group]
-            self.bus.unsubscribe(self.channels.group(group))
-        return True
-
     async def _add_local(self, connection: ClientConnection, group: str) -> None:
-        cid = connection.connection_id
-        if group in connection.groups:
+        change = self.registry.join(connection, group)
+        if not change:
             return
-        connection.add_group(group)
-        members = self.groups.get(group)
-        self.node.group_added(self, cid, group)
-        if members is None:
-            self.groups[group] = {cid: connection}
+        self.node.group_added(self, connection.connection_id, group)
+        if change is Change.GROUP:
             await self.bus.subscribe(self.channels.group(group), self._on_group)
-        else:
-            members[cid] = connection
 
     def _remove_local(self, connection: ClientConnection, group: str) -> None:
-        cid = connection.connection_id
-        connection.discard_group(group)
-        if self._leave_local(group, cid):
-            self.node.group_removed(self, cid, group)
+        change = self.registry.leave(connection, group)
+        if change is Change.GROUP:
+            self.bus.unsubscribe(self.channels.group(group))
+        if change:
+            self.node.group_removed(self, connection.connection_id, group)
 
     async def add_to_group(self, connection_id: str, group: str) -> None:
         """Add a connection, wherever it is connected, to a group."""
