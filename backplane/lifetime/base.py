@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, MutableMapping
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import (
-    ClientDisconnectedError,
-    ClientNotFoundError,
-    ClientResultFailedError,
-    ClientResultTimeoutError,
-)
-from ..protocol.messages import CompletionMessage, HubMessage, InvocationMessage
+from ..protocol.messages import CompletionMessage, HubMessage
 
 if TYPE_CHECKING:
     from ..presence import Presence
@@ -232,56 +225,5 @@ def write_many(
             connection.write_serialized(message)
 
 
-def new_invocation_id() -> str:
-    """A random 22-character id, as .NET's client-result ids (a GUID in base64url)."""
-    import base64
-    import uuid
-
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-
-
 # The error text a Completion carries when the client's connection ended first (as .NET's).
 DISCONNECTED = "Connection disconnected."
-
-
-def completion_outcome(completion: CompletionMessage, future: asyncio.Future[Any]) -> None:
-    """Settle ``future`` with a client's Completion: its result, or a ClientResultError."""
-    if future.done():
-        return
-    if completion.error is None:
-        future.set_result(completion.result)
-    elif completion.error == DISCONNECTED:
-        future.set_exception(ClientDisconnectedError(DISCONNECTED))
-    else:
-        future.set_exception(ClientResultFailedError(completion.error))
-
-
-def not_found(connection_id: str) -> ClientNotFoundError:
-    """The error for a client result asked of a connection no node has."""
-    return ClientNotFoundError(f"Connection '{connection_id}' does not exist.")
-
-
-def timed_out(connection_id: str, timeout: float | None) -> ClientResultTimeoutError:
-    """The error for a client result that did not come in time."""
-    return ClientResultTimeoutError(
-        f"Connection '{connection_id}' did not answer within {timeout} seconds."
-    )
-
-
-async def invoke_local(
-    connection: ClientConnection, method: str, args: list[Any], timeout: float | None
-) -> Any:
-    """Ask a connection on this node for a client result and wait for it."""
-    if connection.closing or connection.protocol is None:
-        raise not_found(connection.connection_id)
-    invocation_id = new_invocation_id()
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    connection.results[invocation_id] = lambda completion: completion_outcome(completion, future)
-    try:
-        connection.write_message(InvocationMessage(method, args, invocation_id=invocation_id))
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise timed_out(connection.connection_id, timeout) from None
-    finally:
-        connection.results.pop(invocation_id, None)

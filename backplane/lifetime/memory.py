@@ -7,15 +7,9 @@ from typing import Any
 
 from ..presence import MemoryPresence
 from ..protocol.messages import InvocationMessage
-from .base import (
-    ClientConnection,
-    HubLifetimeManager,
-    SerializedMessage,
-    invoke_local,
-    not_found,
-    write_many,
-)
+from .base import ClientConnection, HubLifetimeManager, SerializedMessage, write_many
 from .registry import ConnectionRegistry
+from .results import ClientResults, not_found
 
 
 class MemoryLifetimeManager(HubLifetimeManager):
@@ -28,6 +22,7 @@ class MemoryLifetimeManager(HubLifetimeManager):
         self.groups = registry.groups
         self.users = registry.users
         self.presence = MemoryPresence(registry)
+        self.client_results = ClientResults()
 
     # -- membership -------------------------------------------------------------------------
 
@@ -64,7 +59,7 @@ class MemoryLifetimeManager(HubLifetimeManager):
         connection = self.connections.get(connection_id)
         if connection is None:
             raise not_found(connection_id)
-        return await invoke_local(connection, method, args, timeout)
+        return await self.client_results.invoke_local(connection, method, args, timeout)
 
     async def abort_user(self, user_id: str) -> None:
         """Disconnect every local connection of a user."""

@@ -9,26 +9,23 @@ the node's connections, users with local connections, groups with local members.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from ..errors import ClientDisconnectedError, ConnectionNotFoundError
+from ..errors import ConnectionNotFoundError
 from ..lifetime.base import (
     DISCONNECTED,
     ClientConnection,
     HubLifetimeManager,
     SerializedMessage,
-    completion_outcome,
-    invoke_local,
-    new_invocation_id,
-    not_found,
-    timed_out,
     write_many,
 )
 from ..lifetime.registry import Change, ConnectionRegistry
+from ..lifetime.results import ClientResults, new_invocation_id, not_found
 from ..presence import Presence
 from ..protocol import HubProtocol, get_protocol
 from ..protocol.messages import CompletionMessage, InvocationMessage
@@ -95,7 +92,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         # Group commands awaiting their ack, by id: sent again when our subscriber comes
         # back, since an ack published while it was away is lost (add/remove are idempotent).
         self._unacked: dict[int, bytes] = {}
-        self._results: dict[str, asyncio.Future[Any]] = {}
+        self.client_results = ClientResults()
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._start_lock = asyncio.Lock()
@@ -127,9 +124,11 @@ class RedisLifetimeManager(HubLifetimeManager):
         self._started = False
         for task in list(self._tasks):
             task.cancel()
-        for fut in [*self._acks.values(), *self._results.values()]:
+        stopping = BackplaneUnavailable("the node is stopping")
+        for fut in self._acks.values():
             if not fut.done():
-                fut.set_exception(BackplaneUnavailable("the node is stopping"))
+                fut.set_exception(stopping)
+        self.client_results.fail_all(stopping)
         if all(not m._started for m in self.node.managers):
             await self.node.stop()
 
@@ -250,7 +249,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         """
         connection = self.connections.get(connection_id)
         if connection is not None:
-            return await invoke_local(connection, method, args, timeout)
+            return await self.client_results.invoke_local(connection, method, args, timeout)
         invocation_id = new_invocation_id()
         message = SerializedMessage(InvocationMessage(method, args, invocation_id=invocation_id))
         data = wire.write_invocation(
@@ -258,8 +257,8 @@ class RedisLifetimeManager(HubLifetimeManager):
             invocation_id=invocation_id,
             return_channel=self.channels.return_channel_name(self.node_id),
         )
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._results[invocation_id] = future
+        results = self.client_results
+        future = results.expect(invocation_id)
         try:
             receivers = await self.bus.publish_counted(
                 self.channels.connection(connection_id), data
@@ -267,21 +266,10 @@ class RedisLifetimeManager(HubLifetimeManager):
             if receivers == 0:
                 raise not_found(connection_id)
             owner = await self.presence.owner_of(connection_id)
-            loop = asyncio.get_running_loop()
-            deadline = None if timeout is None else loop.time() + timeout
-            while True:
-                step = self.node.timeout
-                if deadline is not None:
-                    step = min(step, deadline - loop.time())
-                    if step <= 0:
-                        raise timed_out(connection_id, timeout)
-                try:
-                    return await asyncio.wait_for(asyncio.shield(future), step)
-                except TimeoutError:
-                    if owner is not None and not await self.node.is_live(owner):
-                        raise ClientDisconnectedError(DISCONNECTED) from None
+            alive = None if owner is None else functools.partial(self.node.is_live, owner)
+            return await results.wait(connection_id, future, timeout, self.node.timeout, alive)
         finally:
-            self._results.pop(invocation_id, None)
+            results.discard(invocation_id)
 
     def _on_return(self, channel: bytes, data: bytes) -> None:
         try:
@@ -302,9 +290,7 @@ class RedisLifetimeManager(HubLifetimeManager):
             return
         for completion in messages:
             if isinstance(completion, CompletionMessage):
-                future = self._results.get(completion.invocation_id)
-                if future is not None:
-                    completion_outcome(completion, future)
+                self.client_results.complete(completion)
 
     def _resend_group_commands(self) -> None:
         for data in self._unacked.values():
