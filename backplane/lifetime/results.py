@@ -127,8 +127,8 @@ class ClientResults:
                 if alive is not None and not await alive():
                     raise ClientDisconnectedError(DISCONNECTED) from None
 
-    def fail_all(self, exc: BaseException) -> None:
-        """Fail every expected result (the manager is stopping)."""
+    def fail_all(self, error: Callable[[], BaseException]) -> None:
+        """Fail every expected result with a fresh ``error()`` each (the manager is stopping)."""
         for future in self._pending.values():
             if not future.done():
-                future.set_exception(exc)
+                future.set_exception(error())

@@ -105,7 +105,7 @@ async def test_fail_all_fails_what_is_still_pending() -> None:
     results = ClientResults()
     done, pending = results.expect("1"), results.expect("2")
     results.complete(CompletionMessage.with_result("1", 1))
-    results.fail_all(RuntimeError("stopping"))
+    results.fail_all(lambda: RuntimeError("stopping"))
     assert done.result() == 1
     with pytest.raises(RuntimeError, match="stopping"):
         await pending
