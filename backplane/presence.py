@@ -10,10 +10,9 @@ import socket
 import time
 import uuid
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .lifetime.memory import MemoryLifetimeManager
+from collections.abc import Collection, Mapping
+from collections.abc import Set as AbstractSet
+from typing import Any, Protocol
 
 
 def new_node_id() -> str:
@@ -56,10 +55,37 @@ class Presence(ABC):
         """
 
 
+class _Grouped(Protocol):
+    @property
+    def groups(self) -> AbstractSet[str]: ...
+
+
+class LocalTables(Protocol):
+    """The tables ``MemoryPresence`` reads: the node's registry (``lifetime/registry.py``).
+
+    Structural, so this module does not import the lifetime layer that imports it.
+    """
+
+    @property
+    def connections(self) -> Mapping[str, _Grouped]:
+        """Connection id -> connection."""
+        ...
+
+    @property
+    def groups(self) -> Mapping[str, Collection[str]]:
+        """Group -> ids of its local members."""
+        ...
+
+    @property
+    def users(self) -> Mapping[str, Collection[str]]:
+        """User id -> ids of its local connections."""
+        ...
+
+
 class MemoryPresence(Presence):
     """Presence of a single node, answered from the in-memory manager's tables."""
 
-    def __init__(self, manager: MemoryLifetimeManager, node_id: str | None = None) -> None:
+    def __init__(self, manager: LocalTables, node_id: str | None = None) -> None:
         self._manager = manager
         self.node_id = node_id or new_node_id()
         self.started = time.time()

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, MutableMapping
+from collections.abc import Set as AbstractSet
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import (
-    ClientDisconnectedError,
-    ClientNotFoundError,
-    ClientResultFailedError,
-    ClientResultTimeoutError,
-)
-from ..protocol.messages import CompletionMessage, HubMessage, InvocationMessage
+from ..protocol.messages import CompletionMessage, HubMessage
 
 if TYPE_CHECKING:
-    from ..connection import HubConnection
     from ..presence import Presence
     from ..protocol import HubProtocol
 
@@ -63,6 +56,77 @@ class SerializedMessage:
         return self.message
 
 
+class ClientUser(Protocol):
+    """What the lifetime layer reads of a connection's user: its id."""
+
+    @property
+    def id(self) -> str:
+        """The user id that ``send_user`` and ``abort_user`` address."""
+        ...
+
+
+class ClientConnection(Protocol):
+    """What the lifetime layer needs of one client connection (``backplane.connection`` has it).
+
+    Exactly what the managers, the registry, client results and the Redis rooms use, and
+    structural, so the lifetime layer sits below the hub model instead of naming its class.
+    """
+
+    @property
+    def connection_id(self) -> str:
+        """The id fan-out addresses the connection by."""
+        ...
+
+    @property
+    def user(self) -> ClientUser | None:
+        """The authenticated user, if any (``send_user`` reaches it)."""
+        ...
+
+    @property
+    def protocol(self) -> HubProtocol | None:
+        """The hub protocol chosen in the handshake (None before it)."""
+        ...
+
+    @property
+    def closing(self) -> bool:
+        """True once the connection is ending (it takes no more client results)."""
+        ...
+
+    @property
+    def groups(self) -> AbstractSet[str]:
+        """The groups the connection is in on this node."""
+        ...
+
+    @property
+    def results(self) -> MutableMapping[str, Callable[[CompletionMessage], None]]:
+        """Client results awaited from it: invocation id -> who gets the Completion."""
+        ...
+
+    def write_serialized(self, message: SerializedMessage) -> None:
+        """Queue a message shared by many recipients (bytes encoded once per protocol)."""
+        ...
+
+    def write_message(self, message: HubMessage) -> None:
+        """Queue a message for this connection only."""
+        ...
+
+    def abort(self) -> None:
+        """End the connection from the server side."""
+        ...
+
+    def add_group(self, group: str) -> None:
+        """Note that the connection joined ``group``."""
+        ...
+
+    def discard_group(self, group: str) -> None:
+        """Note that the connection left ``group``."""
+        ...
+
+    def clear_groups(self) -> None:
+        """Forget every group (the connection ended)."""
+        ...
+
+
 class HubLifetimeManager(ABC):
     """Tracks the connections of one hub and delivers messages to them.
 
@@ -75,11 +139,11 @@ class HubLifetimeManager(ABC):
     client_result_timeout: float | None = 30.0
 
     @abstractmethod
-    async def on_connected(self, connection: HubConnection) -> None:
+    async def on_connected(self, connection: ClientConnection) -> None:
         """Register a connection that completed its handshake."""
 
     @abstractmethod
-    async def on_disconnected(self, connection: HubConnection) -> None:
+    async def on_disconnected(self, connection: ClientConnection) -> None:
         """Forget a connection, its groups and its user membership."""
 
     @abstractmethod
@@ -146,7 +210,7 @@ class HubLifetimeManager(ABC):
 
 
 def write_many(
-    targets: dict[str, HubConnection],
+    targets: dict[str, ClientConnection],
     message: SerializedMessage,
     exclude: Collection[str] | None,
 ) -> None:
@@ -161,56 +225,5 @@ def write_many(
             connection.write_serialized(message)
 
 
-def new_invocation_id() -> str:
-    """A random 22-character id, as .NET's client-result ids (a GUID in base64url)."""
-    import base64
-    import uuid
-
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-
-
 # The error text a Completion carries when the client's connection ended first (as .NET's).
 DISCONNECTED = "Connection disconnected."
-
-
-def completion_outcome(completion: CompletionMessage, future: asyncio.Future[Any]) -> None:
-    """Settle ``future`` with a client's Completion: its result, or a ClientResultError."""
-    if future.done():
-        return
-    if completion.error is None:
-        future.set_result(completion.result)
-    elif completion.error == DISCONNECTED:
-        future.set_exception(ClientDisconnectedError(DISCONNECTED))
-    else:
-        future.set_exception(ClientResultFailedError(completion.error))
-
-
-def not_found(connection_id: str) -> ClientNotFoundError:
-    """The error for a client result asked of a connection no node has."""
-    return ClientNotFoundError(f"Connection '{connection_id}' does not exist.")
-
-
-def timed_out(connection_id: str, timeout: float | None) -> ClientResultTimeoutError:
-    """The error for a client result that did not come in time."""
-    return ClientResultTimeoutError(
-        f"Connection '{connection_id}' did not answer within {timeout} seconds."
-    )
-
-
-async def invoke_local(
-    connection: HubConnection, method: str, args: list[Any], timeout: float | None
-) -> Any:
-    """Ask a connection on this node for a client result and wait for it."""
-    if connection.closing or connection.protocol is None:
-        raise not_found(connection.connection_id)
-    invocation_id = new_invocation_id()
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    connection.results[invocation_id] = lambda completion: completion_outcome(completion, future)
-    try:
-        connection.write_message(InvocationMessage(method, args, invocation_id=invocation_id))
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise timed_out(connection.connection_id, timeout) from None
-    finally:
-        connection.results.pop(invocation_id, None)

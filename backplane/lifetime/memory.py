@@ -3,70 +3,48 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..presence import MemoryPresence
 from ..protocol.messages import InvocationMessage
-from .base import HubLifetimeManager, SerializedMessage, invoke_local, not_found, write_many
-
-if TYPE_CHECKING:
-    from ..connection import HubConnection
+from .base import ClientConnection, HubLifetimeManager, SerializedMessage, write_many
+from .registry import ConnectionRegistry
+from .results import ClientResults, not_found
 
 
 class MemoryLifetimeManager(HubLifetimeManager):
     """Connections, groups and users of one hub on one node."""
 
     def __init__(self) -> None:
-        self.connections: dict[str, HubConnection] = {}
-        self.groups: dict[str, dict[str, HubConnection]] = {}
-        self.users: dict[str, dict[str, HubConnection]] = {}
-        self.presence = MemoryPresence(self)
+        self.registry = registry = ConnectionRegistry()
+        # The registry's own dicts, bound here so a send reads them with no extra lookup.
+        self.connections = registry.connections
+        self.groups = registry.groups
+        self.users = registry.users
+        self.presence = MemoryPresence(registry)
+        self.client_results = ClientResults()
 
     # -- membership -------------------------------------------------------------------------
 
-    async def on_connected(self, connection: HubConnection) -> None:
+    async def on_connected(self, connection: ClientConnection) -> None:
         """Register a connection that completed its handshake."""
-        self.connections[connection.connection_id] = connection
-        user = connection.user
-        if user is not None:
-            self.users.setdefault(user.id, {})[connection.connection_id] = connection
+        self.registry.add(connection)
 
-    async def on_disconnected(self, connection: HubConnection) -> None:
+    async def on_disconnected(self, connection: ClientConnection) -> None:
         """Forget a connection, its groups and its user membership."""
-        cid = connection.connection_id
-        self.connections.pop(cid, None)
-        for group in connection.groups:
-            members = self.groups.get(group)
-            if members is not None:
-                members.pop(cid, None)
-                if not members:
-                    del self.groups[group]
-        connection.clear_groups()
-        user = connection.user
-        if user is not None:
-            conns = self.users.get(user.id)
-            if conns is not None:
-                conns.pop(cid, None)
-                if not conns:
-                    del self.users[user.id]
+        self.registry.remove(connection)
 
     async def add_to_group(self, connection_id: str, group: str) -> None:
         """Add a connection to a group (unknown connections are ignored, as in ASP.NET Core)."""
         connection = self.connections.get(connection_id)
-        if connection is None:
-            return
-        self.groups.setdefault(group, {})[connection_id] = connection
-        connection.add_group(group)
+        if connection is not None:
+            self.registry.join(connection, group)
 
     async def remove_from_group(self, connection_id: str, group: str) -> None:
         """Remove a connection from a group."""
-        members = self.groups.get(group)
-        if members is not None and members.pop(connection_id, None) is not None:
-            if not members:
-                del self.groups[group]
         connection = self.connections.get(connection_id)
         if connection is not None:
-            connection.discard_group(group)
+            self.registry.leave(connection, group)
 
     async def abort_connection(self, connection_id: str) -> None:
         """Disconnect a local connection."""
@@ -81,7 +59,7 @@ class MemoryLifetimeManager(HubLifetimeManager):
         connection = self.connections.get(connection_id)
         if connection is None:
             raise not_found(connection_id)
-        return await invoke_local(connection, method, args, timeout)
+        return await self.client_results.invoke_local(connection, method, args, timeout)
 
     async def abort_user(self, user_id: str) -> None:
         """Disconnect every local connection of a user."""

@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from ..lifetime.base import ClientConnection
 from ..presence import new_node_id
 from .bus import BackplaneUnavailable, RedisBus
 
 if TYPE_CHECKING:
-    from ..connection import HubConnection
+    from .base import NodeHub
     from .manager import RedisLifetimeManager
 
 logger = logging.getLogger("hubplane.redis")
@@ -247,7 +248,7 @@ class RedisNode:
                 for group in connection.groups:
                     self.group_added(manager, connection.connection_id, group)
 
-    def connection_added(self, manager: RedisLifetimeManager, connection: HubConnection) -> None:
+    def connection_added(self, manager: NodeHub, connection: ClientConnection) -> None:
         """Record a new local connection."""
         if not self.presence_enabled:
             return
@@ -260,7 +261,7 @@ class RedisNode:
         if user is not None:
             bus.command("SADD", keys.user(user), cid)
 
-    def connection_removed(self, manager: RedisLifetimeManager, connection_id: str) -> None:
+    def connection_removed(self, manager: NodeHub, connection_id: str) -> None:
         """Forget a local connection (and its groups)."""
         if not self.presence_enabled:
             return
@@ -268,7 +269,7 @@ class RedisNode:
             "EVALSHA", self._remove_sha, 0, manager.keys.base, connection_id, self.node_id
         )
 
-    def group_added(self, manager: RedisLifetimeManager, connection_id: str, group: str) -> None:
+    def group_added(self, manager: NodeHub, connection_id: str, group: str) -> None:
         """Record a local connection joining a group."""
         if not self.presence_enabled:
             return
@@ -276,7 +277,7 @@ class RedisNode:
         self.bus.command("SADD", keys.group(group), connection_id)
         self.bus.command("SADD", keys.groups_of(connection_id), group)
 
-    def group_removed(self, manager: RedisLifetimeManager, connection_id: str, group: str) -> None:
+    def group_removed(self, manager: NodeHub, connection_id: str, group: str) -> None:
         """Record a local connection leaving a group."""
         if not self.presence_enabled:
             return

@@ -1,0 +1,141 @@
+"""What the hub's Redis rooms and the node need of each other, as Protocols.
+
+``node.py`` creates managers (``RedisNode.manager``), so it imports ``manager.py``; the
+manager and its rooms (groups, results, control, presence) name the node only through
+``ClusterNode`` here, which keeps the import graph one-way. ``RedisNode`` satisfies
+``ClusterNode`` and ``RedisLifetimeManager`` satisfies ``NodeHub``, structurally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..lifetime.base import ClientConnection
+    from . import wire
+    from .bus import RedisBus
+
+
+class HubKeys(Protocol):
+    """The Redis keys of one hub's presence entries (``manager.PresenceKeys``)."""
+
+    @property
+    def base(self) -> bytes:
+        """Prefix and hub wire name, the start of every key of the hub."""
+        ...
+
+    @property
+    def conns(self) -> bytes:
+        """The HASH of connection id -> msgpack ``[node, user]``."""
+        ...
+
+    def node(self, node_id: str) -> bytes:
+        """The SET of one node's connection ids."""
+        ...
+
+    def user(self, user: str) -> bytes:
+        """The SET of one user's connection ids."""
+        ...
+
+    def group(self, group: str) -> bytes:
+        """The SET of one group's connection ids."""
+        ...
+
+    def groups_of(self, connection_id: str) -> bytes:
+        """The SET of one connection's groups."""
+        ...
+
+
+class NodeHub(Protocol):
+    """What a node reads of each hub's manager to write and rewrite its presence."""
+
+    @property
+    def channels(self) -> wire.Channels:
+        """The hub's channel names (``channels.base`` names it in the node's entry)."""
+        ...
+
+    @property
+    def keys(self) -> HubKeys:
+        """The hub's presence keys."""
+        ...
+
+    @property
+    def connections(self) -> Mapping[str, ClientConnection]:
+        """The hub's connections on this node."""
+        ...
+
+    @property
+    def started(self) -> bool:
+        """True between the manager's start and stop."""
+        ...
+
+
+class ClusterNode(Protocol):
+    """What a hub's manager and its rooms need of their node (``node.RedisNode``)."""
+
+    @property
+    def bus(self) -> RedisBus:
+        """The node's two Redis connections."""
+        ...
+
+    @property
+    def node_id(self) -> str:
+        """This node's name in the cluster."""
+        ...
+
+    @property
+    def prefix(self) -> bytes:
+        """The channel prefix of every channel and key."""
+        ...
+
+    @property
+    def payload_protocols(self) -> Sequence[str]:
+        """The protocols serialized into each published message (empty: all of the hub's)."""
+        ...
+
+    @property
+    def timeout(self) -> float:
+        """Seconds without a heartbeat after which a node counts as dead."""
+        ...
+
+    @property
+    def managers(self) -> Sequence[NodeHub]:
+        """Every hub's manager on this node."""
+        ...
+
+    async def start(self) -> None:
+        """Connect and start heartbeating (idempotent)."""
+        ...
+
+    async def stop(self) -> None:
+        """Remove this node's presence and close the bus."""
+        ...
+
+    async def is_live(self, node_id: str) -> bool:
+        """True when ``node_id`` heartbeated within the timeout."""
+        ...
+
+    async def live_nodes(self) -> dict[str, float]:
+        """Node id -> last heartbeat of every live node."""
+        ...
+
+    def node_key_of(self, node_id: str) -> bytes:
+        """The HASH describing a node."""
+        ...
+
+    def connection_added(self, manager: NodeHub, connection: ClientConnection) -> None:
+        """Record a new local connection in presence."""
+        ...
+
+    def connection_removed(self, manager: NodeHub, connection_id: str) -> None:
+        """Forget a local connection (and its groups) in presence."""
+        ...
+
+    def group_added(self, manager: NodeHub, connection_id: str, group: str) -> None:
+        """Record a local connection joining a group."""
+        ...
+
+    def group_removed(self, manager: NodeHub, connection_id: str, group: str) -> None:
+        """Record a local connection leaving a group."""
+        ...
