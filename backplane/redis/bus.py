@@ -43,6 +43,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import HubplaneError
 from ..stats import BATCH_BUCKETS, ROUND_TRIP_BUCKETS, Buckets, Observer
+from .keys import PUBLISH_MANY
 
 logger = logging.getLogger("hubplane.redis")
 
@@ -57,14 +58,6 @@ BACKOFF_MAX = 1.0
 # (retrying at most BACKOFF_MAX apart) are back before the buffered publishes go out.
 FLUSH_DELAY = 1.5
 SUBSCRIBE_CONFIRM_TIMEOUT = 5.0
-
-# PUBLISH every (channel, message) pair of ARGV, in order.
-_PUBLISH_MANY = """
-for i = 1, #ARGV, 2 do
-  redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
-end
-return #ARGV / 2
-"""
 
 _NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, EOFError)
 
@@ -234,7 +227,7 @@ class RedisBus:
         self._hold_until = 0.0
         #: Send runs of publishes as one Lua call (False: one PUBLISH command each).
         self.publish_script = True
-        self._publish_sha = self.register_script(_PUBLISH_MANY)
+        self._publish_sha = self.register_script(PUBLISH_MANY)
 
     # -- state -------------------------------------------------------------------------------
 
