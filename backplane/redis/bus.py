@@ -24,26 +24,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import hiredis
-import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import HubplaneError
 from ..stats import BATCH_BUCKETS, ROUND_TRIP_BUCKETS, Buckets, Observer
+from .connect import BACKOFF_FIRST, BACKOFF_MAX, connect_redis, safe_url
+from .connect import NETWORK_ERRORS as _NETWORK_ERRORS
+from .connect import backoff as _backoff
+from .connect import close_connection as _close
+from .connect import open_connection as _open
+from .connect import read_reply as _reply
+from .connect import round_trip as _round_trip
 from .keys import PUBLISH_MANY
+
+# Re-exported: what importers of the bus used before connect.py existed.
+__all__ = [
+    "BACKOFF_FIRST",
+    "BACKOFF_MAX",
+    "BackplaneUnavailable",
+    "BusStats",
+    "RedisBus",
+    "connect_redis",
+]
 
 logger = logging.getLogger("hubplane.redis")
 
@@ -52,14 +62,10 @@ ReconnectHook = Callable[[], Awaitable[None]]
 
 # Commands per pipeline round trip; larger bursts take several.
 MAX_BATCH = 2048  # default of RedisBus.max_batch
-BACKOFF_FIRST = 0.05
-BACKOFF_MAX = 1.0
 # After a reconnect the writer holds its queue this long, so the other nodes' subscribers
 # (retrying at most BACKOFF_MAX apart) are back before the buffered publishes go out.
 FLUSH_DELAY = 1.5
 SUBSCRIBE_CONFIRM_TIMEOUT = 5.0
-
-_NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, EOFError)
 
 # Kinds of queued command.
 PUBLISH = 0  # buffered through an outage
@@ -104,81 +110,6 @@ def _is_noscript(result: object) -> bool:
     return isinstance(result, NoScriptError) or (
         isinstance(result, ResponseError) and "NOSCRIPT" in str(result)
     )
-
-
-async def _open(client: aioredis.Redis) -> AbstractConnection:
-    """A new connection of ``client``'s kind (TCP, TLS, unix, Sentinel master), kept out of
-    its pool: the bus holds it for as long as it works."""
-    connection: AbstractConnection = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
-    await connection.connect()  # type: ignore[no-untyped-call]
-    return connection
-
-
-async def _close(connection: AbstractConnection | None) -> None:
-    if connection is not None:
-        with contextlib.suppress(Exception):
-            await connection.disconnect(nowait=True)
-
-
-async def _reply(connection: AbstractConnection) -> Any:
-    """The next reply on ``connection``; an error reply is returned, not raised."""
-    try:
-        return await connection.read_response()
-    except ResponseError as exc:
-        return exc
-
-
-async def _round_trip(connection: AbstractConnection, *commands: tuple[Any, ...]) -> list[Any]:
-    """Send ``commands`` in one write and read their replies."""
-    await connection.send_packed_command(b"".join(map(_pack, commands)), check_health=False)
-    return [await _reply(connection) for _ in commands]
-
-
-def _backoff(attempt: int) -> float:
-    delay: float = min(BACKOFF_MAX, BACKOFF_FIRST * (2**attempt))
-    return delay * (0.5 + random.random() / 2)
-
-
-def connect_redis(url: str, **kwargs: Any) -> aioredis.Redis:
-    """A redis-py asyncio client for ``url``: redis://, rediss:// (TLS), unix://, or
-    ``redis+sentinel://host:port[,host:port]/service_name[/db]`` for a Sentinel-managed master.
-    """
-    # No retries inside redis-py: the bus has its own reconnect loop, and redis-py's default
-    # backoff (seconds) would keep a node deaf long after Redis is back.
-    options: dict[str, Any] = {
-        "socket_keepalive": True,
-        "socket_connect_timeout": 2.0,
-        "health_check_interval": 0,
-        "retry": Retry(NoBackoff(), 0),
-        # RESP2: every Redis speaks it, and redis-py's RESP3 path sends each pub/sub message
-        # through its push-notification handlers (which format the payload for a debug log
-        # line, whether that logger is on or not).
-        "protocol": 2,
-    }
-    options.update(kwargs)
-    if url.startswith("redis+sentinel://"):
-        from redis.asyncio.sentinel import Sentinel
-
-        rest = url[len("redis+sentinel://") :]
-        hosts_part, _, path = rest.partition("/")
-        service, _, db = path.partition("/")
-        if not service:
-            raise ValueError("a Sentinel URL needs a service name: redis+sentinel://h:p/mymaster")
-        hosts = []
-        for item in hosts_part.split(","):
-            host, _, port = item.rpartition(":")
-            hosts.append((host or "127.0.0.1", int(port or 26379)))
-        sentinel = Sentinel(hosts, socket_connect_timeout=options["socket_connect_timeout"])
-        master: aioredis.Redis = sentinel.master_for(service, db=int(db or 0), **options)
-        return master
-    # The URL's own options win over ours in redis-py: a ?protocol=3 would turn the bus's
-    # replies and pub/sub messages into RESP3 shapes it does not read, so it is left out.
-    parts = urlsplit(url)
-    if "protocol" in parts.query:
-        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "protocol"]
-        url = urlunsplit(parts._replace(query=urlencode(query)))
-    client: aioredis.Redis = aioredis.Redis.from_url(url, **options)
-    return client
 
 
 class RedisBus:
@@ -317,11 +248,7 @@ class RedisBus:
 
     @property
     def _safe_url(self) -> str:
-        # Never log a password.
-        if "@" in self.url:
-            scheme, _, rest = self.url.partition("://")
-            return f"{scheme}://***@{rest.rpartition('@')[2]}"
-        return self.url
+        return safe_url(self.url)
 
     # -- writing -----------------------------------------------------------------------------
 
