@@ -27,15 +27,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import hiredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from ..errors import HubplaneError
-from ..stats import BATCH_BUCKETS, ROUND_TRIP_BUCKETS, Buckets, Observer
 from .connect import BACKOFF_FIRST, BACKOFF_MAX, connect_redis, safe_url
 from .connect import NETWORK_ERRORS as _NETWORK_ERRORS
 from .connect import backoff as _backoff
@@ -44,11 +41,17 @@ from .connect import open_connection as _open
 from .connect import read_reply as _reply
 from .connect import round_trip as _round_trip
 from .keys import PUBLISH_MANY
+from .outbox import KEEP, MAX_BATCH, PUBLISH, QUERY, STATE, BackplaneUnavailable, BusStats
 
-# Re-exported: what importers of the bus used before connect.py existed.
+# Re-exported: what importers of the bus used before connect.py and outbox.py existed.
 __all__ = [
     "BACKOFF_FIRST",
     "BACKOFF_MAX",
+    "KEEP",
+    "MAX_BATCH",
+    "PUBLISH",
+    "QUERY",
+    "STATE",
     "BackplaneUnavailable",
     "BusStats",
     "RedisBus",
@@ -60,38 +63,10 @@ logger = logging.getLogger("hubplane.redis")
 Handler = Callable[[bytes, bytes], None]
 ReconnectHook = Callable[[], Awaitable[None]]
 
-# Commands per pipeline round trip; larger bursts take several.
-MAX_BATCH = 2048  # default of RedisBus.max_batch
 # After a reconnect the writer holds its queue this long, so the other nodes' subscribers
 # (retrying at most BACKOFF_MAX apart) are back before the buffered publishes go out.
 FLUSH_DELAY = 1.5
 SUBSCRIBE_CONFIRM_TIMEOUT = 5.0
-
-# Kinds of queued command.
-PUBLISH = 0  # buffered through an outage
-STATE = 1  # dropped while disconnected (rewritten on reconnect)
-QUERY = 2  # fails while disconnected
-KEEP = 3  # a state write kept through an outage
-
-
-class BackplaneUnavailable(HubplaneError):
-    """Redis cannot be reached right now."""
-
-
-@dataclass(slots=True)
-class BusStats:
-    """Counters of one node's Redis traffic (for readiness and metrics)."""
-
-    published: int = 0
-    received: int = 0
-    buffered: int = 0
-    dropped: int = 0
-    reconnects: int = 0
-    batches: int = 0
-    errors: int = 0
-    #: Commands per pipelined round trip, and how long each round trip took (seconds).
-    batch_sizes: Observer = field(default_factory=lambda: Buckets(BATCH_BUCKETS))
-    round_trips: Observer = field(default_factory=lambda: Buckets(ROUND_TRIP_BUCKETS))
 
 
 class _Command:

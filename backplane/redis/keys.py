@@ -15,6 +15,8 @@ both the builders below and the scripts. Pub/sub channels are not keys: see ``wi
 
 from __future__ import annotations
 
+import hashlib
+
 # -- keys ------------------------------------------------------------------------------------
 
 
@@ -60,6 +62,12 @@ class PresenceKeys:
 
 
 # -- scripts ---------------------------------------------------------------------------------
+
+
+def script_sha(source: str) -> str:
+    """The SHA1 Redis knows a script by (for EVALSHA)."""
+    return hashlib.sha1(source.encode()).hexdigest()
+
 
 # PUBLISH every (channel, message) pair of ARGV, in order.
 PUBLISH_MANY = """
