@@ -19,7 +19,7 @@ import redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
-from backplane.redis import bus, connect
+from backplane.redis import connect, writer
 
 TIMEOUT = 5.0
 
@@ -100,7 +100,7 @@ async def test_an_error_reply_is_raised_as_response_error(connection: AbstractCo
     assert isinstance(replies[0], ResponseError), contract(
         "read_response() raising ResponseError for an error reply", "read_reply"
     )
-    assert bus._is_noscript(replies[0]), contract("the NOSCRIPT error", "the writer's reload")
+    assert writer.is_noscript(replies[0]), contract("the NOSCRIPT error", "the writer's reload")
     assert replies[1] in (b"PONG", "PONG"), contract(
         "read_response() after an error reply", "read_reply"
     )
