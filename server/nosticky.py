@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from backplane.redis.bus import BackplaneUnavailable
+from backplane.redis.keys import owner_key
 
 if TYPE_CHECKING:
     from backplane.redis.node import RedisNode
@@ -113,7 +114,6 @@ class Forwarder:
         self.bus = node.bus
         self.handle = handle
         prefix = node.prefix
-        self._owner_prefix = prefix + b"hubplane:owner:"
         self._fwd_prefix = prefix + b"hubplane:fwd:"
         self._reply_prefix = prefix + b"hubplane:fwdr:"
         self._ids = itertools.count(1)
@@ -130,7 +130,7 @@ class Forwarder:
         await self.bus.subscribe(self._reply_prefix + me, self._on_answer)
 
     def _owner_key(self, connection_id: str) -> bytes:
-        return self._owner_prefix + connection_id.encode()
+        return owner_key(self.node.prefix, connection_id)
 
     async def claim(self, connection_id: str) -> str:
         """Become the owner unless another node is; returns the owner's id."""

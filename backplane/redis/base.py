@@ -15,36 +15,7 @@ if TYPE_CHECKING:
     from ..lifetime.base import ClientConnection
     from . import wire
     from .bus import RedisBus
-
-
-class HubKeys(Protocol):
-    """The Redis keys of one hub's presence entries (``manager.PresenceKeys``)."""
-
-    @property
-    def base(self) -> bytes:
-        """Prefix and hub wire name, the start of every key of the hub."""
-        ...
-
-    @property
-    def conns(self) -> bytes:
-        """The HASH of connection id -> msgpack ``[node, user]``."""
-        ...
-
-    def node(self, node_id: str) -> bytes:
-        """The SET of one node's connection ids."""
-        ...
-
-    def user(self, user: str) -> bytes:
-        """The SET of one user's connection ids."""
-        ...
-
-    def group(self, group: str) -> bytes:
-        """The SET of one group's connection ids."""
-        ...
-
-    def groups_of(self, connection_id: str) -> bytes:
-        """The SET of one connection's groups."""
-        ...
+    from .keys import PresenceKeys
 
 
 class NodeHub(Protocol):
@@ -56,7 +27,7 @@ class NodeHub(Protocol):
         ...
 
     @property
-    def keys(self) -> HubKeys:
+    def keys(self) -> PresenceKeys:
         """The hub's presence keys."""
         ...
 

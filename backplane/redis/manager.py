@@ -22,6 +22,7 @@ from . import wire
 from .bus import BackplaneUnavailable
 from .control import ControlChannel
 from .groups import GroupCommands
+from .keys import PresenceKeys
 from .presence import RedisPresence
 from .results import RemoteResults
 
@@ -36,28 +37,6 @@ logger = logging.getLogger("hubplane.redis")
 ACK_TIMEOUT = 30.0
 # ... and how long when no live node is known to own the connection.
 UNKNOWN_OWNER_GRACE = 1.0
-
-
-class PresenceKeys:
-    """Redis keys of one hub's presence entries."""
-
-    __slots__ = ("base", "conns")
-
-    def __init__(self, base: bytes) -> None:
-        self.base = base
-        self.conns = base + b":hubplane:conns"
-
-    def node(self, node_id: str) -> bytes:
-        return self.base + b":hubplane:node:" + node_id.encode()
-
-    def user(self, user: str) -> bytes:
-        return self.base + b":hubplane:user:" + user.encode()
-
-    def group(self, group: str) -> bytes:
-        return self.base + b":hubplane:group:" + group.encode()
-
-    def groups_of(self, connection_id: str) -> bytes:
-        return self.base + b":hubplane:groups-of:" + connection_id.encode()
 
 
 class RedisLifetimeManager(HubLifetimeManager):

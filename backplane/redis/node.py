@@ -1,12 +1,6 @@
 """A node on the Redis backplane: its bus, its heartbeat, and its presence entries.
 
-Presence keys (``docs/redis-protocol.md``; ``B`` = prefix + hub wire name, ``N`` = node id):
-
-- ``<prefix>hubplane:nodes``: ZSET of node ids scored by last heartbeat (ms since epoch)
-- ``<prefix>hubplane:node:N``: HASH id, host, pid, started (ms), hubs (msgpack list of B)
-- ``B:hubplane:conns``: HASH connection id -> msgpack ``[N, user or nil]``
-- ``B:hubplane:node:N`` / ``B:hubplane:user:U`` / ``B:hubplane:group:G``: SETs of connection ids
-- ``B:hubplane:groups-of:C``: SET of the groups of connection C
+Presence keys and the scripts over them live in ``keys.py`` (``docs/redis-protocol.md``).
 
 Survivors purge a node whose heartbeat is older than the timeout, in one Lua script; a node
 whose heartbeat finds itself missing (Redis lost its data, or it was purged while stalled)
@@ -28,6 +22,7 @@ import msgpack
 
 from ..lifetime.base import ClientConnection
 from ..presence import new_node_id
+from . import keys
 from .bus import BackplaneUnavailable, RedisBus
 
 if TYPE_CHECKING:
@@ -35,98 +30,6 @@ if TYPE_CHECKING:
     from .manager import RedisLifetimeManager
 
 logger = logging.getLogger("hubplane.redis")
-
-# One connection's presence entries, removed (shared by the two scripts below).
-_REMOVE_ONE = """
-local function remove(base, conn, node)
-  local conns = base .. ':hubplane:conns'
-  local rec = redis.call('HGET', conns, conn)
-  if rec then
-    local r = cmsgpack.unpack(rec)
-    if r[1] == node then
-      redis.call('HDEL', conns, conn)
-      if r[2] then redis.call('SREM', base .. ':hubplane:user:' .. r[2], conn) end
-    end
-  end
-  local gk = base .. ':hubplane:groups-of:' .. conn
-  for _, g in ipairs(redis.call('SMEMBERS', gk)) do
-    redis.call('SREM', base .. ':hubplane:group:' .. g, conn)
-  end
-  redis.call('DEL', gk)
-end
-"""
-
-# Removes one connection's presence entries. ARGV: hub base, connection id, node id.
-_REMOVE_CONNECTION = (
-    _REMOVE_ONE
-    + """
-remove(ARGV[1], ARGV[2], ARGV[3])
-redis.call('SREM', ARGV[1] .. ':hubplane:node:' .. ARGV[3], ARGV[2])
-return 1
-"""
-)
-
-# Purges a node that stopped heartbeating, unless it came back meanwhile.
-# KEYS: nodes zset, node hash. ARGV: node id, cutoff (ms).
-_PURGE_NODE = (
-    _REMOVE_ONE
-    + """
-local node = ARGV[1]
-local score = redis.call('ZSCORE', KEYS[1], node)
-if score and tonumber(score) > tonumber(ARGV[2]) then return 0 end
-local hubs = redis.call('HGET', KEYS[2], 'hubs')
-local removed = 0
-if hubs then
-  for _, base in ipairs(cmsgpack.unpack(hubs)) do
-    local nodeset = base .. ':hubplane:node:' .. node
-    for _, conn in ipairs(redis.call('SMEMBERS', nodeset)) do
-      remove(base, conn, node)
-      removed = removed + 1
-    end
-    redis.call('DEL', nodeset)
-  end
-end
-redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[1], node)
-return removed + 1
-"""
-)
-
-
-# Node liveness uses Redis's clock, so skewed host clocks cannot make a live node look dead.
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
-# Registers a node. KEYS: nodes zset. ARGV: node id.
-_TOUCH = (
-    _NOW
-    + """
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-return now
-"""
-)
-
-# One heartbeat. KEYS: nodes zset. ARGV: node id, timeout (ms).
-# Returns {1 if the node was registered, now, ids of nodes silent for longer than the timeout}.
-_HEARTBEAT = (
-    _NOW
-    + """
-local present = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if present then redis.call('ZADD', KEYS[1], now, ARGV[1]) end
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-return {present and 1 or 0, now, dead}
-"""
-)
-
-# Live nodes with their last heartbeat. KEYS: nodes zset. ARGV: timeout (ms).
-_LIVE = (
-    _NOW
-    + """
-return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf', 'WITHSCORES')
-"""
-)
 
 
 class RedisNode:
@@ -158,13 +61,13 @@ class RedisNode:
         self.bus = RedisBus(redis_url, buffer_limit=buffer_limit)
         self.started = time.time()
         self.managers: list[RedisLifetimeManager] = []
-        self.nodes_key = self.prefix + b"hubplane:nodes"
+        self.nodes_key = keys.nodes_key(self.prefix)
         self.node_key = self.node_key_of(self.node_id)
-        self._remove_sha = self.bus.register_script(_REMOVE_CONNECTION)
-        self._purge_sha = self.bus.register_script(_PURGE_NODE)
-        self._touch_sha = self.bus.register_script(_TOUCH)
-        self._heartbeat_sha = self.bus.register_script(_HEARTBEAT)
-        self._live_sha = self.bus.register_script(_LIVE)
+        self._remove_sha = self.bus.register_script(keys.REMOVE_CONNECTION)
+        self._purge_sha = self.bus.register_script(keys.PURGE_NODE)
+        self._touch_sha = self.bus.register_script(keys.TOUCH)
+        self._heartbeat_sha = self.bus.register_script(keys.HEARTBEAT)
+        self._live_sha = self.bus.register_script(keys.LIVE)
         self._start_lock = asyncio.Lock()
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._started = False
@@ -175,7 +78,7 @@ class RedisNode:
 
     def node_key_of(self, node_id: str) -> bytes:
         """The HASH describing a node."""
-        return self.prefix + b"hubplane:node:" + node_id.encode()
+        return keys.node_key(self.prefix, node_id)
 
     def manager(self, hub_name: str, protocols: Sequence[str]) -> RedisLifetimeManager:
         """A lifetime manager for one hub on this node."""
@@ -206,7 +109,7 @@ class RedisNode:
             self._heartbeat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._heartbeat_task
-        if self.presence_enabled and self.bus._writer_up:
+        if self.presence_enabled and self.bus.writer_up:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.bus.query(*self._purge_self()), 2.0)
         await self.bus.stop()

@@ -9,7 +9,8 @@ import msgpack
 from ..presence import Presence
 
 if TYPE_CHECKING:
-    from .base import ClusterNode, HubKeys
+    from .base import ClusterNode
+    from .keys import PresenceKeys
 
 
 def _decode_list(raw: Any) -> list[str]:
@@ -19,7 +20,7 @@ def _decode_list(raw: Any) -> list[str]:
 class RedisPresence(Presence):
     """Presence of one hub across the cluster, read from Redis."""
 
-    def __init__(self, node: ClusterNode, keys: HubKeys) -> None:
+    def __init__(self, node: ClusterNode, keys: PresenceKeys) -> None:
         self._node = node
         self._keys = keys
 

@@ -1,0 +1,115 @@
+"""Setting up Redis connections: URLs, raw connections kept out of the pool, reconnect backoff.
+
+The bus holds one redis-py connection per side for as long as it works and drives it
+directly (see ``writer.py`` and ``subscriber.py``); redis-py opens it (TLS, AUTH, SELECT,
+Sentinel), which is all these helpers ask of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import hiredis
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 1.0
+
+#: What a lost or unreachable Redis raises, whichever layer notices it first.
+NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, EOFError)
+
+_pack = hiredis.pack_command
+
+
+def connect_redis(url: str, **kwargs: Any) -> aioredis.Redis:
+    """A redis-py asyncio client for ``url``: redis://, rediss:// (TLS), unix://, or
+    ``redis+sentinel://host:port[,host:port]/service_name[/db]`` for a Sentinel-managed master.
+    """
+    # No retries inside redis-py: the bus has its own reconnect loop, and redis-py's default
+    # backoff (seconds) would keep a node deaf long after Redis is back.
+    options: dict[str, Any] = {
+        "socket_keepalive": True,
+        "socket_connect_timeout": 2.0,
+        "health_check_interval": 0,
+        "retry": Retry(NoBackoff(), 0),
+        # RESP2: every Redis speaks it, and redis-py's RESP3 path sends each pub/sub message
+        # through its push-notification handlers (which format the payload for a debug log
+        # line, whether that logger is on or not).
+        "protocol": 2,
+    }
+    options.update(kwargs)
+    if url.startswith("redis+sentinel://"):
+        from redis.asyncio.sentinel import Sentinel
+
+        rest = url[len("redis+sentinel://") :]
+        hosts_part, _, path = rest.partition("/")
+        service, _, db = path.partition("/")
+        if not service:
+            raise ValueError("a Sentinel URL needs a service name: redis+sentinel://h:p/mymaster")
+        hosts = []
+        for item in hosts_part.split(","):
+            host, _, port = item.rpartition(":")
+            hosts.append((host or "127.0.0.1", int(port or 26379)))
+        sentinel = Sentinel(hosts, socket_connect_timeout=options["socket_connect_timeout"])
+        master: aioredis.Redis = sentinel.master_for(service, db=int(db or 0), **options)
+        return master
+    # The URL's own options win over ours in redis-py: a ?protocol=3 would turn the bus's
+    # replies and pub/sub messages into RESP3 shapes it does not read, so it is left out.
+    parts = urlsplit(url)
+    if "protocol" in parts.query:
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "protocol"]
+        url = urlunsplit(parts._replace(query=urlencode(query)))
+    client: aioredis.Redis = aioredis.Redis.from_url(url, **options)
+    return client
+
+
+def safe_url(url: str) -> str:
+    """``url`` fit for a log line (never log a password)."""
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return url
+
+
+async def open_connection(client: aioredis.Redis) -> AbstractConnection:
+    """A new connection of ``client``'s kind (TCP, TLS, unix, Sentinel master), kept out of
+    its pool: the bus holds it for as long as it works."""
+    connection: AbstractConnection = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+    await connection.connect()  # type: ignore[no-untyped-call]
+    return connection
+
+
+async def close_connection(connection: AbstractConnection | None) -> None:
+    """Close a connection from :func:`open_connection` (if any), whatever state it is in."""
+    if connection is not None:
+        with contextlib.suppress(Exception):
+            await connection.disconnect(nowait=True)
+
+
+async def read_reply(connection: AbstractConnection) -> Any:
+    """The next reply on ``connection``; an error reply is returned, not raised."""
+    try:
+        return await connection.read_response()
+    except ResponseError as exc:
+        return exc
+
+
+async def round_trip(connection: AbstractConnection, *commands: tuple[Any, ...]) -> list[Any]:
+    """Send ``commands`` in one write and read their replies."""
+    await connection.send_packed_command(b"".join(map(_pack, commands)), check_health=False)
+    return [await read_reply(connection) for _ in commands]
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before reconnect ``attempt`` (0 first): doubling, capped, jittered."""
+    delay: float = min(BACKOFF_MAX, BACKOFF_FIRST * (2**attempt))
+    return delay * (0.5 + random.random() / 2)

@@ -1,0 +1,171 @@
+"""Every Redis key hubplane writes and every Lua script it runs, in one place.
+
+Keys (``docs/redis-protocol.md``; ``B`` = prefix + hub wire name, ``N`` = node id):
+
+- ``<prefix>hubplane:nodes``: ZSET of node ids scored by last heartbeat (ms since epoch)
+- ``<prefix>hubplane:node:N``: HASH id, host, pid, started (ms), hubs (msgpack list of B)
+- ``B:hubplane:conns``: HASH connection id -> msgpack ``[N, user or nil]``
+- ``B:hubplane:node:N`` / ``B:hubplane:user:U`` / ``B:hubplane:group:G``: SETs of connection ids
+- ``B:hubplane:groups-of:C``: SET of the groups of connection C
+- ``<prefix>hubplane:owner:C``: the node owning connection C in the no-sticky mode (a STRING)
+
+The scripts build some of these keys themselves (from ARGV): a change of layout changes
+both the builders below and the scripts. Pub/sub channels are not keys: see ``wire.Channels``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+def nodes_key(prefix: bytes) -> bytes:
+    """The ZSET of live node ids, scored by their last heartbeat."""
+    return prefix + b"hubplane:nodes"
+
+
+def node_key(prefix: bytes, node_id: str) -> bytes:
+    """The HASH describing a node."""
+    return prefix + b"hubplane:node:" + node_id.encode()
+
+
+def owner_key(prefix: bytes, connection_id: str) -> bytes:
+    """The STRING naming the node that owns a connection (no-sticky mode)."""
+    return prefix + b"hubplane:owner:" + connection_id.encode()
+
+
+class PresenceKeys:
+    """Redis keys of one hub's presence entries."""
+
+    __slots__ = ("base", "conns")
+
+    def __init__(self, base: bytes) -> None:
+        self.base = base
+        self.conns = base + b":hubplane:conns"
+
+    def node(self, node_id: str) -> bytes:
+        """The SET of the hub's connections on node ``node_id``."""
+        return self.base + b":hubplane:node:" + node_id.encode()
+
+    def user(self, user: str) -> bytes:
+        """The SET of the hub's connections of ``user``."""
+        return self.base + b":hubplane:user:" + user.encode()
+
+    def group(self, group: str) -> bytes:
+        """The SET of the connections in ``group``."""
+        return self.base + b":hubplane:group:" + group.encode()
+
+    def groups_of(self, connection_id: str) -> bytes:
+        """The SET of the groups of a connection."""
+        return self.base + b":hubplane:groups-of:" + connection_id.encode()
+
+
+# -- scripts ---------------------------------------------------------------------------------
+
+
+def script_sha(source: str) -> str:
+    """The SHA1 Redis knows a script by (for EVALSHA)."""
+    return hashlib.sha1(source.encode()).hexdigest()
+
+
+# PUBLISH every (channel, message) pair of ARGV, in order.
+PUBLISH_MANY = """
+for i = 1, #ARGV, 2 do
+  redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
+end
+return #ARGV / 2
+"""
+
+
+# One connection's presence entries, removed (shared by the two scripts below).
+_REMOVE_ONE = """
+local function remove(base, conn, node)
+  local conns = base .. ':hubplane:conns'
+  local rec = redis.call('HGET', conns, conn)
+  if rec then
+    local r = cmsgpack.unpack(rec)
+    if r[1] == node then
+      redis.call('HDEL', conns, conn)
+      if r[2] then redis.call('SREM', base .. ':hubplane:user:' .. r[2], conn) end
+    end
+  end
+  local gk = base .. ':hubplane:groups-of:' .. conn
+  for _, g in ipairs(redis.call('SMEMBERS', gk)) do
+    redis.call('SREM', base .. ':hubplane:group:' .. g, conn)
+  end
+  redis.call('DEL', gk)
+end
+"""
+
+# Removes one connection's presence entries. ARGV: hub base, connection id, node id.
+REMOVE_CONNECTION = (
+    _REMOVE_ONE
+    + """
+remove(ARGV[1], ARGV[2], ARGV[3])
+redis.call('SREM', ARGV[1] .. ':hubplane:node:' .. ARGV[3], ARGV[2])
+return 1
+"""
+)
+
+# Purges a node that stopped heartbeating, unless it came back meanwhile.
+# KEYS: nodes zset, node hash. ARGV: node id, cutoff (ms).
+PURGE_NODE = (
+    _REMOVE_ONE
+    + """
+local node = ARGV[1]
+local score = redis.call('ZSCORE', KEYS[1], node)
+if score and tonumber(score) > tonumber(ARGV[2]) then return 0 end
+local hubs = redis.call('HGET', KEYS[2], 'hubs')
+local removed = 0
+if hubs then
+  for _, base in ipairs(cmsgpack.unpack(hubs)) do
+    local nodeset = base .. ':hubplane:node:' .. node
+    for _, conn in ipairs(redis.call('SMEMBERS', nodeset)) do
+      remove(base, conn, node)
+      removed = removed + 1
+    end
+    redis.call('DEL', nodeset)
+  end
+end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], node)
+return removed + 1
+"""
+)
+
+
+# Node liveness uses Redis's clock, so skewed host clocks cannot make a live node look dead.
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# Registers a node. KEYS: nodes zset. ARGV: node id.
+TOUCH = (
+    _NOW
+    + """
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+return now
+"""
+)
+
+# One heartbeat. KEYS: nodes zset. ARGV: node id, timeout (ms).
+# Returns {1 if the node was registered, now, ids of nodes silent for longer than the timeout}.
+HEARTBEAT = (
+    _NOW
+    + """
+local present = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if present then redis.call('ZADD', KEYS[1], now, ARGV[1]) end
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+return {present and 1 or 0, now, dead}
+"""
+)
+
+# Live nodes with their last heartbeat. KEYS: nodes zset. ARGV: timeout (ms).
+LIVE = (
+    _NOW
+    + """
+return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf', 'WITHSCORES')
+"""
+)

@@ -1,0 +1,250 @@
+"""The subscriber connection: one SUBSCRIBE connection for every channel the node's hubs need.
+
+Each message goes to a plain (synchronous) handler. The connection is read directly:
+redis-py's PubSub object costs more per message than the rest of a delivery (a retry
+wrapper and, over RESP3, a debug log line built whether or not it is logged).
+
+A second task sends SUBSCRIBE/UNSUBSCRIBE commands, and PINGs while idle so that a socket
+that died silently is found. After reconnecting, every channel held is subscribed again and
+the resubscribe hooks run (acks published meanwhile were lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import RedisError
+
+from .connect import NETWORK_ERRORS, backoff, close_connection, open_connection
+from .outbox import BusStats, Outbox
+
+logger = logging.getLogger("hubplane.redis")
+
+Handler = Callable[[bytes, bytes], None]
+
+SUBSCRIBE_CONFIRM_TIMEOUT = 5.0
+# Subscribed to when no other channel is, so that a connection is in pub/sub mode all along.
+IDLE_CHANNEL = b"hubplane:idle"
+
+
+class Subscriber:
+    """The node's subscribing connection to Redis, its reading task and its sending task.
+
+    It reports whether it is up to the ``outbox`` (publishes are buffered while it is not).
+    """
+
+    def __init__(self, client: aioredis.Redis, outbox: Outbox, stats: BusStats, url: str) -> None:
+        self.client = client
+        self.outbox = outbox
+        self.stats = stats
+        self.url = url  # for log lines: without a password
+        #: Seconds between keep-alive PINGs on the idle subscriber connection.
+        self.ping_interval = 5.0
+        #: Set once the subscriber has connected for the first time.
+        self.ready = asyncio.Event()
+        self.connection: AbstractConnection | None = None
+        self._handlers: dict[bytes, Handler] = {}
+        self._queue: deque[tuple[bool, bytes]] = deque()  # (subscribe?, channel) to send
+        self._wake = asyncio.Event()
+        self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._hooks: list[Callable[[], None]] = []
+        self._closing = False
+        self._last_read = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def on_resubscribed(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` each time the subscriber is back after losing its connection."""
+        self._hooks.append(hook)
+
+    def start(self) -> None:
+        """Start the reading task (it connects, and reconnects, by itself)."""
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name="hubplane-redis-reader"
+        )
+
+    def cancel(self) -> None:
+        """Stop reading (see :meth:`stopped` and :meth:`close`)."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+
+    async def stopped(self) -> None:
+        """Wait for the task ended by :meth:`cancel` (it ends its sender too)."""
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def close(self) -> None:
+        """Close the connection and the client (after :meth:`stopped`)."""
+        await close_connection(self.connection)
+        self.connection = None
+        try:
+            await self.client.aclose()
+        except Exception:
+            logger.debug("closing a Redis client failed", exc_info=True)
+
+    # -- subscribing -------------------------------------------------------------------------
+
+    async def subscribe(self, channel: bytes, handler: Handler, confirm: bool = True) -> None:
+        """Deliver messages on ``channel`` to ``handler(channel, data)``.
+
+        With ``confirm`` (and Redis reachable) this returns once Redis has confirmed the
+        subscription, so a message published right after cannot be missed.
+        """
+        new = channel not in self._handlers
+        self._handlers[channel] = handler
+        if not new and channel not in self._confirm:
+            return  # subscribed and confirmed
+        future: asyncio.Future[None] | None = None
+        if confirm and self.outbox.reader_up:
+            # A second caller for a channel still being confirmed waits for the same reply.
+            future = asyncio.get_running_loop().create_future()
+            self._confirm.setdefault(channel, []).append(future)
+        if new:
+            self._queue.append((True, channel))
+            self._wake.set()
+        if future is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(future), SUBSCRIBE_CONFIRM_TIMEOUT)
+            except TimeoutError:
+                logger.warning("Redis did not confirm the subscription to %r in time", channel)
+
+    def unsubscribe(self, channel: bytes) -> None:
+        """Stop receiving ``channel``."""
+        if self._handlers.pop(channel, None) is None:
+            return
+        self._queue.append((False, channel))
+        self._wake.set()
+
+    # -- the connection ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        outbox = self.outbox
+        attempt = 0
+        while not self._closing:
+            connection: AbstractConnection | None = None
+            sender: asyncio.Task[None] | None = None
+            try:
+                connection = await open_connection(self.client)
+                # No read timeout (a URL's socket_timeout would cut idle reads): the sender's
+                # PINGs find a dead connection instead.
+                connection.socket_timeout = None
+                self.connection = connection
+                # Start from scratch on every connection: subscribe to every channel held.
+                self._queue.clear()
+                channels = list(self._handlers)
+                await connection.send_command("SUBSCRIBE", *(channels or [IDLE_CHANNEL]))
+                if attempt:
+                    self.stats.reconnects += 1
+                    logger.warning(
+                        "Redis subscriber reconnected to %s (%d channels)",
+                        self.url,
+                        len(channels),
+                    )
+                    for hook in self._hooks:
+                        try:
+                            hook()
+                        except Exception:
+                            logger.exception("a Redis resubscribe hook failed")
+                attempt = 0
+                outbox.reader_up = True
+                self.ready.set()
+                loop = asyncio.get_running_loop()
+                sender = loop.create_task(self._run_sender(connection))
+                await self._read_forever(connection)
+            except asyncio.CancelledError:
+                raise
+            except NETWORK_ERRORS + (RedisError,) as exc:
+                if outbox.reader_up:
+                    logger.error("Redis subscriber lost its connection: %s", exc)
+                outbox.reader_up = False
+                outbox.last_error = str(exc) or type(exc).__name__
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
+            finally:
+                outbox.reader_up = False
+                self.connection = None  # tells the sender to stop, should a cancel be lost
+                if sender is not None:
+                    # Ended here, on the loop: a sender left to the garbage collector
+                    # mid-write would try to disconnect with no loop running.
+                    sender.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await sender
+                for waiters in self._confirm.values():
+                    for fut in waiters:
+                        if not fut.done():
+                            fut.set_result(None)
+                self._confirm.clear()
+                await close_connection(connection)
+
+    async def _run_sender(self, connection: AbstractConnection) -> None:
+        """Send queued SUBSCRIBE/UNSUBSCRIBE commands in order, coalescing runs.
+
+        When idle it PINGs every ``ping_interval`` seconds, and drops the connection when
+        nothing at all has come back for three intervals: a socket that died silently
+        (a NAT or balancer timeout) would otherwise leave the node deaf for good.
+        """
+        queue = self._queue
+        loop = asyncio.get_running_loop()
+        # (Python 3.11's wait_for may swallow a cancel that meets a wake-up: the loop also
+        # ends when the reader has moved on from this connection.)
+        while self.connection is connection and not self._closing:
+            if not queue:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.ping_interval)
+                if queue:
+                    continue
+                if loop.time() - self._last_read > 3 * self.ping_interval:
+                    logger.error("Redis subscriber heard nothing for too long: reconnecting")
+                    await connection.disconnect()
+                    return
+                try:
+                    await connection.send_command("PING", check_health=False)
+                except NETWORK_ERRORS:
+                    return
+                continue
+            action, channel = queue.popleft()
+            run = [channel]
+            while queue and queue[0][0] == action and len(run) < 512:
+                run.append(queue.popleft()[1])
+            try:
+                await connection.send_command("SUBSCRIBE" if action else "UNSUBSCRIBE", *run)
+            except NETWORK_ERRORS:
+                return  # the reader notices, reconnects and resubscribes everything
+
+    async def _read_forever(self, connection: AbstractConnection) -> None:
+        read = connection.read_response
+        loop_time = asyncio.get_running_loop().time
+        self._last_read = loop_time()
+        handlers = self._handlers
+        stats = self.stats
+        while not self._closing:
+            response = await read()
+            self._last_read = loop_time()
+            if response is None:
+                continue
+            # ['message', channel, data] is by far the most common reply.
+            if response[0] == b"message":
+                stats.received += 1
+                channel = response[1]
+                handler = handlers.get(channel)
+                if handler is not None:
+                    try:
+                        handler(channel, response[2])
+                    except Exception:
+                        logger.exception("handling a message on %r failed", channel)
+            elif response[0] == b"subscribe":
+                waiters = self._confirm.pop(response[1], None)
+                if waiters:
+                    for fut in waiters:
+                        if not fut.done():
+                            fut.set_result(None)

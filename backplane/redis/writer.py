@@ -1,0 +1,288 @@
+"""The writer connection: one task draining the outbox into pipelined commands.
+
+A batch is packed by hiredis in C and written in one call, and the replies are read one by
+one: a burst of PUBLISHes costs a few round trips, not one each. redis-py's Pipeline costs
+more per batch than the rest of a send (a pool checkout, a retry wrapper, timeouts), so the
+hot path keeps clear of it.
+
+When Redis goes away the writer reconnects with backoff, reloads the Lua scripts, runs the
+reconnect hooks (presence is rewritten first), then holds the buffered publishes for
+``flush_delay`` seconds. A Redis that lost the scripts (SCRIPT FLUSH) gets them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import hiredis
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from .connect import (
+    NETWORK_ERRORS,
+    backoff,
+    close_connection,
+    open_connection,
+    read_reply,
+    round_trip,
+)
+from .keys import script_sha
+from .outbox import PUBLISH, QUERY, BackplaneUnavailable, BusStats, Command, Outbox
+
+logger = logging.getLogger("hubplane.redis")
+
+ReconnectHook = Callable[[], Awaitable[None]]
+
+# After a reconnect the writer holds its queue this long, so the other nodes' subscribers
+# (retrying at most BACKOFF_MAX apart) are back before the buffered publishes go out.
+FLUSH_DELAY = 1.5
+
+_pack = hiredis.pack_command
+
+
+def is_noscript(result: object) -> bool:
+    """True when ``result`` is Redis saying it does not know the script (NOSCRIPT)."""
+    return isinstance(result, NoScriptError) or (
+        isinstance(result, ResponseError) and "NOSCRIPT" in str(result)
+    )
+
+
+class Writer:
+    """The node's writing connection to Redis and the task that drains the outbox into it."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        outbox: Outbox,
+        wake: asyncio.Event,
+        stats: BusStats,
+        url: str,
+    ) -> None:
+        self.client = client
+        self.outbox = outbox
+        self.stats = stats
+        self.url = url  # for log lines: without a password
+        #: Seconds the writer holds publishes after reconnecting (see FLUSH_DELAY).
+        self.flush_delay = FLUSH_DELAY
+        #: Set once the writer has connected for the first time.
+        self.ready = asyncio.Event()
+        self.connection: AbstractConnection | None = None
+        # Commands sent whose replies have not all been read.
+        self.in_flight = 0
+        self._wake = wake  # set by the outbox when it has something to send
+        self._scripts: dict[str, str] = {}  # sha -> source, loaded on every (re)connect
+        self._hooks: list[ReconnectHook] = []
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    def register_script(self, source: str) -> str:
+        """Remember a Lua script (loaded on every connect); returns its SHA1."""
+        sha = script_sha(source)
+        self._scripts[sha] = source
+        return sha
+
+    def on_reconnect(self, hook: ReconnectHook) -> None:
+        """Run ``hook`` after (re)connecting, before buffered publishes go out."""
+        self._hooks.append(hook)
+
+    def start(self) -> None:
+        """Start the writer's task (it connects, and reconnects, by itself)."""
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name="hubplane-redis-writer"
+        )
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until Redis has replied to every command queued so far (while connected, up
+        to ``timeout`` seconds); True when nothing is left."""
+        outbox = self.outbox
+        deadline = time.monotonic() + timeout
+        while (outbox.queued or self.in_flight) and outbox.writer_up:
+            if time.monotonic() >= deadline:
+                break
+            self._wake.set()
+            await asyncio.sleep(0.005)
+        return not (outbox.queued or self.in_flight)
+
+    def cancel(self) -> None:
+        """Stop draining (see :meth:`stopped` and :meth:`close`)."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+
+    async def stopped(self) -> None:
+        """Wait for the task ended by :meth:`cancel`."""
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def close(self) -> None:
+        """Close the connection and the client (after :meth:`stopped`)."""
+        await close_connection(self.connection)
+        self.connection = None
+        try:
+            await self.client.aclose()
+        except Exception:
+            logger.debug("closing a Redis client failed", exc_info=True)
+
+    # -- connecting --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._closing:
+            try:
+                await self._connect()
+            except NETWORK_ERRORS + (RedisError,) as exc:
+                self._down(exc)
+                await asyncio.sleep(backoff(attempt - 1 if attempt else 0))
+                attempt += 1
+                continue
+            if attempt:
+                self.stats.reconnects += 1
+                logger.warning(
+                    "Redis writer reconnected to %s; flushing %d queued commands in %.1f s",
+                    self.url,
+                    self.outbox.queued,
+                    self.flush_delay,
+                )
+                self.outbox.hold_until = asyncio.get_running_loop().time() + self.flush_delay
+            attempt = 0
+            try:
+                await self._drain_forever()
+            except NETWORK_ERRORS + (RedisError,) as exc:
+                # A connection that went stale while idle (Redis restarted) gets one
+                # immediate replacement, so nobody waiting on the queue is failed for it.
+                if self._closing:
+                    return
+                logger.warning("Redis writer connection failed (%s); reconnecting", exc)
+                attempt = 1
+
+    async def _connect(self) -> None:
+        await close_connection(self.connection)
+        self.connection = None
+        connection = await open_connection(self.client)
+        try:
+            await self._load_scripts(connection, ping=True)
+        except BaseException:
+            await close_connection(connection)
+            raise
+        outbox = self.outbox
+        self.connection = connection
+        outbox.writer_up = True
+        outbox.last_error = None
+        # Hooks run before buffered publishes flush: presence is rewritten first.
+        held = outbox.detach()
+        for hook in self._hooks:
+            try:
+                await hook()
+            except NETWORK_ERRORS:
+                outbox.reattach(held)
+                raise
+            except Exception:
+                logger.exception("a Redis reconnect hook failed")
+        outbox.reattach(held)
+        self.ready.set()
+        if outbox.queued:
+            self._wake.set()
+
+    async def _load_scripts(self, connection: AbstractConnection, ping: bool = False) -> None:
+        shas = list(self._scripts)
+        commands = [("SCRIPT", "LOAD", self._scripts[sha]) for sha in shas]
+        replies = await round_trip(connection, *([("PING",)] if ping else []), *commands)
+        for sha, loaded in zip(shas, replies[1:] if ping else replies, strict=True):
+            if isinstance(loaded, Exception):
+                raise loaded
+            if (loaded.decode() if isinstance(loaded, bytes) else loaded) != sha:
+                raise RuntimeError("Lua script SHA mismatch")
+
+    def _down(self, exc: BaseException) -> None:
+        outbox = self.outbox
+        if outbox.writer_up:
+            logger.error(
+                "Redis writer lost its connection to %s: %s; serving local traffic, "
+                "buffering up to %d publishes",
+                self.url,
+                exc,
+                outbox.buffer_limit,
+            )
+        outbox.writer_up = False
+        outbox.last_error = str(exc) or type(exc).__name__
+        outbox.fail_pending(
+            BackplaneUnavailable(f"Redis is unreachable ({outbox.last_error})"),
+            keep_queued=not self._closing,
+        )
+
+    # -- draining ----------------------------------------------------------------------------
+
+    async def _drain_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        connection = self.connection
+        assert connection is not None
+        # redis-py's reply callbacks (HGETALL to a dict, ...), applied to query replies.
+        callbacks = self.client.response_callbacks
+        outbox = self.outbox
+        take = outbox.take
+        wake = self._wake
+        while not self._closing:
+            now = loop.time()
+            taken = take(now)
+            if taken is None:
+                wake.clear()
+                if outbox.queued:
+                    # Only held publishes: wait for the hold to end, or for other commands.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), outbox.hold_until - now)
+                else:
+                    await wake.wait()
+                continue
+            batch, groups, commands = taken
+            started = time.perf_counter()
+            self.in_flight = len(batch)
+            try:
+                await connection.send_packed_command(
+                    b"".join(map(_pack, commands)), check_health=False
+                )
+                results = [await read_reply(connection) for _ in groups]
+            except BaseException:
+                self.in_flight = 0
+                outbox.put_back(batch)
+                raise
+            self.in_flight = 0
+            stats = self.stats
+            stats.round_trips.observe(time.perf_counter() - started)
+            stats.batch_sizes.observe(len(batch))
+            stats.batches += 1
+            retry: list[Command] = []
+            for group, result in zip(groups, results, strict=True):
+                if is_noscript(result):
+                    retry.extend(group)  # Redis lost our scripts (SCRIPT FLUSH): reload, resend
+                    continue
+                first = group[0]
+                if first.kind == QUERY and not isinstance(result, Exception):
+                    callback = callbacks.get(first.args[0])
+                    if callback is not None:
+                        try:
+                            result = callback(result)
+                        except Exception as exc:  # a reply of an unexpected shape
+                            result = exc
+                for cmd in group:
+                    if cmd.kind == PUBLISH:
+                        stats.published += 1
+                    if isinstance(result, Exception):
+                        if cmd.future is not None and not cmd.future.done():
+                            cmd.future.set_exception(result)
+                        else:
+                            stats.errors += 1
+                            logger.warning("Redis command %s failed: %s", cmd.args[0], result)
+                    elif cmd.future is not None and not cmd.future.done():
+                        cmd.future.set_result(result)
+            if retry:
+                logger.warning("Redis lost hubplane's Lua scripts: loading them again")
+                await self._load_scripts(connection)
+                outbox.requeue(retry)
