@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from backplane.presence import Presence
 
-from .app import json_response, normalize_path, query_value
+from .httputil import json_response, normalize_path, query_value
 
 if TYPE_CHECKING:
     from .app import Hubplane

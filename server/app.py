@@ -9,7 +9,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -23,6 +22,15 @@ from backplane.redis.node import RedisNode
 
 from .auth import Authenticator, authenticate, refusal_text
 from .cors import CorsLayer, origin_allowed
+from .httputil import (
+    AsgiResponse,
+    json_response,
+    no_cache,
+    normalize_path,
+    query_value,
+    refuse,
+    scope_header,
+)
 from .metrics import Metrics
 from .nosticky import (
     ENDED,
@@ -37,12 +45,7 @@ from .registry import ConnectionRecord, ConnectionRegistry
 from .settings import Settings, canonical_origins, canonical_transports
 from .transports import longpolling
 from .transports.http import HttpSession, receive_post, request_headers, wait_disconnect
-from .transports.longpolling import (
-    LongPollingSession,
-    PollResponse,
-    first_poll_response,
-    no_cache,
-)
+from .transports.longpolling import LongPollingSession, PollResponse, first_poll_response
 from .transports.sse import ServerSentEventsStream
 from .transports.websockets import WebSocketEndpoint, reject
 
@@ -390,10 +393,10 @@ class Hubplane:
             user = await authenticate(self.authenticator, request)
         except Exception:
             logger.exception("authenticator failed on a %s request", request.method)
-            return _refuse(transport, 401, "Authentication failed")
+            return refuse(transport, 401, "Authentication failed")
         refusal = await self.endpoints[path].handler.refuses(user)
         if refusal is not None:
-            return _refuse(transport, refusal, refusal_text(refusal))
+            return refuse(transport, refusal, refusal_text(refusal))
         return user
 
     async def handle_forwarded(
@@ -490,7 +493,7 @@ class Hubplane:
             transport = "ServerSentEvents" if sse else "LongPolling"
         token = query_value(request, "id")
         if not token:
-            return _refuse(transport, 400, "Connection ID required")
+            return refuse(transport, 400, "Connection ID required")
         record = self.registry.get(token)
         admitted: Any = _NOT_YET
         user: User | None = None
@@ -498,7 +501,7 @@ class Hubplane:
             # No sticky sessions: the connection may have been negotiated or started elsewhere.
             # Everything that refuses a request is checked before a connection is claimed.
             if transport is not None and transport not in self.transports:
-                return _refuse(
+                return refuse(
                     transport, 404, f"{transport} transport not supported by this end point type"
                 )
             admitted = await self._admit(request, path, transport)
@@ -511,18 +514,18 @@ class Hubplane:
             located = await self.locate(token, path, start=start)
             if isinstance(located, int):
                 if self.draining and method == "GET":
-                    return _refuse(transport, 503, "Server is shutting down")
+                    return refuse(transport, 503, "Server is shutting down")
                 text = "No Connection with that ID" if located == 404 else "Cannot serve this"
                 if located == 400:
                     text = "The connection has not started a transport yet."
-                return _refuse(transport, located, text)
+                return refuse(transport, located, text)
             if isinstance(located, str):
                 if transport == "ServerSentEvents":
-                    return _refuse(transport, 409, "Connection already active")
+                    return refuse(transport, 409, "Connection already active")
                 return await self.forward(located, token, request)
             record = located
         if record is None or record.hub_path != path:
-            return _refuse(transport, 404, "No Connection with that ID")
+            return refuse(transport, 404, "No Connection with that ID")
         if method == "POST" and record.transport == "WebSockets":
             return PlainTextResponse(
                 "POST requests are not allowed for WebSocket connections.", status_code=405
@@ -533,11 +536,11 @@ class Hubplane:
             )
         if transport is not None:
             if transport not in self.transports:
-                return _refuse(
+                return refuse(
                     transport, 404, f"{transport} transport not supported by this end point type"
                 )
             if record.transport is not None and record.transport != transport:
-                return _refuse(transport, 400, "Cannot change transports mid-connection")
+                return refuse(transport, 400, "Cannot change transports mid-connection")
         handler = self.endpoints[path].handler
         if admitted is _NOT_YET:
             admitted = await self._admit(request, path, transport)
@@ -558,12 +561,12 @@ class Hubplane:
                 session.end()
             return PlainTextResponse("", status_code=202)
         if transport == "LongPolling" and isinstance(session, LongPollingSession):
-            return _AsgiResponse(PollResponse(session))
+            return AsgiResponse(PollResponse(session))
         if record.connection is not None:
             # A second SSE stream while the first is live (a finished stream's token is gone).
-            return _refuse(transport, 409, "Connection already active")
+            return refuse(transport, 409, "Connection already active")
         if self.draining:
-            return _refuse(transport, 503, "Server is shutting down")
+            return refuse(transport, 503, "Server is shutting down")
         if record.user is not None and (user is None or user.id != record.user.id):
             logger.info("connection %s: the user changed after negotiate", record.connection_id)
         sse = transport == "ServerSentEvents"
@@ -581,7 +584,7 @@ class Hubplane:
         record.connection = connection
         if sse:
             session = self.http_sessions[token] = HttpSession(record, connection)
-            return _AsgiResponse(ServerSentEventsStream(self, session))
+            return AsgiResponse(ServerSentEventsStream(self, session))
         self.http_sessions[token] = LongPollingSession(self, record, connection)
         return first_poll_response()
 
@@ -622,23 +625,6 @@ def _bind_path(
     return endpoint
 
 
-def _refuse(transport: str | None, status: int, text: str) -> Response:
-    """A plain-text refusal; polls carry the no-cache headers on every answer."""
-    response = PlainTextResponse(text, status_code=status)
-    return no_cache(response) if transport == "LongPolling" else response
-
-
-class _AsgiResponse(Response):
-    """Hands the request's ``receive`` and ``send`` to a transport that writes its own answer."""
-
-    def __init__(self, app: Callable[[Any, Any, Any], Awaitable[None]]) -> None:
-        super().__init__()
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
-
-
 class WebSocketGate:
     """Refuses hub WebSocket upgrades before the transport runs.
 
@@ -659,7 +645,7 @@ class WebSocketGate:
         if not self.enabled:
             status, text = 404, "WebSockets transport not supported by this end point type"
         elif self.origins:
-            origin = _header(scope, b"origin")
+            origin = scope_header(scope, b"origin")
             if origin is not None and not origin_allowed(origin, self.origins):
                 status, text = 403, "Origin not allowed"
         if not status:
@@ -670,37 +656,7 @@ class WebSocketGate:
             await reject(scope, send, status, text)
 
 
-def _header(scope: Any, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
 _NOT_YET = object()  # hub_http: the request has not been authenticated yet
-
-
-def normalize_path(path: str) -> str:
-    """``/hubs/chat/`` -> ``/hubs/chat``; always one leading slash."""
-    path = "/" + path.strip("/")
-    return path
-
-
-def query_value(request: Request, name: str) -> str | None:
-    """A query parameter, matched case-insensitively as ASP.NET Core does."""
-    value = request.query_params.get(name)
-    if value is not None:
-        return value
-    lowered = name.lower()
-    for key, val in request.query_params.multi_items():
-        if key.lower() == lowered:
-            return val
-    return None
-
-
-def json_response(body: Any, status_code: int = 200) -> Response:
-    """A compact JSON response."""
-    return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
 
 
 class HubplaneApp(Starlette):

@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from backplane import HubConnection
 
+from ..httputil import NO_CACHE, no_cache
 from .http import SEND_TIMEOUT, HttpSession, forget, wait_disconnect
 
 if TYPE_CHECKING:
@@ -35,12 +36,6 @@ POLL_TIMEOUT = 90.0
 SUPERSEDE_WAIT = 5.0
 # A poll that keeps being superseded while it waits gives up with 409.
 MAX_SUPERSEDE_ROUNDS = 10
-
-NO_CACHE = [
-    (b"cache-control", b"no-cache, no-store"),
-    (b"pragma", b"no-cache"),
-    (b"expires", b"Thu, 01 Jan 1970 00:00:00 GMT"),
-]
 
 # Tear-down tasks started from timers and DELETEs, kept until they finish.
 _teardowns: set[asyncio.Task[None]] = set()
@@ -171,13 +166,6 @@ class LongPollingSession(HttpSession):
             )
             if watcher in finished:
                 return  # the client went away (it aborts its poll when it stops)
-
-
-def no_cache(response: Response) -> Response:
-    """``response`` with the headers that keep every poll answer out of caches."""
-    for name, value in NO_CACHE:
-        response.headers[name.decode()] = value.decode()
-    return response
 
 
 def first_poll_response() -> Response:
