@@ -30,8 +30,12 @@ class BackgroundTasks:
 
     async def close(self, timeout: float = 0.0) -> None:
         """Give the tasks up to ``timeout`` seconds to finish, then cancel and await the rest."""
-        if self._tasks and timeout > 0:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Again while time is left: a finishing task may have started another (a tear-down
+        # that ends a detached connection).
+        while self._tasks and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=remaining)
         left = list(self._tasks)
         for task in left:
             task.cancel()
