@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,16 +18,41 @@ from starlette.routing import BaseRoute, Route
 
 from backplane.presence import Presence
 
-from .app import json_response, normalize_path, query_value
+from .httputil import json_response, normalize_path, query_value
 
 if TYPE_CHECKING:
-    from .app import Hubplane
+    from backplane import HubContext
+
+    from .hubs import HubEndpoint
+    from .settings import Settings
 
 logger = logging.getLogger("hubplane.admin")
 
 PREFIX = "/_hubplane"
 
 _NO_STORE = {"cache-control": "no-store"}
+
+
+class AdminSource(Protocol):
+    """What the admin API reads of the app (``Hubplane`` is one)."""
+
+    @property
+    def settings(self) -> Settings:
+        """The app's settings (the admin token)."""
+        ...
+
+    @property
+    def endpoints(self) -> Mapping[str, HubEndpoint]:
+        """Every hub by path."""
+        ...
+
+    def hub_context(self, hub: str) -> HubContext:
+        """The ``HubContext`` of the hub at a path."""
+        ...
+
+    def backplane_status(self) -> dict[str, Any]:
+        """This node's Redis state and counters."""
+        ...
 
 
 class AdminError(Exception):
@@ -45,7 +70,7 @@ Handler = Callable[[Request], Awaitable[Any]]
 class AdminApi:
     """The endpoints; each returns a JSON-able value or raises ``AdminError``."""
 
-    def __init__(self, hubplane: Hubplane) -> None:
+    def __init__(self, hubplane: AdminSource) -> None:
         self.hubplane = hubplane
 
     def authorized(self, request: Request) -> bool:
@@ -151,7 +176,7 @@ class AdminApi:
         raise AdminError(404, "no such admin endpoint")
 
 
-def admin_routes(hubplane: Hubplane) -> list[BaseRoute]:
+def admin_routes(hubplane: AdminSource) -> list[BaseRoute]:
     """The admin API's routes (add them only when ``settings.admin_token`` is set)."""
     api = AdminApi(hubplane)
     table: list[tuple[str, Handler]] = [

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -45,11 +45,43 @@ from backplane.handler import OUTCOMES, HubConnectionHandler
 from backplane.stats import BATCH_BUCKETS, INVOCATION_BUCKETS, ROUND_TRIP_BUCKETS, Buckets
 
 if TYPE_CHECKING:
-    from .app import Hubplane
+    from backplane.redis.node import RedisNode
+
+    from .hubs import HubEndpoint
+    from .nosticky import Forwarder
 
 logger = logging.getLogger("hubplane.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class MetricsSource(Protocol):
+    """What metrics read of the app (``Hubplane`` is one)."""
+
+    @property
+    def endpoints(self) -> Mapping[str, HubEndpoint]:
+        """Every hub by path."""
+        ...
+
+    @property
+    def redis_node(self) -> RedisNode | None:
+        """The Redis backplane, if any."""
+        ...
+
+    @property
+    def forwarder(self) -> Forwarder | None:
+        """No-sticky forwarding, if running."""
+        ...
+
+    @property
+    def draining(self) -> bool:
+        """True while the node drains."""
+        ...
+
+    def readiness(self) -> str | None:
+        """Why the node is not ready, or None."""
+        ...
+
 
 # name: (help, how several workers' values combine: prometheus-client's multiprocess mode)
 _GAUGES: dict[str, tuple[str, str]] = {
@@ -112,7 +144,7 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-def hub_labels(hubplane: Hubplane) -> dict[str, HubConnectionHandler]:
+def hub_labels(hubplane: MetricsSource) -> dict[str, HubConnectionHandler]:
     """The ``hub`` label of each hub: its class name, with its path if the class is served twice."""
     endpoints = list(hubplane.endpoints.values())
     names = [e.handler.hub_type.__name__ for e in endpoints]
@@ -164,7 +196,7 @@ class _Families:
         yield from self.histograms
 
 
-def read(hubplane: Hubplane, histograms: bool = True) -> _Families:
+def read(hubplane: MetricsSource, histograms: bool = True) -> _Families:
     """Every hubplane metric of this process, read from the counters now."""
     out = _Families()
     by_connection = ["hub", "transport", "protocol"]
@@ -231,7 +263,7 @@ def read(hubplane: Hubplane, histograms: bool = True) -> _Families:
 class HubplaneCollector(Collector):
     """A prometheus-client collector reading one node's counters at scrape time."""
 
-    def __init__(self, hubplane: Hubplane) -> None:
+    def __init__(self, hubplane: MetricsSource) -> None:
         self.hubplane = hubplane
 
     def collect(self) -> Iterator[Metric]:
@@ -250,7 +282,7 @@ class MultiprocessMirror:
         self._seen: dict[tuple[str, tuple[str, ...]], float] = {}
         self._histograms: dict[str, Histogram] = {}
 
-    def attach(self, hubplane: Hubplane) -> None:
+    def attach(self, hubplane: MetricsSource) -> None:
         """Observe the histograms straight into prometheus-client (shared across workers)."""
         for hub, handler in hub_labels(hubplane).items():
             histogram = self._histogram("hubplane_invocation_duration_seconds", ("hub",))
@@ -269,7 +301,7 @@ class MultiprocessMirror:
             )
         return histogram
 
-    def update(self, hubplane: Hubplane) -> None:
+    def update(self, hubplane: MetricsSource) -> None:
         """Copy the current values (cheap: a few dozen numbers)."""
         families = read(hubplane, histograms=False)
         for gauges in families.gauges.values():
@@ -311,7 +343,7 @@ class MultiprocessMirror:
 class Metrics:
     """The ``/metrics`` endpoint of one app."""
 
-    def __init__(self, hubplane: Hubplane) -> None:
+    def __init__(self, hubplane: MetricsSource) -> None:
         self.hubplane = hubplane
         self.registry = CollectorRegistry(auto_describe=False)
         directory = multiprocess_dir()

@@ -16,88 +16,40 @@ Forwarding (ours, documented in docs/redis-protocol.md), on ``<prefix>hubplane:f
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import itertools
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgpack
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 
 from backplane.redis.bus import BackplaneUnavailable
 from backplane.redis.keys import owner_key
 
+from .httputil import no_cache
+from .tokens import TOKEN_PREFIX as TOKEN_PREFIX
+from .tokens import TokenClaims as TokenClaims
+from .tokens import TokenSigner as TokenSigner
+from .tokens import claims_fresh as claims_fresh
+from .transports import longpolling
+from .transports.http import wait_disconnect
+from .transports.longpolling import LongPollingSession
+
 if TYPE_CHECKING:
     from backplane.redis.node import RedisNode
 
+    from .registry import ConnectionRecord, ConnectionRegistry
+    from .sessions import HttpSessions
+
 logger = logging.getLogger("hubplane.nosticky")
 
-TOKEN_PREFIX = "h1."
 OWNER_TTL = 24 * 3600  # seconds; the owner marks the key ENDED when the connection ends
 # What the owner key holds once the connection ended: its token can start nothing again.
 ENDED = "\x00ended"
 POST_TIMEOUT = 30.0
 MAX_FORWARDED_BODY = 4 * 1024 * 1024
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-class TokenClaims:
-    """What a signed connection token says."""
-
-    __slots__ = ("connection_id", "hub_path", "version", "stateful", "issued")
-
-    def __init__(
-        self, connection_id: str, hub_path: str, version: int, stateful: bool, issued: float
-    ) -> None:
-        self.connection_id = connection_id
-        self.hub_path = hub_path
-        self.version = version
-        self.stateful = stateful
-        self.issued = issued
-
-
-class TokenSigner:
-    """Mints and checks connection tokens with an HMAC-SHA256 over their contents."""
-
-    def __init__(self, secret: str) -> None:
-        self._key = hashlib.sha256(b"hubplane connection token\0" + secret.encode()).digest()
-
-    def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
-
-    def mint(self, connection_id: str, hub_path: str, version: int, stateful: bool) -> str:
-        """A token for a new connection."""
-        payload = msgpack.packb(
-            [connection_id, hub_path, version, stateful, int(time.time() * 1000)]
-        )
-        return TOKEN_PREFIX + _b64(payload) + "." + _b64(self._mac(payload))
-
-    def verify(self, token: str) -> TokenClaims | None:
-        """The claims of a genuine token, or None."""
-        if not token.startswith(TOKEN_PREFIX):
-            return None
-        body, _, mac = token[len(TOKEN_PREFIX) :].partition(".")
-        try:
-            payload, given = _unb64(body), _unb64(mac)
-        except (ValueError, TypeError):
-            return None
-        if not hmac.compare_digest(given, self._mac(payload)):
-            return None
-        try:
-            cid, path, version, stateful, issued = msgpack.unpackb(payload)[:5]
-        except Exception:
-            return None
-        return TokenClaims(str(cid), str(path), int(version), bool(stateful), issued / 1000.0)
 
 
 Answer = tuple[int, str, bytes]  # status, content type, body
@@ -254,11 +206,6 @@ class Forwarder:
                 future.set_result((503, "text/plain", b"Server is shutting down"))
 
 
-def claims_fresh(claims: TokenClaims, max_age: float) -> bool:
-    """A token may start a connection only this long after negotiate minted it."""
-    return time.time() - claims.issued <= max_age
-
-
 def capture_send() -> tuple[Callable[[dict[str, Any]], Awaitable[None]], dict[str, Any]]:
     """An ASGI ``send`` that records one HTTP response (for answering forwarded polls)."""
     captured: dict[str, Any] = {"status": 500, "headers": [], "body": b""}
@@ -271,3 +218,158 @@ def capture_send() -> tuple[Callable[[dict[str, Any]], Awaitable[None]], dict[st
             captured["body"] += message.get("body", b"")
 
     return send, captured
+
+
+class NoSticky:
+    """No-sticky routing: where a connection token is served, and forwarding to that node.
+
+    Without ``--token-secret`` every token is this node's own: :meth:`locate` only looks in the
+    registry. With it but without Redis (one node) a signed token is adopted here. With both, a
+    :class:`Forwarder` (made at :meth:`start`) records owners in Redis and relays requests.
+    """
+
+    def __init__(
+        self,
+        registry: ConnectionRegistry,
+        sessions: HttpSessions,
+        signer: TokenSigner | None,
+        node: RedisNode | None,
+        disconnect_timeout: float,
+    ) -> None:
+        self.registry = registry
+        self.sessions = sessions
+        self.signer = signer
+        self.node = node
+        self.disconnect_timeout = disconnect_timeout
+        self.forwarder: Forwarder | None = None
+
+    async def start(self) -> None:
+        """With a signer and Redis: listen for forwarded requests, release ended connections."""
+        if self.signer is None or self.node is None:
+            return
+        # No sticky sessions: connections are owned by the node that started them, and
+        # requests landing elsewhere are forwarded to it.
+        forwarder = self.forwarder = Forwarder(
+            self.node,
+            self.handle_forwarded,
+            # Longer than a token stays fresh: an ended connection's token starts nothing.
+            tombstone_ttl=self.disconnect_timeout + 60,
+        )
+        await forwarder.start()
+        self.registry.on_remove = lambda record: forwarder.release(record.connection_id)
+
+    def stop(self) -> None:
+        """Fail waiting forwards and stop serving forwarded ones."""
+        if self.forwarder is not None:
+            self.forwarder.stop()
+
+    async def locate(self, token: str, path: str, start: bool) -> ConnectionRecord | str | int:
+        """Where a request for ``token`` is served, when this node has no live connection for it.
+
+        Returns the record to serve here (adopting a connection negotiated elsewhere), the id of
+        the node that owns the connection (forward to it), or an HTTP status to refuse with.
+        ``start`` is true for requests that may start a transport (WebSocket, SSE, first poll);
+        callers authenticate the request before, so a refused one claims nothing.
+        """
+        signer = self.signer
+        record = self.registry.get(token)
+        if signer is None:
+            return record if record is not None else 404
+        claims = signer.verify(token)
+        if claims is None or claims.hub_path != path:
+            return record if record is not None else 404
+        if self.registry.ended_recently(token):
+            return 404  # a token starts one connection, once
+        fresh = claims_fresh(claims, self.disconnect_timeout)
+        forwarder = self.forwarder
+        if forwarder is None:  # one node: the token is all there is to check
+            if record is None and not (start and fresh):
+                return 404
+            return self.registry.adopt(token, claims)
+        cid = claims.connection_id or token
+        me = forwarder.node.node_id
+        try:
+            owner = await forwarder.owner(cid)
+            if owner is None:
+                if not (start and fresh):
+                    return 400 if fresh else 404
+                owner = await forwarder.claim(cid)
+                if owner == me:
+                    adopted = self.registry.adopt(token, claims)
+                    adopted.owned = True
+                    return adopted
+            if owner == ENDED:
+                return 404
+            if owner == me:
+                if record is not None and record.connection is not None:
+                    return record
+                return 404  # claimed here, but it ended (or never started) here
+            if not await forwarder.node.is_live(owner):
+                return 404
+        except BackplaneUnavailable:
+            return 503
+        return owner
+
+    async def handle_forwarded(
+        self, token: str, method: str, body: bytes, gone: asyncio.Future[None]
+    ) -> tuple[int, str, bytes]:
+        """Answer a request another node forwarded for a connection this node runs."""
+        session = self.sessions.get(token)
+        if session is None or session.ended:
+            return 404, "text/plain", b"No Connection with that ID"
+        if method == "POST":
+            async with session.post_lock:
+                if session.ended or session.connection.closing:
+                    return 404, "text/plain", b"No Connection with that ID"
+                await session.connection.receive(body, None)
+            return 200, "text/plain", b""
+        if not isinstance(session, LongPollingSession):
+            return 409, "text/plain", b"Connection already active"
+        if method == "DELETE":
+            session.end()
+            return 202, "text/plain", b""
+        send, captured = capture_send()
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.shield(gone)  # resolves when the client left the forwarding node
+            return {"type": "http.disconnect"}
+
+        await session.poll(receive, send)
+        content_type = "application/octet-stream"
+        for name, value in captured["headers"]:
+            if name == b"content-type":
+                content_type = value.decode()
+        return int(captured["status"]), content_type, bytes(captured["body"])
+
+    async def forward(self, owner: str, token: str, request: Request) -> Response:
+        """Relay a POST, poll or DELETE to the node that owns the connection."""
+        assert self.forwarder is not None
+        body = b""
+        if request.method == "POST":
+            chunks = []
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_FORWARDED_BODY:
+                    return PlainTextResponse("Request body too large", status_code=413)
+                chunks.append(chunk)
+            body = b"".join(chunks)
+        # Read from the module each time: tests shorten the poll timeout.
+        timeout = longpolling.POLL_TIMEOUT + 10.0 if request.method == "GET" else POST_TIMEOUT
+        # A poll's client may give up (it aborts its poll when it stops): the owner is told.
+        gone = (
+            asyncio.get_running_loop().create_task(wait_disconnect(request.receive))
+            if request.method == "GET"
+            else None
+        )
+        try:
+            status, content_type, answer = await self.forwarder.forward(
+                owner, token, request.method, body, timeout, gone
+            )
+        finally:
+            if gone is not None:
+                gone.cancel()
+        response = Response(answer, status_code=status, media_type=content_type)
+        if request.method == "GET":
+            no_cache(response)
+        return response

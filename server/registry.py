@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from backplane import HubConnection, User
 
-    from .nosticky import TokenClaims, TokenSigner
+    from .tokens import TokenClaims, TokenSigner
 
 
 def new_id() -> str:

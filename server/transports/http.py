@@ -19,8 +19,8 @@ from starlette.responses import PlainTextResponse, Response
 from backplane import HubConnection
 
 if TYPE_CHECKING:
-    from ..app import Hubplane
     from ..registry import ConnectionRecord
+    from .base import SessionStore
 
 logger = logging.getLogger("hubplane.http")
 
@@ -105,19 +105,17 @@ async def receive_post(request: Request, session: HttpSession) -> Response:
     return PlainTextResponse("")
 
 
-def forget(hubplane: Hubplane, session: HttpSession) -> bool:
+def forget(store: SessionStore, session: HttpSession) -> bool:
     """Forget the connection: its token answers 404 from now on. False if already done."""
     if session.ended:
         return False
     session.ended = True
-    token = session.record.token
-    hubplane.registry.remove(token)
-    hubplane.http_sessions.pop(token, None)
+    store.discard(session.record.token)
     session.connection.outbound.close()
     return True
 
 
-async def end_session(hubplane: Hubplane, session: HttpSession, error: Exception | None) -> None:
+async def end_session(store: SessionStore, session: HttpSession, error: Exception | None) -> None:
     """Forget the connection and tear it down (``on_disconnected`` runs), once."""
-    if forget(hubplane, session):
+    if forget(store, session):
         await session.connection.transport_closed(error)

@@ -21,11 +21,12 @@ from starlette.responses import Response
 
 from backplane import HubConnection
 
+from ..httputil import NO_CACHE, no_cache
 from .http import SEND_TIMEOUT, HttpSession, forget, wait_disconnect
 
 if TYPE_CHECKING:
-    from ..app import Hubplane
     from ..registry import ConnectionRecord
+    from .base import SessionStore
 
 logger = logging.getLogger("hubplane.longpolling")
 
@@ -36,26 +37,18 @@ SUPERSEDE_WAIT = 5.0
 # A poll that keeps being superseded while it waits gives up with 409.
 MAX_SUPERSEDE_ROUNDS = 10
 
-NO_CACHE = [
-    (b"cache-control", b"no-cache, no-store"),
-    (b"pragma", b"no-cache"),
-    (b"expires", b"Thu, 01 Jan 1970 00:00:00 GMT"),
-]
-
-# Tear-down tasks started from timers and DELETEs, kept until they finish.
-_teardowns: set[asyncio.Task[None]] = set()
-
 
 class LongPollingSession(HttpSession):
     """A long-polling connection: the poll in progress and the inactivity timer."""
 
-    __slots__ = ("hubplane", "ready", "current", "expiry")
+    __slots__ = ("store", "ready", "current", "expiry")
 
     def __init__(
-        self, hubplane: Hubplane, record: ConnectionRecord, connection: HubConnection
+        self, store: SessionStore, record: ConnectionRecord, connection: HubConnection
     ) -> None:
         super().__init__(record, connection)
-        self.hubplane = hubplane
+        # The table holding this session; it also owns the tear-down tasks of timers and DELETEs.
+        self.store = store
         # ``outbound.ready()`` running as a task that is never cancelled (cancelling it would
         # cancel the buffer's shared wake-up future); each poll waits on it without owning it.
         self.ready: asyncio.Task[None] | None = None
@@ -69,7 +62,7 @@ class LongPollingSession(HttpSession):
         if self.expiry is not None:
             self.expiry.cancel()
         self.expiry = asyncio.get_running_loop().call_later(
-            self.hubplane.settings.disconnect_timeout, self._expired
+            self.store.disconnect_timeout, self._expired
         )
 
     def _expired(self) -> None:
@@ -89,12 +82,9 @@ class LongPollingSession(HttpSession):
         current = self.current
         if current is not None and not current[0].done():
             current[0].set_result("ended")
-        if not forget(self.hubplane, self):
+        if not forget(self.store, self):
             return None
-        task = asyncio.get_running_loop().create_task(self.connection.transport_closed())
-        _teardowns.add(task)
-        task.add_done_callback(_teardowns.discard)
-        return task
+        return self.store.spawn(self.connection.transport_closed())
 
     async def poll(self, receive: Any, send: Any) -> None:
         """Answer one poll (not the first) of this connection."""
@@ -171,13 +161,6 @@ class LongPollingSession(HttpSession):
             )
             if watcher in finished:
                 return  # the client went away (it aborts its poll when it stops)
-
-
-def no_cache(response: Response) -> Response:
-    """``response`` with the headers that keep every poll answer out of caches."""
-    for name, value in NO_CACHE:
-        response.headers[name.decode()] = value.decode()
-    return response
 
 
 def first_poll_response() -> Response:

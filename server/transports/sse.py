@@ -20,7 +20,7 @@ from backplane import HubConnection
 from .http import SEND_TIMEOUT, HttpSession, end_session, wait_disconnect
 
 if TYPE_CHECKING:
-    from ..app import Hubplane
+    from .base import SessionStore
 
 logger = logging.getLogger("hubplane.sse")
 
@@ -55,8 +55,8 @@ def format_event(data: bytes) -> bytes:
 class ServerSentEventsStream:
     """The ASGI response of one SSE request; it runs for the life of the connection."""
 
-    def __init__(self, hubplane: Hubplane, session: HttpSession) -> None:
-        self.hubplane = hubplane
+    def __init__(self, store: SessionStore, session: HttpSession) -> None:
+        self.store = store
         self.session = session
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -84,7 +84,7 @@ class ServerSentEventsStream:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
-            await end_session(self.hubplane, session, error)
+            await end_session(self.store, session, error)
 
 
 def _error_of(task: asyncio.Task[None]) -> Exception | None:

@@ -21,24 +21,36 @@ from ..auth import authenticate, refusal_text
 from .http import SEND_TIMEOUT, LazyHeaders
 
 if TYPE_CHECKING:
-    from ..app import Hubplane
     from ..registry import ConnectionRecord
+    from .base import Admission, Locator, Spawner
 
 logger = logging.getLogger("hubplane.websockets")
 
 CLOSE_TIMEOUT = 5.0  # ASP.NET Core WebSockets CloseTimeout
 TAKEOVER = "a newer WebSocket took over"  # cancel message for a half-open socket's task
-_background: set[asyncio.Task[None]] = set()
 Scope = dict[str, Any]
 
 
 class WebSocketEndpoint:
     """The ASGI app that serves WebSocket upgrades of one hub path."""
 
-    def __init__(self, hubplane: Hubplane, handler: HubConnectionHandler, path: str) -> None:
-        self.hubplane = hubplane
+    def __init__(
+        self,
+        admission: Admission,
+        locator: Locator,
+        handler: HubConnectionHandler,
+        path: str,
+        disconnect_timeout: float,
+        tasks: Spawner,
+    ) -> None:
+        self.admission = admission
+        self.locator = locator
         self.handler = handler
         self.path = path
+        # How long a stateful connection that lost its socket waits for a reconnect.
+        self.disconnect_timeout = disconnect_timeout
+        # Owns the tear-downs started from reconnect timers (the app cancels them at shutdown).
+        self.tasks = tasks
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "websocket":
@@ -47,17 +59,17 @@ class WebSocketEndpoint:
         token = query.get("id")
         if token is None:  # ASP.NET Core reads query keys case-insensitively
             token = next((v for k, v in query.items() if k.lower() == "id"), None)
-        hubplane = self.hubplane
+        admission = self.admission
         first = await receive()
         if first["type"] != "websocket.connect":
             return
-        if hubplane.draining:
+        if admission.draining:
             await reject(scope, send, 503, "Server is shutting down")
             return
         try:
             # Not kept in a local: this frame lives as long as the connection, and the
             # request caches its parsed headers and query (about 1 KB per idle connection).
-            user = await authenticate(hubplane.authenticator, HTTPConnection(scope))
+            user = await authenticate(admission.authenticator, HTTPConnection(scope))
         except Exception:
             logger.exception("authenticator failed on a WebSocket upgrade")
             await reject(scope, send, 401, "Authentication failed")
@@ -66,13 +78,14 @@ class WebSocketEndpoint:
         if refusal is not None:
             await reject(scope, send, refusal, refusal_text(refusal))
             return
-        registry = hubplane.registry
+        locator = self.locator
+        registry = locator.registry
         if token:
             record = registry.get(token)
-            if hubplane.signer is not None and (record is None or record.connection is None):
+            if locator.signer is not None and (record is None or record.connection is None):
                 # No sticky sessions: adopt a connection negotiated on another node. One
                 # started elsewhere (even a stateful one coming back) cannot move here.
-                located = await hubplane.locate(token, self.path, start=True)
+                located = await locator.locate(token, self.path, start=True)
                 if isinstance(located, int):
                     await reject(scope, send, located, "No Connection with that ID")
                     return
@@ -120,7 +133,7 @@ class WebSocketEndpoint:
         self, record: ConnectionRecord, connection: HubConnection, receive: Any, send: Any
     ) -> None:
         """Serve one WebSocket of a connection; keep the connection if it may come back."""
-        registry = self.hubplane.registry
+        registry = self.locator.registry
         record.run_task = asyncio.current_task()
         detached = False
         try:
@@ -140,12 +153,10 @@ class WebSocketEndpoint:
             record.expiry = None
             if connection.detached and record.run_task is None:
                 logger.info("%s: no reconnect in time, ending", connection.log_name)
-                self.hubplane.registry.remove(record.token)
-                task = loop.create_task(connection.transport_closed())
-                _background.add(task)
-                task.add_done_callback(_background.discard)
+                self.locator.registry.remove(record.token)
+                self.tasks.spawn(connection.transport_closed())
 
-        record.expiry = loop.call_later(self.hubplane.settings.disconnect_timeout, expire)
+        record.expiry = loop.call_later(self.disconnect_timeout, expire)
 
         def ended() -> None:  # a connection ended by the server while detached ends at once
             loop.call_soon(expire)
