@@ -7,7 +7,9 @@ Sentinel), which is all these helpers ask of it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import random
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -20,6 +22,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+logger = logging.getLogger("hubplane.redis")
 
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 1.0
@@ -113,3 +117,52 @@ def backoff(attempt: int) -> float:
     """Seconds to wait before reconnect ``attempt`` (0 first): doubling, capped, jittered."""
     delay: float = min(BACKOFF_MAX, BACKOFF_FIRST * (2**attempt))
     return delay * (0.5 + random.random() / 2)
+
+
+class HeldConnection:
+    """One Redis connection held for as long as it works, and the task that drives it
+    (connecting, and reconnecting, by itself): the writer's and the subscriber's shared life."""
+
+    #: The name of the driving task.
+    task_name = "hubplane-redis"
+
+    def __init__(self, client: aioredis.Redis, url: str, wake: asyncio.Event) -> None:
+        self.client = client
+        self.url = url  # for log lines: without a password
+        #: Set once the connection has been made for the first time.
+        self.ready = asyncio.Event()
+        self.connection: AbstractConnection | None = None
+        self._wake = wake
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        """Connect, work, reconnect, until :meth:`cancel`."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Start the driving task."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.task_name)
+
+    def cancel(self) -> None:
+        """Stop the task (see :meth:`stopped` and :meth:`close`)."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+
+    async def stopped(self) -> None:
+        """Wait for the task ended by :meth:`cancel`."""
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def close(self) -> None:
+        """Close the connection and the client (after :meth:`stopped`)."""
+        await close_connection(self.connection)
+        self.connection = None
+        try:
+            await self.client.aclose()
+        except Exception:
+            logger.debug("closing a Redis client failed", exc_info=True)

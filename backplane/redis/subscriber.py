@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
-from .connect import NETWORK_ERRORS, backoff, close_connection, open_connection
+from .connect import NETWORK_ERRORS, HeldConnection, backoff, close_connection, open_connection
 from .outbox import BusStats, Outbox
 
 logger = logging.getLogger("hubplane.redis")
@@ -33,63 +33,29 @@ SUBSCRIBE_CONFIRM_TIMEOUT = 5.0
 IDLE_CHANNEL = b"hubplane:idle"
 
 
-class Subscriber:
+class Subscriber(HeldConnection):
     """The node's subscribing connection to Redis, its reading task and its sending task.
 
     It reports whether it is up to the ``outbox`` (publishes are buffered while it is not).
     """
 
+    task_name = "hubplane-redis-reader"
+
     def __init__(self, client: aioredis.Redis, outbox: Outbox, stats: BusStats, url: str) -> None:
-        self.client = client
+        super().__init__(client, url, asyncio.Event())  # woken when there is a command to send
         self.outbox = outbox
         self.stats = stats
-        self.url = url  # for log lines: without a password
         #: Seconds between keep-alive PINGs on the idle subscriber connection.
         self.ping_interval = 5.0
-        #: Set once the subscriber has connected for the first time.
-        self.ready = asyncio.Event()
-        self.connection: AbstractConnection | None = None
         self._handlers: dict[bytes, Handler] = {}
         self._queue: deque[tuple[bool, bytes]] = deque()  # (subscribe?, channel) to send
-        self._wake = asyncio.Event()
         self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
         self._hooks: list[Callable[[], None]] = []
-        self._closing = False
         self._last_read = 0.0
-        self._task: asyncio.Task[None] | None = None
 
     def on_resubscribed(self, hook: Callable[[], None]) -> None:
         """Call ``hook`` each time the subscriber is back after losing its connection."""
         self._hooks.append(hook)
-
-    def start(self) -> None:
-        """Start the reading task (it connects, and reconnects, by itself)."""
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name="hubplane-redis-reader"
-        )
-
-    def cancel(self) -> None:
-        """Stop reading (see :meth:`stopped` and :meth:`close`)."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-
-    async def stopped(self) -> None:
-        """Wait for the task ended by :meth:`cancel` (it ends its sender too)."""
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
-
-    async def close(self) -> None:
-        """Close the connection and the client (after :meth:`stopped`)."""
-        await close_connection(self.connection)
-        self.connection = None
-        try:
-            await self.client.aclose()
-        except Exception:
-            logger.debug("closing a Redis client failed", exc_info=True)
 
     # -- subscribing -------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from .connect import (
     NETWORK_ERRORS,
+    HeldConnection,
     backoff,
     close_connection,
     open_connection,
@@ -52,8 +53,10 @@ def is_noscript(result: object) -> bool:
     )
 
 
-class Writer:
+class Writer(HeldConnection):
     """The node's writing connection to Redis and the task that drains the outbox into it."""
+
+    task_name = "hubplane-redis-writer"
 
     def __init__(
         self,
@@ -63,22 +66,15 @@ class Writer:
         stats: BusStats,
         url: str,
     ) -> None:
-        self.client = client
+        super().__init__(client, url, wake)  # woken by the outbox when it has something to send
         self.outbox = outbox
         self.stats = stats
-        self.url = url  # for log lines: without a password
         #: Seconds the writer holds publishes after reconnecting (see FLUSH_DELAY).
         self.flush_delay = FLUSH_DELAY
-        #: Set once the writer has connected for the first time.
-        self.ready = asyncio.Event()
-        self.connection: AbstractConnection | None = None
         # Commands sent whose replies have not all been read.
         self.in_flight = 0
-        self._wake = wake  # set by the outbox when it has something to send
         self._scripts: dict[str, str] = {}  # sha -> source, loaded on every (re)connect
         self._hooks: list[ReconnectHook] = []
-        self._closing = False
-        self._task: asyncio.Task[None] | None = None
 
     def register_script(self, source: str) -> str:
         """Remember a Lua script (loaded on every connect); returns its SHA1."""
@@ -89,12 +85,6 @@ class Writer:
     def on_reconnect(self, hook: ReconnectHook) -> None:
         """Run ``hook`` after (re)connecting, before buffered publishes go out."""
         self._hooks.append(hook)
-
-    def start(self) -> None:
-        """Start the writer's task (it connects, and reconnects, by itself)."""
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name="hubplane-redis-writer"
-        )
 
     async def flush(self, timeout: float) -> bool:
         """Wait until Redis has replied to every command queued so far (while connected, up
@@ -107,29 +97,6 @@ class Writer:
             self._wake.set()
             await asyncio.sleep(0.005)
         return not (outbox.queued or self.in_flight)
-
-    def cancel(self) -> None:
-        """Stop draining (see :meth:`stopped` and :meth:`close`)."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-
-    async def stopped(self) -> None:
-        """Wait for the task ended by :meth:`cancel`."""
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
-
-    async def close(self) -> None:
-        """Close the connection and the client (after :meth:`stopped`)."""
-        await close_connection(self.connection)
-        self.connection = None
-        try:
-            await self.client.aclose()
-        except Exception:
-            logger.debug("closing a Redis client failed", exc_info=True)
 
     # -- connecting --------------------------------------------------------------------------
 
