@@ -98,6 +98,18 @@ class Server:
                 self.proc.wait(5)
 
 
+# Every server compiles its modules from source, as the container image does (it ships no
+# bytecode): a bytecode cache under /dev/null (where none can exist, and nothing is written)
+# hides whatever __pycache__ a venv holds. The
+# idle memory per connection depends on it: a process that loaded cached bytecode has none
+# of the memory compiling freed at start-up to place its first connections in (measured on
+# the quick ramp: 26.1 KB per connection with a venv's bytecode, 20.5 KB without).
+_NO_BYTECODE = {
+    "PYTHONPYCACHEPREFIX": os.devnull,
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
+
+
 def _spawn(
     name: str, command: list[str], port: int, cpus: str, env: dict[str, str], cwd: Path, logs: Path
 ) -> Server:
@@ -107,7 +119,7 @@ def _spawn(
         proc = subprocess.Popen(
             _pinned(cpus, command),
             cwd=cwd,
-            env={**os.environ, **env},
+            env={**os.environ, **_NO_BYTECODE, **env},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
