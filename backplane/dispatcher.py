@@ -50,7 +50,7 @@ async def _iterate_sync(generator: Generator[Any, Any, Any]) -> AsyncIterator[An
         generator.close()
 
 
-class HubConnection(ServedConnection, Protocol):
+class DispatchedConnection(ServedConnection, Protocol):
     """What the dispatcher needs of a connection (``backplane.connection.HubConnection``)."""
 
     @property
@@ -73,7 +73,7 @@ class HubConnection(ServedConnection, Protocol):
     async def replay_room(self, high_water: int) -> None: ...
 
 
-class HubConnectionHandler(Protocol):
+class DispatcherHost(Protocol):
     """What the dispatcher needs of its hub's handler."""
 
     hub_type: type[Hub[Any]]
@@ -83,7 +83,7 @@ class HubConnectionHandler(Protocol):
     pipelines: FilterPipelines
 
 
-def _complete_error(connection: HubConnection, invocation_id: str, error: str) -> None:
+def _complete_error(connection: DispatchedConnection, invocation_id: str, error: str) -> None:
     connection.write_message(CompletionMessage(invocation_id, error))
 
 
@@ -92,16 +92,16 @@ class HubDispatcher:
 
     __slots__ = ("handler",)
 
-    def __init__(self, handler: HubConnectionHandler) -> None:
+    def __init__(self, handler: DispatcherHost) -> None:
         self.handler = handler
 
-    def _hub(self, connection: HubConnection) -> Hub[Any]:
+    def _hub(self, connection: DispatchedConnection) -> Hub[Any]:
         """A fresh hub instance wired to ``connection``."""
         hub = self.handler.hub_type()
         hub._hubplane_connection = connection
         return hub
 
-    async def on_connected(self, connection: HubConnection) -> None:
+    async def on_connected(self, connection: DispatchedConnection) -> None:
         """Run the hub's ``on_connected`` (through the filters) for a new connection."""
         hub = self._hub(connection)
         connected = self.handler.pipelines.connected
@@ -110,7 +110,9 @@ class HubDispatcher:
         else:
             await connected(HubLifetimeContext(hub, connection.caller_context))
 
-    async def on_disconnected(self, connection: HubConnection, exc: Exception | None) -> None:
+    async def on_disconnected(
+        self, connection: DispatchedConnection, exc: Exception | None
+    ) -> None:
         """Run the hub's ``on_disconnected`` (through the filters) for an ended connection."""
         hub = self._hub(connection)
         disconnected = self.handler.pipelines.disconnected
@@ -138,7 +140,7 @@ class HubDispatcher:
     # -- invocations ---------------------------------------------------------------------------
 
     def start_upload_invocation(
-        self, connection: HubConnection, message: InvocationMessage
+        self, connection: DispatchedConnection, message: InvocationMessage
     ) -> None:
         """Methods that receive streams run alongside, so their items can be read.
 
@@ -159,7 +161,10 @@ class HubDispatcher:
         tracker.run_reader(self.invoke(connection, message, args))
 
     async def invoke(
-        self, connection: HubConnection, message: InvocationMessage, args: list[Any] | None = None
+        self,
+        connection: DispatchedConnection,
+        message: InvocationMessage,
+        args: list[Any] | None = None,
     ) -> None:
         """Run a non-streaming invocation and send its Completion (when it has an id)."""
         handler = self.handler
@@ -237,7 +242,9 @@ class HubDispatcher:
 
     # -- server-to-client streams --------------------------------------------------------------
 
-    def start_stream(self, connection: HubConnection, message: StreamInvocationMessage) -> None:
+    def start_stream(
+        self, connection: DispatchedConnection, message: StreamInvocationMessage
+    ) -> None:
         """Check a StreamInvocation and start its stream (or answer it with an error)."""
         invocation_id = message.invocation_id
         target = message.target
@@ -276,7 +283,7 @@ class HubDispatcher:
 
     async def _run_stream(
         self,
-        connection: HubConnection,
+        connection: DispatchedConnection,
         message: StreamInvocationMessage,
         method: HubMethod,
         args: list[Any],
