@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections.abc import Collection, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
@@ -46,7 +47,10 @@ class _EmitterLifetime(RedisLifetimeManager):
     def _publish(
         self, channel: bytes, message: Any, exclude: Collection[str] | None = None
     ) -> None:
-        data = wire.write_invocation(self._payloads(message), exclude, origin=self.node_id)
+        seq, prev = self.sequence.next(channel, time.monotonic())
+        data = wire.write_invocation(
+            self._payloads(message), exclude, origin=self.node_id, seq=seq, prev=prev
+        )
         self._pending.append(asyncio.ensure_future(self.bus.query("PUBLISH", channel, data)))
 
     async def _confirmed(self, call: Coroutine[Any, Any, None]) -> None:

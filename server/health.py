@@ -59,6 +59,8 @@ class Health:
             "errors": stats.errors,
             "purged_nodes": node.purged_nodes,
             "reregistrations": node.reregistrations,
+            "duplicates_dropped": node.received.stats.duplicates,
+            "gaps": node.received.stats.gaps,
             "forwarded": forwarder.forwarded if forwarder else 0,
             "forwards_served": forwarder.served if forwarder else 0,
         }

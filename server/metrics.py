@@ -248,6 +248,9 @@ def read(hubplane: MetricsSource, histograms: bool = True) -> _Families:
         out.counter("hubplane_backplane_dropped", {}, bstats.dropped)
         out.counter("hubplane_backplane_reconnects", {}, bstats.reconnects)
         out.counter("hubplane_backplane_errors", {}, bstats.errors)
+        heard = node.received.stats
+        out.counter("hubplane_backplane_duplicates_dropped", {}, heard.duplicates)
+        out.counter("hubplane_backplane_gaps", {}, heard.gaps)
         if histograms and isinstance(bstats.batch_sizes, Buckets):
             out.histogram("hubplane_backplane_batch_size", {}, bstats.batch_sizes)
         if histograms and isinstance(bstats.round_trips, Buckets):

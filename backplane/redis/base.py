@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from . import wire
     from .bus import RedisBus
     from .keys import PresenceKeys
+    from .sequence import PublishSequence, ReceiveSequence
 
 
 class NodeHub(Protocol):
@@ -73,6 +74,16 @@ class ClusterNode(Protocol):
     @property
     def managers(self) -> Sequence[NodeHub]:
         """Every hub's manager on this node."""
+        ...
+
+    @property
+    def published(self) -> PublishSequence:
+        """The numbers this node stamps on what it publishes."""
+        ...
+
+    @property
+    def received(self) -> ReceiveSequence:
+        """Duplicate and gap checks on what this node hears."""
         ...
 
     async def start(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +77,9 @@ class RedisLifetimeManager(HubLifetimeManager):
             node, self.channels, self.presence, self.client_results, self._payloads
         )
         self.control = ControlChannel(self.bus, self.channels, registry)
+        # Exactly once over Redis: numbers on what is published, checks on what is heard.
+        self.sequence = node.published
+        self.received = node.received
         self._started = False
         self._start_lock = asyncio.Lock()
 
@@ -122,8 +126,8 @@ class RedisLifetimeManager(HubLifetimeManager):
         first_of_user = self.registry.add(connection)
         self.node.connection_added(self, connection)
 
-        def on_message(_channel: bytes, data: bytes) -> None:
-            self._on_connection_message(cid, data)
+        def on_message(channel: bytes, data: bytes) -> None:
+            self._on_connection_message(cid, channel, data)
 
         waits = [self.bus.subscribe(self.channels.connection(cid), on_message)]
         user = connection.user
@@ -137,13 +141,17 @@ class RedisLifetimeManager(HubLifetimeManager):
         removal = self.registry.remove(connection)
         if removal is None:
             return
-        bus = self.bus
-        bus.unsubscribe(self.channels.connection(cid))
+        self._unsubscribe(self.channels.connection(cid))
         for group in removal.groups:
-            bus.unsubscribe(self.channels.group(group))
+            self._unsubscribe(self.channels.group(group))
         if removal.user is not None:
-            bus.unsubscribe(self.channels.user(removal.user))
+            self._unsubscribe(self.channels.user(removal.user))
         self.node.connection_removed(self, cid)
+
+    def _unsubscribe(self, channel: bytes) -> None:
+        self.bus.unsubscribe(channel)
+        # A later subscription hears the channel afresh: what it missed is no gap.
+        self.received.forget_channel(channel)
 
     async def _add_local(self, connection: ClientConnection, group: str) -> None:
         change = self.registry.join(connection, group)
@@ -156,7 +164,7 @@ class RedisLifetimeManager(HubLifetimeManager):
     def _remove_local(self, connection: ClientConnection, group: str) -> None:
         change = self.registry.leave(connection, group)
         if change is Change.GROUP:
-            self.bus.unsubscribe(self.channels.group(group))
+            self._unsubscribe(self.channels.group(group))
         if change:
             self.node.group_removed(self, connection.connection_id, group)
 
@@ -204,9 +212,12 @@ class RedisLifetimeManager(HubLifetimeManager):
         message: SerializedMessage,
         exclude: Collection[str] | None = None,
     ) -> None:
+        seq, prev = self.sequence.next(channel, time.monotonic())
         self.bus.publish(
             channel,
-            wire.write_invocation(self._payloads(message), exclude, origin=self.node_id),
+            wire.write_invocation(
+                self._payloads(message), exclude, origin=self.node_id, seq=seq, prev=prev
+            ),
         )
 
     @staticmethod
@@ -280,25 +291,32 @@ class RedisLifetimeManager(HubLifetimeManager):
 
     # -- receiving ---------------------------------------------------------------------------
 
-    def _read(self, data: bytes) -> wire.RedisInvocation | None:
+    def _read(self, channel: bytes, data: bytes) -> wire.RedisInvocation | None:
         try:
             invocation = wire.read_invocation(data)
         except wire.WireError as exc:
             logger.warning("dropping a malformed invocation from Redis: %s", exc)
             return None
-        if invocation.origin == self.node_id:
+        origin = invocation.origin
+        if origin is None:
+            return invocation  # a .NET node, an older hubplane, a service: as it comes
+        if origin == self.node_id:
             return None  # ours: already delivered locally
+        if invocation.seq and not self.received.accept(
+            origin, channel, invocation.seq, invocation.prev, time.monotonic()
+        ):
+            return None  # delivered already (the publisher sent its batch again)
         return invocation
 
     def _on_all(self, channel: bytes, data: bytes) -> None:
-        invocation = self._read(data)
+        invocation = self._read(channel, data)
         if invocation is not None:
             message = SerializedMessage(None, invocation.payloads)
             excluded = set(invocation.excluded) if invocation.excluded else None
             write_many(self.connections, message, excluded)
 
     def _on_group(self, channel: bytes, data: bytes) -> None:
-        invocation = self._read(data)
+        invocation = self._read(channel, data)
         if invocation is None:
             return
         group = channel[len(self.channels.base) + len(b":group:") :].decode()
@@ -309,7 +327,7 @@ class RedisLifetimeManager(HubLifetimeManager):
             write_many(members, message, excluded)
 
     def _on_user(self, channel: bytes, data: bytes) -> None:
-        invocation = self._read(data)
+        invocation = self._read(channel, data)
         if invocation is None:
             return
         user = channel[len(self.channels.base) + len(b":user:") :].decode()
@@ -317,8 +335,8 @@ class RedisLifetimeManager(HubLifetimeManager):
         if conns:
             write_many(conns, SerializedMessage(None, invocation.payloads), None)
 
-    def _on_connection_message(self, cid: str, data: bytes) -> None:
-        invocation = self._read(data)
+    def _on_connection_message(self, cid: str, channel: bytes, data: bytes) -> None:
+        invocation = self._read(channel, data)
         if invocation is None:
             return
         connection = self.connections.get(cid)

@@ -24,6 +24,7 @@ from ..lifetime.base import ClientConnection
 from ..presence import new_node_id
 from . import keys
 from .bus import BackplaneUnavailable, RedisBus
+from .sequence import PublishSequence, ReceiveSequence
 
 if TYPE_CHECKING:
     from .base import NodeHub
@@ -73,6 +74,9 @@ class RedisNode:
         self._started = False
         self.purged_nodes = 0
         self.reregistrations = 0
+        #: The numbers on what this node publishes, and duplicate/gap checks on what it hears.
+        self.published = PublishSequence()
+        self.received = ReceiveSequence()
         if presence:
             self.bus.on_reconnect(self._register_all)
 

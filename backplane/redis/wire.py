@@ -164,7 +164,7 @@ class Channels:
 class RedisInvocation:
     """A decoded invocation: exclusions, per-protocol framed bytes, client-result fields."""
 
-    __slots__ = ("excluded", "payloads", "invocation_id", "return_channel", "origin")
+    __slots__ = ("excluded", "payloads", "invocation_id", "return_channel", "origin", "seq", "prev")
 
     def __init__(
         self,
@@ -173,18 +173,23 @@ class RedisInvocation:
         invocation_id: str | None = None,
         return_channel: str | None = None,
         origin: str | None = None,
+        seq: int = 0,
+        prev: int = 0,
     ) -> None:
         self.excluded = excluded
         self.payloads = payloads
         self.invocation_id = invocation_id
         self.return_channel = return_channel
         self.origin = origin
+        #: The publisher's numbers (``sequence.py``); 0 when the message carries none.
+        self.seq = seq
+        self.prev = prev
 
     def __repr__(self) -> str:
         return (
             f"RedisInvocation(excluded={self.excluded!r}, protocols={sorted(self.payloads)!r}, "
             f"invocation_id={self.invocation_id!r}, return_channel={self.return_channel!r}, "
-            f"origin={self.origin!r})"
+            f"origin={self.origin!r}, seq={self.seq}, prev={self.prev})"
         )
 
 
@@ -194,13 +199,17 @@ def write_invocation(
     invocation_id: str | None = None,
     return_channel: str | None = None,
     origin: str | None = None,
+    seq: int = 0,
+    prev: int = 0,
 ) -> bytes:
     """Encode an invocation.
 
     ``[excluded ids, {protocol: framed bytes}]``; with a client result also
     ``invocationId, returnChannel`` (the .NET 4-element form). ``origin`` (ours) appends the
     sending node's name as a fifth element (with nils before it when there is no result),
-    so that node can skip its own message: it has already delivered it locally.
+    so that node can skip its own message: it has already delivered it locally. With an
+    origin, a ``seq`` appends the publisher's numbers as elements 5 and 6 (``seq``, ``prev``):
+    receivers drop a message they have delivered already (``sequence.py``).
     """
     items: list[Any] = [list(excluded) if excluded else [], dict(payloads)]
     if return_channel:
@@ -211,13 +220,16 @@ def write_invocation(
         items.append(None)
     if origin is not None:
         items.append(origin)
+        if seq:
+            items.append(seq)
+            items.append(prev)
     return _pack(items)
 
 
 def read_invocation(data: bytes) -> RedisInvocation:
     """Decode an invocation (extra trailing elements are ignored)."""
     kind = "Invocation"
-    items = _unpack_array(data, 2, kind, needed=4)
+    items = _unpack_array(data, 2, kind, needed=7)
     raw_excluded = items[0]
     if not isinstance(raw_excluded, list):
         raise WireError(f"{kind}: excluded ids must be an array")
@@ -233,9 +245,19 @@ def read_invocation(data: bytes) -> RedisInvocation:
     if len(items) > 3:
         invocation_id = _opt_str(items[2], kind, "the invocation id")
         return_channel = _opt_str(items[3], kind, "the return channel")
+    seq = prev = 0
     if len(items) > 4 and isinstance(items[4], str):
         origin = _text(items[4])  # ours; anything else there is someone else's addition
-    return RedisInvocation(excluded, payloads, invocation_id, return_channel, origin)
+        if len(items) > 6 and _counter(items[5]) and _counter(items[6]) is not None:
+            seq, prev = items[5], items[6]
+    return RedisInvocation(excluded, payloads, invocation_id, return_channel, origin, seq, prev)
+
+
+def _counter(value: Any) -> int | None:
+    """``value`` when it is a publisher's number (a non-negative integer), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 # --------------------------------------------------------------------------- group commands
