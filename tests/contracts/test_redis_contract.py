@@ -109,16 +109,14 @@ async def test_an_error_reply_is_raised_as_response_error(connection: AbstractCo
 
 def test_response_callbacks_turn_query_replies_into_python_values(client: Any) -> None:
     callbacks = getattr(client, "response_callbacks", None)
-    assert isinstance(callbacks, dict), contract(
-        "Redis.response_callbacks", "Writer._drain_forever"
-    )
+    assert isinstance(callbacks, dict), contract("Redis.response_callbacks", "Writer._drain")
     hgetall = callbacks.get("HGETALL")
     assert hgetall is not None and hgetall([b"a", b"1"]) == {b"a": b"1"}, contract(
-        "response_callbacks['HGETALL']", "Writer._drain_forever (presence reads)"
+        "response_callbacks['HGETALL']", "Writer._drain (presence reads)"
     )
     smembers = callbacks.get("SMEMBERS")
     assert smembers is not None and smembers([b"x", b"y"]) == {b"x", b"y"}, contract(
-        "response_callbacks['SMEMBERS']", "Writer._drain_forever (presence reads)"
+        "response_callbacks['SMEMBERS']", "Writer._drain (presence reads)"
     )
 
 
