@@ -41,7 +41,7 @@ def redis_node(settings: Settings) -> RedisNode | None:
     """This node's Redis backplane with ``--redis-url``, else None (one node, in memory)."""
     if not settings.redis_url:
         return None
-    return RedisNode(
+    node = RedisNode(
         settings.redis_url,
         channel_prefix=settings.channel_prefix,
         heartbeat=settings.presence_heartbeat,
@@ -49,6 +49,8 @@ def redis_node(settings: Settings) -> RedisNode | None:
         buffer_limit=settings.redis_buffer,
         payload_protocols=settings.redis_payload_protocols,
     )
+    node.bus.reply_timeout = settings.redis_reply_timeout
+    return node
 
 
 def build_endpoints(

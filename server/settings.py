@@ -105,6 +105,14 @@ class Settings:
         default=10000,
         metadata={"help": "publishes kept while Redis is unreachable; older ones are dropped"},
     )
+    redis_reply_timeout: float = field(
+        default=2.5,
+        metadata={
+            "help": "seconds Redis has to answer (a command batch, a connect, a PING) before "
+            "its connection counts as failed: waiting queries fail, publishes are kept, the "
+            "node reconnects"
+        },
+    )
     jwt_secret: str | None = field(
         default=None, metadata={"help": "verify JWT bearer tokens with this HS256 secret"}
     )
@@ -171,6 +179,7 @@ class Settings:
             "disconnect_timeout",
             "client_result_timeout",
             "drain_timeout",
+            "redis_reply_timeout",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{flag(name)} must be a positive number of seconds")

@@ -159,6 +159,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.proc is not None:
+            self.thaw()  # a frozen server would sit on the SIGTERM until the SIGKILL
             _stop_process(self.proc)
             self.proc = None
 
@@ -171,6 +172,18 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def freeze(self) -> None:
+        """SIGSTOP the server: it keeps its sockets (the kernel even accepts new connections)
+        but answers nothing, as a hung or half-open Redis. Always :meth:`thaw` in a finally."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError("only a running private redis-server can be frozen")
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT a server stopped by :meth:`freeze` (harmless when it is not frozen)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
 
     def logs(self) -> str:
         try:

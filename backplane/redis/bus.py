@@ -16,7 +16,9 @@ whether or not it is logged), so the hot paths keep clear of them.
 When Redis goes away both sides reconnect with backoff. Meanwhile publishes are kept up to
 a bound and flushed after reconnecting (the oldest are dropped beyond it, and counted);
 state writes are dropped (the owners rewrite their state on reconnect) and queries fail
-at once with :class:`BackplaneUnavailable`.
+at once with :class:`BackplaneUnavailable`. A Redis that stops answering (frozen, or a
+half-open connection) counts as gone after ``reply_timeout`` seconds, so nobody waits on it
+for longer.
 
 This module is the facade; the parts live beside it: ``connect`` (URLs, raw connections),
 ``outbox`` (the queue policy, sans-I/O), ``writer``, ``subscriber``, and ``keys`` (every key
@@ -30,7 +32,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .connect import BACKOFF_FIRST, BACKOFF_MAX, connect_redis, safe_url
+from .connect import BACKOFF_FIRST, BACKOFF_MAX, REPLY_TIMEOUT, connect_redis, safe_url
 from .keys import PUBLISH_MANY
 from .outbox import (
     KEEP,
@@ -53,6 +55,7 @@ __all__ = [
     "MAX_BATCH",
     "PUBLISH",
     "QUERY",
+    "REPLY_TIMEOUT",
     "STATE",
     "SUBSCRIBE_CONFIRM_TIMEOUT",
     "BackplaneUnavailable",
@@ -74,6 +77,7 @@ class RedisBus:
         url: str,
         *,
         buffer_limit: int = 10000,
+        reply_timeout: float = REPLY_TIMEOUT,
     ) -> None:
         self.url = url
         self.stats = BusStats()
@@ -82,6 +86,7 @@ class RedisBus:
         logged_url = safe_url(url)
         self._writer = Writer(connect_redis(url), outbox, wake, self.stats, logged_url)
         self._subscriber = Subscriber(connect_redis(url), outbox, self.stats, logged_url)
+        self.reply_timeout = reply_timeout
         #: How long start() waits for Redis before going on in the background.
         self.connect_wait = 5.0
         # The queueing calls go straight to the outbox: no extra call per message.
@@ -148,6 +153,19 @@ class RedisBus:
         self._writer.flush_delay = value
 
     @property
+    def reply_timeout(self) -> float:
+        """Seconds Redis has to answer (a batch, a connect, a PING) before the connection
+        counts as failed: waiting queries fail, publishes are kept, both sides reconnect."""
+        return self._writer.reply_timeout
+
+    @reply_timeout.setter
+    def reply_timeout(self, value: float) -> None:
+        if not value > 0:
+            raise ValueError("reply_timeout must be a positive number of seconds")
+        self._writer.reply_timeout = value
+        self._subscriber.reply_timeout = value
+
+    @property
     def ping_interval(self) -> float:
         """Seconds between keep-alive PINGs on the idle subscriber connection."""
         return self._subscriber.ping_interval
@@ -212,7 +230,11 @@ class RedisBus:
     # -- writing (publish and command are the outbox's own, bound in __init__) ---------------
 
     async def query(self, *args: Any) -> Any:
-        """Run a command after everything queued before it and return its reply."""
+        """Run a command after everything queued before it and return its reply.
+
+        Raises :class:`BackplaneUnavailable` at once while Redis is unreachable, and after
+        at most about ``reply_timeout`` seconds when Redis stops answering.
+        """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._outbox.query(args, future)
         return await future
@@ -220,7 +242,8 @@ class RedisBus:
     async def publish_counted(self, channel: bytes, data: bytes) -> int:
         """PUBLISH (in order with the other publishes) and return how many received it.
 
-        Raises :class:`BackplaneUnavailable` at once while Redis is unreachable.
+        Raises :class:`BackplaneUnavailable` at once while Redis is unreachable, and after
+        at most about ``reply_timeout`` seconds when Redis stops answering.
         """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._outbox.publish_counted(channel, data, future)

@@ -27,6 +27,10 @@ logger = logging.getLogger("hubplane.redis")
 
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 1.0
+#: Seconds Redis has to answer (a batch of commands, a connect, a PING) before the connection
+#: counts as failed. A frozen (SIGSTOP) Redis or a half-open socket sends nothing at all,
+#: and the kernel even accepts new connections for it; nothing else would ever end the wait.
+REPLY_TIMEOUT = 2.5
 
 #: What a lost or unreachable Redis raises, whichever layer notices it first.
 NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, EOFError)
@@ -84,11 +88,26 @@ def safe_url(url: str) -> str:
     return url
 
 
-async def open_connection(client: aioredis.Redis) -> AbstractConnection:
+async def open_connection(
+    client: aioredis.Redis, timeout: float | None = None
+) -> AbstractConnection:
     """A new connection of ``client``'s kind (TCP, TLS, unix, Sentinel master), kept out of
-    its pool: the bus holds it for as long as it works."""
+    its pool: the bus holds it for as long as it works.
+
+    Raises :class:`TimeoutError` when Redis has not answered the handshake (AUTH, SELECT,
+    CLIENT SETINFO) within ``timeout`` seconds; a connection failed or cancelled half way is
+    closed, not left to the garbage collector.
+    """
     connection: AbstractConnection = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
-    await connection.connect()  # type: ignore[no-untyped-call]
+    try:
+        async with asyncio.timeout(timeout):
+            await connection.connect()  # type: ignore[no-untyped-call]
+    except TimeoutError:
+        await close_connection(connection)
+        raise TimeoutError(f"Redis did not answer within {timeout:g} s") from None
+    except BaseException:
+        await close_connection(connection)
+        raise
     return connection
 
 
@@ -132,6 +151,8 @@ class HeldConnection:
         #: Set once the connection has been made for the first time.
         self.ready = asyncio.Event()
         self.connection: AbstractConnection | None = None
+        #: Seconds Redis has to answer before the connection counts as failed.
+        self.reply_timeout = REPLY_TIMEOUT
         self._wake = wake
         self._closing = False
         self._task: asyncio.Task[None] | None = None

@@ -4,9 +4,11 @@ Each message goes to a plain (synchronous) handler. The connection is read direc
 redis-py's PubSub object costs more per message than the rest of a delivery (a retry
 wrapper and, over RESP3, a debug log line built whether or not it is logged).
 
-A second task sends SUBSCRIBE/UNSUBSCRIBE commands, and PINGs while idle so that a socket
-that died silently is found. After reconnecting, every channel held is subscribed again and
-the resubscribe hooks run (acks published meanwhile were lost).
+A second task sends SUBSCRIBE/UNSUBSCRIBE commands, and PINGs every ``ping_interval`` so
+that a socket that died silently, or a frozen Redis, is found: a PING that nothing answers
+within ``reply_timeout`` ends the connection (the reader only stamps the time of each read).
+After reconnecting, every channel held is subscribed again and the resubscribe hooks run
+(acks published meanwhile were lost).
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ class Subscriber(HeldConnection):
             connection: AbstractConnection | None = None
             sender: asyncio.Task[None] | None = None
             try:
-                connection = await open_connection(self.client)
+                connection = await open_connection(self.client, self.reply_timeout)
                 # No read timeout (a URL's socket_timeout would cut idle reads): the sender's
                 # PINGs find a dead connection instead.
                 connection.socket_timeout = None
@@ -154,29 +156,40 @@ class Subscriber(HeldConnection):
     async def _run_sender(self, connection: AbstractConnection) -> None:
         """Send queued SUBSCRIBE/UNSUBSCRIBE commands in order, coalescing runs.
 
-        When idle it PINGs every ``ping_interval`` seconds, and drops the connection when
-        nothing at all has come back for three intervals: a socket that died silently
-        (a NAT or balancer timeout) would otherwise leave the node deaf for good.
+        It PINGs every ``ping_interval`` seconds, and drops the connection when nothing at
+        all has come back within ``reply_timeout`` of a PING, or for three intervals: a
+        socket that died silently (a NAT or balancer timeout) or a frozen Redis would
+        otherwise leave the node deaf for good, and publishing as if it heard.
         """
         queue = self._queue
         loop = asyncio.get_running_loop()
+        pinged = 0.0  # when the PING not answered yet went out (0.0: none)
+        next_ping = loop.time() + self.ping_interval
         # (Python 3.11's wait_for may swallow a cancel that meets a wake-up: the loop also
         # ends when the reader has moved on from this connection.)
         while self.connection is connection and not self._closing:
             if not queue:
                 self._wake.clear()
+                until = pinged + self.reply_timeout if pinged else next_ping
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.ping_interval)
-                if queue:
-                    continue
-                if loop.time() - self._last_read > 3 * self.ping_interval:
-                    logger.error("Redis subscriber heard nothing for too long: reconnecting")
-                    await connection.disconnect()
-                    return
-                try:
-                    await connection.send_command("PING", check_health=False)
-                except NETWORK_ERRORS:
-                    return
+                    await asyncio.wait_for(self._wake.wait(), max(until - loop.time(), 0.0))
+            now = loop.time()
+            if pinged and self._last_read >= pinged:
+                pinged = 0.0  # Redis has spoken since: the connection is alive
+            if (pinged and now - pinged >= self.reply_timeout) or (
+                now - self._last_read > 3 * self.ping_interval
+            ):
+                logger.error("Redis subscriber heard nothing for too long: reconnecting")
+                await connection.disconnect()
+                return
+            if not queue:
+                if not pinged and now >= next_ping:
+                    try:
+                        await connection.send_command("PING", check_health=False)
+                    except NETWORK_ERRORS:
+                        return
+                    pinged = now
+                    next_ping = now + self.ping_interval
                 continue
             action, channel = queue.popleft()
             run = [channel]

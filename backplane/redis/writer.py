@@ -8,6 +8,12 @@ hot path keeps clear of it.
 When Redis goes away the writer reconnects with backoff, reloads the Lua scripts, runs the
 reconnect hooks (presence is rewritten first), then holds the buffered publishes for
 ``flush_delay`` seconds. A Redis that lost the scripts (SCRIPT FLUSH) gets them again.
+
+Redis has ``reply_timeout`` seconds to answer a batch (and a connect): a frozen (SIGSTOP) or
+half-open Redis sends nothing, and a caller of ``query`` or ``publish_counted`` would wait
+for ever, the node's heartbeat among them. A watchdog timer finds a batch overdue (an
+``asyncio.timeout`` per batch would cost about 5 µs, a sixth of a lone round trip here; the
+batch only stamps its due time), and the writer then treats the connection as failed.
 """
 
 from __future__ import annotations
@@ -73,6 +79,11 @@ class Writer(HeldConnection):
         self.flush_delay = FLUSH_DELAY
         # Commands sent whose replies have not all been read.
         self.in_flight = 0
+        # While waiting for Redis in the drain loop: when its replies are due (the loop's
+        # clock); 0.0 while not waiting. Read by the watchdog (see _watch).
+        self._due = 0.0
+        self._stalled = False  # the watchdog cancelled the task: Redis did not answer in time
+        self._watchdog: asyncio.TimerHandle | None = None
         self._scripts: dict[str, str] = {}  # sha -> source, loaded on every (re)connect
         self._hooks: list[ReconnectHook] = []
 
@@ -122,6 +133,20 @@ class Writer(HeldConnection):
             attempt = 0
             try:
                 await self._drain_forever()
+            except asyncio.CancelledError:
+                if self._closing or not self._stalled:
+                    raise
+                # The watchdog's cancel, not a stop: the batch on the wire is back in the
+                # queue (see _drain_forever). Everybody waiting for a reply hears now, the
+                # publishes and KEEP writes wait for the next connection.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                self._stalled = False
+                await close_connection(self.connection)
+                self.connection = None
+                self._down(TimeoutError(f"no reply within {self.reply_timeout:g} s"))
+                attempt = 1
             except NETWORK_ERRORS + (RedisError,) as exc:
                 # A connection that went stale while idle (Redis restarted) gets one
                 # immediate replacement, so nobody waiting on the queue is failed for it.
@@ -133,11 +158,18 @@ class Writer(HeldConnection):
     async def _connect(self) -> None:
         await close_connection(self.connection)
         self.connection = None
-        connection = await open_connection(self.client)
+        # A frozen Redis still accepts connections (the kernel's backlog) but answers
+        # neither the handshake nor PING: both are bounded, and the loop retries later.
+        timeout = self.reply_timeout
+        connection = None
         try:
-            await self._load_scripts(connection, ping=True)
-        except BaseException:
+            async with asyncio.timeout(timeout):
+                connection = await open_connection(self.client)
+                await self._load_scripts(connection, ping=True)
+        except BaseException as exc:
             await close_connection(connection)
+            if isinstance(exc, TimeoutError):
+                raise TimeoutError(f"Redis did not answer within {timeout:g} s") from None
             raise
         outbox = self.outbox
         self.connection = connection
@@ -187,7 +219,29 @@ class Writer(HeldConnection):
 
     # -- draining ----------------------------------------------------------------------------
 
+    def _watch(self) -> None:
+        """The watchdog, every tenth of ``reply_timeout`` while draining: a wait for Redis
+        that is overdue ends with the writer's task cancelled (see _run)."""
+        loop = asyncio.get_running_loop()
+        due = self._due
+        if due and loop.time() > due and self._task is not None and not self._stalled:
+            self._stalled = True
+            self._task.cancel()
+            return
+        self._watchdog = loop.call_later(max(self.reply_timeout / 10, 0.01), self._watch)
+
     async def _drain_forever(self) -> None:
+        self._due = 0.0
+        self._watch()  # armed for as long as this connection is drained
+        try:
+            await self._drain()
+        finally:
+            self._due = 0.0
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
+
+    async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         connection = self.connection
         assert connection is not None
@@ -211,16 +265,23 @@ class Writer(HeldConnection):
             batch, groups, commands = taken
             started = time.perf_counter()
             self.in_flight = len(batch)
+            self._due = now + self.reply_timeout  # one time stamp per batch: see _watch
             try:
                 await connection.send_packed_command(
                     b"".join(map(_pack, commands)), check_health=False
                 )
                 results = [await read_reply(connection) for _ in groups]
             except BaseException:
+                # A lost connection, or the watchdog (no reply in time). Redis may have run
+                # some of the batch already: its publishes go again after reconnecting and
+                # may arrive twice (receivers drop duplicates by the publisher's sequence
+                # numbers); nothing is lost.
                 self.in_flight = 0
+                self._due = 0.0
                 outbox.put_back(batch)
                 raise
             self.in_flight = 0
+            self._due = 0.0
             stats = self.stats
             stats.round_trips.observe(time.perf_counter() - started)
             stats.batch_sizes.observe(len(batch))
@@ -251,5 +312,11 @@ class Writer(HeldConnection):
                         cmd.future.set_result(result)
             if retry:
                 logger.warning("Redis lost hubplane's Lua scripts: loading them again")
-                await self._load_scripts(connection)
+                self._due = loop.time() + self.reply_timeout
+                try:
+                    await self._load_scripts(connection)
+                except BaseException:
+                    outbox.requeue(retry)
+                    raise
+                self._due = 0.0
                 outbox.requeue(retry)

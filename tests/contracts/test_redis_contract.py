@@ -11,6 +11,7 @@ with ``send_packed_command(..., check_health=False)``, reads replies one by one 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -108,16 +109,14 @@ async def test_an_error_reply_is_raised_as_response_error(connection: AbstractCo
 
 def test_response_callbacks_turn_query_replies_into_python_values(client: Any) -> None:
     callbacks = getattr(client, "response_callbacks", None)
-    assert isinstance(callbacks, dict), contract(
-        "Redis.response_callbacks", "Writer._drain_forever"
-    )
+    assert isinstance(callbacks, dict), contract("Redis.response_callbacks", "Writer._drain")
     hgetall = callbacks.get("HGETALL")
     assert hgetall is not None and hgetall([b"a", b"1"]) == {b"a": b"1"}, contract(
-        "response_callbacks['HGETALL']", "Writer._drain_forever (presence reads)"
+        "response_callbacks['HGETALL']", "Writer._drain (presence reads)"
     )
     smembers = callbacks.get("SMEMBERS")
     assert smembers is not None and smembers([b"x", b"y"]) == {b"x", b"y"}, contract(
-        "response_callbacks['SMEMBERS']", "Writer._drain_forever (presence reads)"
+        "response_callbacks['SMEMBERS']", "Writer._drain (presence reads)"
     )
 
 
@@ -170,3 +169,35 @@ async def test_a_closed_server_socket_raises_a_network_error(
             pytest.fail(contract("read_response() on a socket the server closed", "the loops"))
     finally:
         await connect.close_connection(victim)
+
+
+async def test_a_server_that_never_answers_times_the_connect_out() -> None:
+    """A frozen Redis accepts connections (the kernel's backlog) and answers nothing: the
+    handshake of ``connect()`` must give way to open_connection's timeout, and the half-made
+    connection be closed, not leaked."""
+    ends: list[asyncio.Future[bytes]] = []
+
+    async def mute(reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
+        ends.append(asyncio.ensure_future(reader.read()))  # all it is sent, until EOF
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = connect.connect_redis(f"redis://127.0.0.1:{port}/0")
+    try:
+        started = time.monotonic()
+        try:
+            conn = await asyncio.wait_for(connect.open_connection(client, 0.3), TIMEOUT)
+        except TimeoutError:
+            pass
+        else:  # no handshake to wait for (the writer's PING is bounded all the same)
+            await connect.close_connection(conn)
+        assert time.monotonic() - started < 0.3 + 1.0, contract(
+            "AbstractConnection.connect() (cancelled mid-handshake)", "open_connection"
+        )
+        assert ends, "the mute server saw no connection"
+        await asyncio.wait_for(ends[0], TIMEOUT)  # EOF: the socket was closed
+    finally:
+        server.close()
+        for end in ends:
+            end.cancel()
+        await client.aclose()

@@ -56,12 +56,26 @@ def test_flags_win_over_variables_over_defaults() -> None:
         (["--protocols", "xml"], {}, "--protocols"),
         (["--workers", "2"], {}, "Redis"),
         ([], {"HUBPLANE_DETAILED_ERRORS": "maybe"}, "HUBPLANE_DETAILED_ERRORS"),
+        (["--redis-reply-timeout", "0"], {}, "--redis-reply-timeout"),
     ],
 )
 def test_bad_values_name_the_setting(argv: list[str], env: dict[str, str], fragment: str) -> None:
     with pytest.raises(SettingsError) as err:
         settings_from_cli(argv, environ=env)
     assert fragment in str(err.value)
+
+
+def test_the_redis_reply_timeout_reaches_the_bus() -> None:
+    from server.hubs import redis_node
+
+    env = {"REDIS_URL": "redis://127.0.0.1:1/0"}
+    node = redis_node(settings_from_cli([], environ=env))
+    assert node is not None and node.bus.reply_timeout == 2.5
+    env["HUBPLANE_REDIS_REPLY_TIMEOUT"] = "1.5"
+    node = redis_node(settings_from_cli([], environ=env))
+    assert node is not None and node.bus.reply_timeout == 1.5
+    node = redis_node(settings_from_cli(["--redis-reply-timeout", "0.75"], environ=env))
+    assert node is not None and node.bus.reply_timeout == 0.75
 
 
 def test_settings_object_is_usable_directly() -> None:
