@@ -48,8 +48,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("hubplane.connection")
 
 CLOSE_ERROR = "Connection closed with an error."
-
-
 _NO_GROUPS: frozenset[str] = frozenset()
 
 
@@ -222,6 +220,19 @@ class HubConnection:
             self.outbound.write(data)
         self.detached = False
 
+    def take_over(self, protocol: HubProtocol, buffer: MessageBuffer) -> None:
+        """Go on with a connection another node started (``on_connected`` ran there)."""
+        self.protocol = protocol
+        self._buffer = buffer
+        self._connected = self.detached = True
+        if self.handler.options.close_on_token_expiry and self.user is not None:
+            self._timers.expires_at = self.user.expires_at
+
+    async def settle(self) -> None:
+        """Wait until the invocations received so far have answered."""
+        if self._invocations is not None:
+            await self._invocations.idle()
+
     @property
     def stateful(self) -> bool:
         """True when this connection uses stateful reconnect."""
@@ -296,8 +307,8 @@ class HubConnection:
 
     def _invocation_queue(self) -> InvocationQueue:
         run = functools.partial(self.handler.dispatcher.invoke, self)
-        queue = self._invocations = InvocationQueue(self, run)
-        return queue
+        self._invocations = InvocationQueue(self, run)
+        return self._invocations
 
     @property
     def stream_tracker(self) -> StreamTracker:
@@ -402,31 +413,15 @@ class HubConnection:
                 self._streams.cancel(message.invocation_id)
         elif kind is StreamItemMessage:
             assert isinstance(message, StreamItemMessage)
-            upload = self._streams.uploads.get(message.invocation_id) if self._streams else None
-            if upload is not None:
-                await upload.put(message.item)
-            else:  # the method returned already, or a made-up id
-                logger.debug(
-                    "%s: item for unknown stream %r",
-                    self.log_name,
-                    message.invocation_id,
-                )
+            if self._streams is not None:  # else: a made-up id, or the method returned
+                await self._streams.feed(message.invocation_id, message.item)
         elif kind is CompletionMessage:
             assert isinstance(message, CompletionMessage)
             streams = self._streams
-            upload = streams.uploads.pop(message.invocation_id, None) if streams else None
-            if upload is not None:
-                upload.complete(message.error)
-            else:
+            if streams is None or not streams.finish_upload(message.invocation_id, message.error):
                 waiter = self.results.pop(message.invocation_id, None)
-                if waiter is not None:
+                if waiter is not None:  # else: an unknown id, ignored as the reference does
                     waiter(message)
-                else:
-                    logger.debug(
-                        "%s: completion for unknown invocation %r",
-                        self.log_name,
-                        message.invocation_id,
-                    )
         elif kind is CloseMessage:
             assert isinstance(message, CloseMessage)
             if message.error:
@@ -452,8 +447,7 @@ class HubConnection:
         client itself (it fails pending invocations on a Close), so a client that retries
         never runs a method twice.
         """
-        if self._invocations is not None:
-            await self._invocations.idle()
+        await self.settle()
         self.close(None, allow_reconnect=True)
 
     def abort(self, allow_reconnect: bool = False) -> None:
@@ -517,13 +511,25 @@ class HubConnection:
                 event.set()
         return event
 
+    def fail_results(self, error: str) -> None:
+        """Fail every client result awaited from this client with ``error``."""
+        results, self.results = self.results, {}
+        for invocation_id, waiter in results.items():
+            try:
+                waiter(CompletionMessage.with_error(invocation_id, error))
+            except Exception:
+                logger.exception("%s: failing a pending client result failed", self.log_name)
+
     @property
     def closing(self) -> bool:
         """True once the connection is ending."""
         return self._closing
 
-    async def transport_closed(self, exception: Exception | None = None) -> None:
-        """The transport has ended: tear down exactly once and run ``on_disconnected``."""
+    async def transport_closed(
+        self, exception: Exception | None = None, moved: bool = False
+    ) -> None:
+        """The transport has ended: tear down exactly once and run ``on_disconnected``
+        (unless the connection ``moved`` to another node, where it goes on)."""
         if self._torn_down:
             return
         self._torn_down = True
@@ -535,12 +541,7 @@ class HubConnection:
         # fail, so methods reading them stop instead of taking a cut-off stream as whole.
         if self._streams is not None:
             self._streams.abort()
-        results, self.results = self.results, {}
-        for invocation_id, waiter in results.items():
-            try:
-                waiter(CompletionMessage.with_error(invocation_id, DISCONNECTED))
-            except Exception:
-                logger.exception("%s: failing a pending client result failed", self.log_name)
+        self.fail_results(DISCONNECTED)
         if self._invocations is not None:
             self._invocations.clear()
         exc = exception if exception is not None else self._close_error
@@ -550,7 +551,7 @@ class HubConnection:
                 key = (self.transport, self.protocol.name)
                 stats.disconnects[key] = stats.disconnects.get(key, 0) + 1
                 try:
-                    if self._connected:
+                    if self._connected and not moved:
                         await self.handler.dispatcher.on_disconnected(self, exc)
                 except Exception:
                     logger.exception("%s: on_disconnected failed", self.log_name)

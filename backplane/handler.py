@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .authorization import allowed
@@ -76,14 +76,17 @@ class HubConnectionHandler:
         shortest = min(o.keepalive_interval, o.client_timeout, o.handshake_timeout)
         return max(0.05, min(1.0, shortest / 4))
 
-    async def close_all(self, timeout: float = 5.0) -> None:
+    async def close_all(
+        self, timeout: float = 5.0, skip: Callable[[HubConnection], bool] | None = None
+    ) -> None:
         """Close every connection, letting a reconnect go elsewhere, within ``timeout`` seconds.
 
         Invocations already received answer first (half the time at most), then each client
         gets a Close with ``allowReconnect``; what is queued for it goes out before the Close.
-        Returns when every connection has ended, or when the time is up.
+        Returns when every connection has ended, or when the time is up. Connections that
+        ``skip`` names are left alone (they move to another node).
         """
-        conns = list(self.connections.values())
+        conns = [c for c in self.connections.values() if skip is None or not skip(c)]
         if not conns:
             return
         loop = asyncio.get_running_loop()

@@ -8,6 +8,8 @@ from .stats import INVOCATION_BUCKETS, Buckets, Observer
 
 #: The outcomes invocations are counted by.
 OUTCOMES = ("ok", "error", "unknown_method", "bad_arguments", "unauthorized")
+#: The outcomes stateful reconnects are counted by.
+RESUMES = ("same_node", "other_node", "refused")
 
 
 @dataclass(slots=True)
@@ -37,5 +39,11 @@ class HubStats:
     disconnects: dict[tuple[str, str], int] = field(default_factory=dict)
     #: Invocations by outcome: ok, error, unknown_method, bad_arguments, unauthorized.
     invocations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    #: Stateful reconnects: resumed on this node (``same_node``), taken over from another
+    #: node (``other_node``), or refused here (the connection was not to be had).
+    resumes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESUMES, 0))
+    #: Connections handed over to another node, and messages sent again after a resume.
+    handovers: int = 0
+    replayed: int = 0
     #: How long non-streaming hub methods ran, in seconds.
     invocation_seconds: Observer = field(default_factory=lambda: Buckets(INVOCATION_BUCKETS))

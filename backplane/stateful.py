@@ -123,3 +123,28 @@ class MessageBuffer:
             self._acked = self.received
             return self.received
         return None
+
+    # -- moving to another node ---------------------------------------------------------------
+
+    def export(self) -> list[object]:
+        """The buffer as plain values (for msgpack): what another node needs to go on."""
+        return [self.sent, self.received, [[n, data] for n, data in self.replay]]
+
+    @classmethod
+    def restore(cls, state: list[object], limit: int = REPLAY_MIN) -> MessageBuffer:
+        """A buffer from :meth:`export`, waiting for the client's Sequence (a new socket)."""
+        sent, received, replay = state
+        if not isinstance(sent, int) or not isinstance(received, int):
+            raise ValueError("a message buffer's counters must be integers")
+        if not isinstance(replay, list):
+            raise ValueError("a message buffer's replay must be a list")
+        buffer = cls(limit)
+        buffer.sent = sent
+        buffer.received = received
+        buffer._incoming_next = received + 1
+        buffer._acked = received
+        for number, data in replay:
+            buffer.replay.append((int(number), bytes(data)))
+            buffer.size += len(data)
+        buffer.awaiting_sequence = True
+        return buffer

@@ -138,6 +138,20 @@ class StreamTracker:
             if upload is not None:
                 upload.complete()
 
+    async def feed(self, stream_id: str, item: Any) -> None:
+        """An item from the client for an open upload (others are dropped)."""
+        upload = self.uploads.get(stream_id)
+        if upload is not None:
+            await upload.put(item)
+
+    def finish_upload(self, stream_id: str, error: str | None) -> bool:
+        """The client ended an upload (with ``error``, if any); False for no such upload."""
+        upload = self.uploads.pop(stream_id, None)
+        if upload is None:
+            return False
+        upload.complete(error)
+        return True
+
     def run_reader(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run an invocation that reads uploads beside the connection's queue."""
         task = start_task(coro)

@@ -27,6 +27,7 @@ from .admin import admin_routes
 from .admission import NodeAdmission
 from .auth import Authenticator
 from .cors import CorsLayer, origin_allowed
+from .handover import Handover
 from .health import Health
 from .httputil import json_response as json_response
 from .httputil import normalize_path as normalize_path
@@ -88,6 +89,18 @@ class Hubplane:
         self.nosticky = NoSticky(
             self.registry, self.sessions, self.signer, self.redis_node, settings.disconnect_timeout
         )
+        # With Redis: stateful connections move to whichever node their client comes back to.
+        self.handover = (
+            Handover(
+                self.registry,
+                self.redis_node,
+                {path: e.handler for path, e in self.endpoints.items()},
+                self.tasks,
+                owners=self.signer is not None,
+            )
+            if self.redis_node is not None
+            else None
+        )
         self.metrics = Metrics(self) if settings.metrics else None
         self.lifecycle = Lifecycle(
             self.handlers(),
@@ -99,6 +112,7 @@ class Hubplane:
             self.metrics,
             settings.disconnect_timeout,
             self._run_startup_hooks,
+            self.handover,
         )
         self.health = Health(self.admission, self.lifecycle, self.redis_node, self.nosticky)
         self.negotiator = Negotiator(
@@ -212,6 +226,7 @@ class Hubplane:
                 path,
                 self.settings.disconnect_timeout,
                 self.tasks,
+                self.handover,
             )
             if "WebSockets" not in self.transports or self.cors_origins:
                 ws = WebSocketGate(ws, self)

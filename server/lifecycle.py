@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from backplane import HubConnectionHandler
 
     from .admission import NodeAdmission
+    from .handover import Handover
     from .metrics import Metrics
     from .nosticky import NoSticky
     from .registry import ConnectionRegistry
@@ -40,6 +41,7 @@ class Lifecycle:
         metrics: Metrics | None,
         disconnect_timeout: float,
         run_hooks: Callable[[], Awaitable[None]],
+        handover: Handover | None = None,
     ) -> None:
         self.handlers = list(handlers)
         self.admission = admission
@@ -51,6 +53,8 @@ class Lifecycle:
         self.disconnect_timeout = disconnect_timeout
         # The user's startup hooks, run last (they may use the hubs).
         self.run_hooks = run_hooks
+        # Stateful connections move to other nodes when this one drains (with Redis).
+        self.handover = handover
         self.started = False
         self._ticker: asyncio.Task[None] | None = None
 
@@ -59,6 +63,8 @@ class Lifecycle:
         for handler in self.handlers:
             await handler.lifetime.start()
         await self.nosticky.start()
+        if self.handover is not None:
+            await self.handover.start()
         self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
         await self.run_hooks()
         self.started = True
@@ -72,15 +78,27 @@ class Lifecycle:
         """
         self.admission.draining = True
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Stateful connections lose their socket without a Close: their clients resume on
+        # other nodes, which take the connections over from this one meanwhile.
+        moving = self.handover.drop_stateful() if self.handover is not None else []
+        staying = {id(r.connection) for r in moving}
         # A long-polling client gets its Close on its next poll (the clients poll again at
         # once); one that has not come back for it within a moment is ended.
         stragglers = loop.call_later(
             min(LONG_POLL_GRACE, timeout / 2), self.sessions.end_idle_polls
         )
         try:
-            await asyncio.gather(*(handler.close_all(timeout) for handler in self.handlers))
+            await asyncio.gather(
+                *(
+                    handler.close_all(timeout, skip=lambda c: id(c) in staying)
+                    for handler in self.handlers
+                )
+            )
         finally:
             stragglers.cancel()
+        if self.handover is not None and moving:
+            await self.handover.wait_moved(moving, max(0.0, deadline - loop.time()))
 
     async def shutdown(self) -> None:
         """Close every connection (clients may reconnect elsewhere) and stop."""
@@ -95,6 +113,8 @@ class Lifecycle:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         self.nosticky.stop()
+        if self.handover is not None:
+            self.handover.stop()
         for handler in self.handlers:
             await handler.lifetime.stop()
         self.started = False

@@ -116,6 +116,11 @@ _COUNTERS: dict[str, str] = {
     "hubplane_backplane_dropped": "Publishes dropped because the outage buffer was full.",
     "hubplane_backplane_reconnects": "Reconnections to Redis.",
     "hubplane_backplane_errors": "Redis commands that failed.",
+    "hubplane_resumes": "Stateful reconnects: resumed here, taken from another node, refused.",
+    "hubplane_handovers": "Stateful connections handed over to another node.",
+    "hubplane_replayed_messages": "Messages sent again to clients after a stateful reconnect.",
+    "hubplane_backplane_duplicates_dropped": "Backplane messages heard twice and dropped.",
+    "hubplane_backplane_gaps": "Breaks in a publisher's numbering: messages never heard.",
     "hubplane_forwarded_requests": "Requests forwarded to the node that owns the connection.",
 }
 _HISTOGRAMS: dict[str, tuple[str, tuple[float, ...]]] = {
@@ -232,6 +237,10 @@ def read(hubplane: MetricsSource, histograms: bool = True) -> _Families:
             labels = {"hub": hub, "outcome": outcome}
             out.counter("hubplane_invocations", labels, stats.invocations.get(outcome, 0))
         out.counter("hubplane_slow_clients", {"hub": hub}, stats.slow_clients)
+        for outcome, n in stats.resumes.items():
+            out.counter("hubplane_resumes", {"hub": hub, "outcome": outcome}, n)
+        out.counter("hubplane_handovers", {"hub": hub}, stats.handovers)
+        out.counter("hubplane_replayed_messages", {"hub": hub}, stats.replayed)
         if histograms and isinstance(stats.invocation_seconds, Buckets):
             out.histogram(
                 "hubplane_invocation_duration_seconds", {"hub": hub}, stats.invocation_seconds

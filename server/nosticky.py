@@ -256,7 +256,7 @@ class NoSticky:
             tombstone_ttl=self.disconnect_timeout + 60,
         )
         await forwarder.start()
-        self.registry.on_remove = lambda record: forwarder.release(record.connection_id)
+        self.registry.removed_hooks.append(lambda record: forwarder.release(record.connection_id))
 
     def stop(self) -> None:
         """Fail waiting forwards and stop serving forwarded ones."""

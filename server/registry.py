@@ -35,6 +35,9 @@ class ConnectionRecord:
         "run_task",
         "expiry",
         "owned",
+        "drop",
+        "moving",
+        "moved",
     )
 
     def __init__(self, connection_id: str, token: str, hub_path: str, user: User | None) -> None:
@@ -52,6 +55,11 @@ class ConnectionRecord:
         self.expiry: asyncio.TimerHandle | None = None
         # No sticky sessions: this node claimed the connection in Redis (and must release it).
         self.owned = False
+        # Moving between nodes (handover.py): drops the WebSocket without a close frame; a
+        # handover is under way; the connection went on on another node.
+        self.drop: Callable[[], None] | None = None
+        self.moving = False
+        self.moved = False
 
 
 class ConnectionRegistry:
@@ -61,8 +69,9 @@ class ConnectionRegistry:
         self.records: dict[str, ConnectionRecord] = {}
         # With --token-secret: mints signed tokens that any node can check (no sticky sessions).
         self.signer: TokenSigner | None = None
-        # Called when a record that ran (or claimed) a connection here is removed.
-        self.on_remove: Callable[[ConnectionRecord], None] | None = None
+        # Called when a record that ran (or claimed) a connection here is removed, unless the
+        # connection moved to another node.
+        self.removed_hooks: list[Callable[[ConnectionRecord], None]] = []
         # Signed tokens whose connection ended here, and when (a token starts one connection).
         self.ended: dict[str, float] = {}
 
@@ -98,6 +107,16 @@ class ConnectionRegistry:
             self.records[token] = record
         return record
 
+    def moved_in(
+        self, token: str, connection_id: str, hub_path: str, user: User | None
+    ) -> ConnectionRecord:
+        """The record of a stateful WebSocket connection taken over from another node."""
+        record = ConnectionRecord(connection_id, token, hub_path, user)
+        record.stateful = True
+        record.transport = "WebSockets"
+        self.records[token] = record
+        return record
+
     def get(self, token: str) -> ConnectionRecord | None:
         """The record for ``token``, or None."""
         return self.records.get(token)
@@ -109,8 +128,9 @@ class ConnectionRegistry:
             return
         if record.connection is not None and self.signer is not None:
             self.ended[token] = time.monotonic()
-        if (record.connection is not None or record.owned) and self.on_remove is not None:
-            self.on_remove(record)
+        if (record.connection is not None or record.owned) and not record.moved:
+            for hook in self.removed_hooks:
+                hook(record)
 
     def ended_recently(self, token: str) -> bool:
         """True when a connection with this token ran here and ended (tokens are not reused)."""
@@ -126,8 +146,9 @@ class ConnectionRegistry:
         ]
         for token in stale:
             record = self.records.pop(token)
-            if record.owned and self.on_remove is not None:
-                self.on_remove(record)  # claimed in Redis but never started: release it
+            if record.owned:  # claimed in Redis but never started: release it
+                for hook in self.removed_hooks:
+                    hook(record)
         # Ended tokens are remembered until they are too old to start anything anyway.
         for token, when in list(self.ended.items()):
             if now - when > max_idle + 60:

@@ -47,13 +47,15 @@ def find_hubplane(app: Any) -> Any:
 class HubplaneServer(uvicorn.Server):
     """A uvicorn server that drains before the process stops.
 
-    On SIGTERM (or Ctrl+C) readiness turns false at once and new connections are refused.
-    Then every hub client gets a SignalR Close with ``allowReconnect`` once the invocations
-    it already sent have answered, so the official clients reconnect, through the load
-    balancer, to another node. uvicorn would otherwise close WebSockets with code 1012 and
-    the clients would never see a Close message. After that uvicorn stops listening, and
-    the lifespan shutdown flushes the Redis queue and leaves presence. Whatever still runs
-    when ``drain_timeout`` seconds have passed since the signal is cut short: the process
+    On SIGTERM (or Ctrl+C) readiness turns false at once and the server stops listening, so
+    clients that reconnect now reach other nodes through the balancer. Every hub client gets a
+    SignalR Close with ``allowReconnect`` once the invocations it already sent have answered
+    (uvicorn would otherwise close WebSockets with code 1012, and the clients would never see
+    a Close message); a client using stateful reconnect instead loses its socket without a
+    Close and resumes its connection on another node, which takes it over from this one
+    (``handover.py``). Then the lifespan shutdown flushes the Redis queue and leaves presence.
+    Whatever still runs when ``drain_timeout`` seconds have passed since the signal is cut
+    short: the process
     exits by then.
     """
 
@@ -93,6 +95,12 @@ class HubplaneServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         hubplane = find_hubplane(self.config.app)
+        # Stop listening first: a client reconnecting now (a stateful one resuming, a plain
+        # one after its Close) is refused here, and the balancer takes it to another node.
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
         if hubplane is not None:
             started = self.drain_started or time.monotonic()
             left = started + self.drain_timeout - time.monotonic()

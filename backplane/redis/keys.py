@@ -8,6 +8,8 @@ Keys (``docs/redis-protocol.md``; ``B`` = prefix + hub wire name, ``N`` = node i
 - ``B:hubplane:node:N`` / ``B:hubplane:user:U`` / ``B:hubplane:group:G``: SETs of connection ids
 - ``B:hubplane:groups-of:C``: SET of the groups of connection C
 - ``<prefix>hubplane:owner:C``: the node owning connection C in the no-sticky mode (a STRING)
+- ``<prefix>hubplane:resume:T``: HASH id, hub, user, node of a stateful connection whose
+  token hashes to T (where a node finds a connection its client comes back to)
 
 The scripts build some of these keys themselves (from ARGV): a change of layout changes
 both the builders below and the scripts. Pub/sub channels are not keys: see ``wire.Channels``.
@@ -33,6 +35,11 @@ def node_key(prefix: bytes, node_id: str) -> bytes:
 def owner_key(prefix: bytes, connection_id: str) -> bytes:
     """The STRING naming the node that owns a connection (no-sticky mode)."""
     return prefix + b"hubplane:owner:" + connection_id.encode()
+
+
+def resume_key(prefix: bytes, token: str) -> bytes:
+    """The HASH of a stateful connection, by its token's hash (the token itself is a secret)."""
+    return prefix + b"hubplane:resume:" + hashlib.sha256(token.encode()).hexdigest()[:32].encode()
 
 
 class PresenceKeys:
@@ -169,3 +176,14 @@ LIVE = (
 return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf', 'WITHSCORES')
 """
 )
+
+# Move a connection's resume entry from one node to another, only if the first still holds it
+# (two nodes reached by the same client race for it: one wins). KEYS[1] the entry; ARGV from
+# node, to node.
+MOVE_RESUME = """
+if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'node', ARGV[2])
+  return 1
+end
+return 0
+"""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..lifetime.base import ClientConnection, HubLifetimeManager, SerializedMessage, write_many
@@ -21,6 +21,7 @@ from ..protocol import HubProtocol, get_protocol
 from ..protocol.messages import InvocationMessage
 from . import wire
 from .bus import BackplaneUnavailable
+from .capture import Capture, Positions, positions
 from .control import ControlChannel
 from .groups import GroupCommands
 from .keys import PresenceKeys
@@ -80,6 +81,8 @@ class RedisLifetimeManager(HubLifetimeManager):
         # Exactly once over Redis: numbers on what is published, checks on what is heard.
         self.sequence = node.published
         self.received = node.received
+        # Connections moving here from another node: what arrives for them meanwhile.
+        self._captures: dict[str, Capture] = {}
         self._started = False
         self._start_lock = asyncio.Lock()
 
@@ -125,11 +128,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         cid = connection.connection_id
         first_of_user = self.registry.add(connection)
         self.node.connection_added(self, connection)
-
-        def on_message(channel: bytes, data: bytes) -> None:
-            self._on_connection_message(cid, channel, data)
-
-        waits = [self.bus.subscribe(self.channels.connection(cid), on_message)]
+        waits = [self._subscribe_connection(cid)]
         user = connection.user
         if first_of_user and user is not None:
             waits.append(self.bus.subscribe(self.channels.user(user.id), self._on_user))
@@ -147,6 +146,12 @@ class RedisLifetimeManager(HubLifetimeManager):
         if removal.user is not None:
             self._unsubscribe(self.channels.user(removal.user))
         self.node.connection_removed(self, cid)
+
+    def _subscribe_connection(self, cid: str) -> Awaitable[None]:
+        def on_message(channel: bytes, data: bytes) -> None:
+            self._on_connection_message(cid, channel, data)
+
+        return self.bus.subscribe(self.channels.connection(cid), on_message)
 
     def _unsubscribe(self, channel: bytes) -> None:
         self.bus.unsubscribe(channel)
@@ -213,6 +218,8 @@ class RedisLifetimeManager(HubLifetimeManager):
         exclude: Collection[str] | None = None,
     ) -> None:
         seq, prev = self.sequence.next(channel, time.monotonic())
+        if self._captures:
+            self._offer(channel, self.node_id, seq, message, exclude)
         self.bus.publish(
             channel,
             wire.write_invocation(
@@ -314,6 +321,8 @@ class RedisLifetimeManager(HubLifetimeManager):
             message = SerializedMessage(None, invocation.payloads)
             excluded = set(invocation.excluded) if invocation.excluded else None
             write_many(self.connections, message, excluded)
+            if self._captures:
+                self._offer(channel, invocation.origin, invocation.seq, message, excluded)
 
     def _on_group(self, channel: bytes, data: bytes) -> None:
         invocation = self._read(channel, data)
@@ -321,10 +330,14 @@ class RedisLifetimeManager(HubLifetimeManager):
             return
         group = channel[len(self.channels.base) + len(b":group:") :].decode()
         members = self.groups.get(group)
-        if members:
+        captures = self._captures
+        if members or captures:
             message = SerializedMessage(None, invocation.payloads)
             excluded = set(invocation.excluded) if invocation.excluded else None
-            write_many(members, message, excluded)
+            if members:
+                write_many(members, message, excluded)
+            if captures:
+                self._offer(channel, invocation.origin, invocation.seq, message, excluded)
 
     def _on_user(self, channel: bytes, data: bytes) -> None:
         invocation = self._read(channel, data)
@@ -332,8 +345,13 @@ class RedisLifetimeManager(HubLifetimeManager):
             return
         user = channel[len(self.channels.base) + len(b":user:") :].decode()
         conns = self.users.get(user)
-        if conns:
-            write_many(conns, SerializedMessage(None, invocation.payloads), None)
+        captures = self._captures
+        if conns or captures:
+            message = SerializedMessage(None, invocation.payloads)
+            if conns:
+                write_many(conns, message, None)
+            if captures:
+                self._offer(channel, invocation.origin, invocation.seq, message, None)
 
     def _on_connection_message(self, cid: str, channel: bytes, data: bytes) -> None:
         invocation = self._read(channel, data)
@@ -349,3 +367,98 @@ class RedisLifetimeManager(HubLifetimeManager):
             )
         if connection is not None:
             connection.write_serialized(SerializedMessage(None, invocation.payloads))
+        elif cid in self._captures and not invocation.return_channel:
+            message = SerializedMessage(None, invocation.payloads)
+            self._offer(channel, invocation.origin, invocation.seq, message, None)
+
+    # -- connections moving between nodes (backplane/moving.py) -----------------------------
+
+    def _offer(
+        self,
+        channel: bytes,
+        origin: str | None,
+        seq: int,
+        message: SerializedMessage,
+        excluded: Collection[str] | None,
+    ) -> None:
+        for capture in self._captures.values():
+            capture.offer(channel, origin, seq, message, excluded)
+
+    def _channels_of(self, cid: str, user: str | None, groups: Collection[str]) -> list[bytes]:
+        ch = self.channels
+        out = [ch.all, ch.connection(cid), *(ch.group(g) for g in groups)]
+        if user is not None:
+            out.append(ch.user(user))
+        return out
+
+    def positions(self, connection: ClientConnection) -> Positions:
+        """Where delivery to ``connection`` stands on each of its channels (see capture.py)."""
+        user = connection.user
+        channels = self._channels_of(
+            connection.connection_id, user.id if user is not None else None, connection.groups
+        )
+        return positions(self.node_id, channels, self.sequence, self.received)
+
+    async def capture(self, cid: str, user: str | None, groups: Collection[str]) -> Capture:
+        """Subscribe to a moving connection's channels and hold what arrives for it."""
+        capture = self._captures[cid] = Capture(cid, self._channels_of(cid, user, groups))
+        ch = self.channels
+        waits = [self._subscribe_connection(cid)]
+        capture.subscribed.append(ch.connection(cid))
+        for group in groups:
+            if group not in self.groups:
+                waits.append(self.bus.subscribe(ch.group(group), self._on_group))
+                capture.subscribed.append(ch.group(group))
+        if user is not None and user not in self.users:
+            waits.append(self.bus.subscribe(ch.user(user), self._on_user))
+            capture.subscribed.append(ch.user(user))
+        try:
+            await asyncio.gather(*waits)
+        except BaseException:
+            self.end_capture(cid)
+            raise
+        return capture
+
+    def end_capture(self, cid: str) -> None:
+        """The move failed: drop what was held and the subscriptions no one else needs."""
+        capture = self._captures.pop(cid, None)
+        if capture is None:
+            return
+        ch = self.channels
+        for channel in capture.subscribed:
+            if channel == ch.connection(cid):
+                needed = cid in self.connections
+            elif channel.startswith(ch.base + b":group:"):
+                needed = channel[len(ch.base) + len(b":group:") :].decode() in self.groups
+            else:
+                needed = channel[len(ch.base) + len(b":user:") :].decode() in self.users
+            if not needed:
+                self._unsubscribe(channel)
+
+    async def adopt(
+        self, connection: ClientConnection, groups: Collection[str], delivered: Positions
+    ) -> None:
+        """Take up a connection that moved here: register it with its groups and hand it what
+        arrived for it meanwhile and was not ``delivered`` where it came from, all before the
+        first await; then subscribe to what the capture did not (groups joined meanwhile)."""
+        cid = connection.connection_id
+        capture = self._captures.pop(cid, None)
+        captured = capture.channels if capture is not None else frozenset()
+        ch = self.channels
+        late = [] if ch.connection(cid) in captured else [self._subscribe_connection(cid)]
+        self.registry.add(connection)
+        self.node.connection_added(self, connection)
+        for group in groups:
+            change = self.registry.join(connection, group)
+            if change:
+                self.node.group_added(self, cid, group)
+            if ch.group(group) not in captured:
+                late.append(self.bus.subscribe(ch.group(group), self._on_group))
+        user = connection.user
+        if user is not None and ch.user(user.id) not in captured:
+            late.append(self.bus.subscribe(ch.user(user.id), self._on_user))
+        if capture is not None:
+            for message in capture.release(delivered):
+                connection.write_serialized(message)
+        if late:
+            await asyncio.gather(*late)

@@ -68,6 +68,10 @@ class PublishSequence:
             del self._seen[channel]
             del self._last[channel]
 
+    def last(self, channel: bytes) -> int:
+        """The number of the last message published on ``channel`` (0: none remembered)."""
+        return self._last.get(channel, 0)
+
     @property
     def channels(self) -> int:
         """Channels whose last number is remembered."""
@@ -122,6 +126,13 @@ class ReceiveSequence:
         if now >= self._next_sweep:
             self._sweep(now)
         return True
+
+    def positions(self, channel: bytes) -> dict[str, int]:
+        """Publisher -> the number of the last message delivered from it on ``channel``."""
+        publishers = self._last.get(channel)
+        if not publishers:
+            return {}
+        return {origin: int(entry[0]) for origin, entry in publishers.items()}
 
     def forget_channel(self, channel: bytes) -> None:
         """The node stopped listening to ``channel``: a later subscription starts afresh."""

@@ -12,6 +12,10 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from backplane import HubConnection, User
+
     from ..auth import Authenticator
     from ..registry import ConnectionRecord, ConnectionRegistry
     from ..tokens import TokenSigner
@@ -67,4 +71,23 @@ class SessionStore(Spawner, Protocol):
 
     def discard(self, token: str) -> None:
         """Forget a connection: its record and its session; the token answers 404 from now on."""
+        ...
+
+
+class Mover(Protocol):
+    """Stateful connections moving between nodes (``handover.py``), as WebSockets see it."""
+
+    def remember(self, record: ConnectionRecord, user: User | None) -> None:
+        """Note a stateful connection where any node finds it when its client comes back."""
+        ...
+
+    async def take_up(
+        self,
+        token: str,
+        path: str,
+        user: User | None,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+    ) -> tuple[ConnectionRecord, HubConnection] | int:
+        """Take the connection of ``token`` over from the node holding it; a status if not."""
         ...

@@ -15,14 +15,14 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import HTTPConnection
 
-from backplane import HubConnection, HubConnectionHandler
+from backplane import HubConnection, HubConnectionHandler, User
 
 from ..auth import authenticate, refusal_text
 from .http import SEND_TIMEOUT, LazyHeaders
 
 if TYPE_CHECKING:
     from ..registry import ConnectionRecord
-    from .base import Admission, Locator, Spawner
+    from .base import Admission, Locator, Mover, Spawner
 
 logger = logging.getLogger("hubplane.websockets")
 
@@ -42,6 +42,7 @@ class WebSocketEndpoint:
         path: str,
         disconnect_timeout: float,
         tasks: Spawner,
+        mover: Mover | None = None,
     ) -> None:
         self.admission = admission
         self.locator = locator
@@ -51,6 +52,8 @@ class WebSocketEndpoint:
         self.disconnect_timeout = disconnect_timeout
         # Owns the tear-downs started from reconnect timers (the app cancels them at shutdown).
         self.tasks = tasks
+        # With the Redis backplane: takes over stateful connections held by other nodes.
+        self.mover = mover
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "websocket":
@@ -82,6 +85,21 @@ class WebSocketEndpoint:
         registry = locator.registry
         if token:
             record = registry.get(token)
+            if (
+                (record is None or record.connection is None)
+                and self.mover is not None
+                and _may_be_stateful(locator, token)
+            ):
+                # A stateful client coming back to a node that does not hold its connection.
+                moved = await self.mover.take_up(
+                    token, self.path, user, LazyHeaders(scope["headers"]), query
+                )
+                if not isinstance(moved, int):
+                    await self._accept_moved(*moved, user, receive, send)
+                    return
+                if moved != 404:
+                    await reject(scope, send, moved, "Connection cannot be resumed here")
+                    return
             if locator.signer is not None and (record is None or record.connection is None):
                 # No sticky sessions: adopt a connection negotiated on another node. One
                 # started elsewhere (even a stateful one coming back) cannot move here.
@@ -99,6 +117,10 @@ class WebSocketEndpoint:
             if record.connection is not None:
                 existing = record.connection
                 if existing.stateful and not existing.closing:
+                    if not _same_user(existing.user, user):
+                        existing.handler.stats.resumes["refused"] += 1
+                        await reject(scope, send, 403, "The connection belongs to another user")
+                        return
                     await self._resume(record, existing, receive, send)
                     return
                 await reject(scope, send, 409, "Connection already has a WebSocket")
@@ -127,6 +149,31 @@ class WebSocketEndpoint:
             registry.remove(record.token)
             await connection.transport_closed()
             return
+        if record.stateful and self.mover is not None:
+            self.mover.remember(record, user)
+        await self._run(record, connection, receive, send)
+
+    async def _accept_moved(
+        self,
+        record: ConnectionRecord,
+        connection: HubConnection,
+        user: User | None,
+        receive: Any,
+        send: Any,
+    ) -> None:
+        """Serve a connection just taken over from another node on this socket."""
+        assert self.mover is not None
+        self.mover.remember(record, user)
+        record.run_task = asyncio.current_task()
+        try:
+            await send({"type": "websocket.accept"})
+        except Exception:
+            record.run_task = None
+            self._await_reconnect(record, connection)
+            return
+        logger.info("%s: resumed on a new WebSocket", connection.log_name)
+        _count_resume(connection, "other_node")
+        connection.resume()
         await self._run(record, connection, receive, send)
 
     async def _run(
@@ -134,12 +181,15 @@ class WebSocketEndpoint:
     ) -> None:
         """Serve one WebSocket of a connection; keep the connection if it may come back."""
         registry = self.locator.registry
-        record.run_task = asyncio.current_task()
+        task = record.run_task = asyncio.current_task()
+        assert task is not None
+        record.drop = functools.partial(drop_socket, send, task)
         detached = False
         try:
             detached = await run_websocket(connection, receive, send)
         finally:
             record.run_task = None
+            record.drop = None
             if detached:
                 self._await_reconnect(record, connection)
             else:
@@ -173,7 +223,12 @@ class WebSocketEndpoint:
             # The old socket is half-open (the client saw it die first): take over from it.
             old.cancel(TAKEOVER)
             await asyncio.wait({old}, timeout=CLOSE_TIMEOUT)
-        if not connection.detached or connection.closing or record.run_task is not None:
+        if (
+            not connection.detached
+            or connection.closing
+            or record.run_task is not None
+            or record.moving
+        ):
             await reject({"extensions": {}}, send, 409, "Connection already has a WebSocket")
             return
         # Taken before any await: a second reconnect racing this one now gets 409.
@@ -189,8 +244,17 @@ class WebSocketEndpoint:
             self._await_reconnect(record, connection)
             return
         logger.info("%s: resumed on a new WebSocket", connection.log_name)
+        _count_resume(connection, "same_node")
         connection.resume()
         await self._run(record, connection, receive, send)
+
+
+def _count_resume(connection: HubConnection, outcome: str) -> None:
+    stats = connection.handler.stats
+    stats.resumes[outcome] += 1
+    buffer = connection.message_buffer
+    if buffer is not None:
+        stats.replayed += len(buffer.replay)
 
 
 async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> bool:
@@ -289,6 +353,30 @@ async def _stop_writer(state: dict[str, Any]) -> None:
     pending = state.pop("pending", None)
     if pending is not None:
         pending[0].close()
+
+
+def drop_socket(send: Any, task: asyncio.Task[Any]) -> None:
+    """End a WebSocket without a close frame, as a network that failed would: its client
+    takes it as a drop and, with stateful reconnect, resumes (a draining node does this)."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is not None and hasattr(transport, "abort"):
+        transport.abort()
+    else:  # a server whose socket cannot be reached: stop serving it, as a takeover does
+        task.cancel(TAKEOVER)
+
+
+def _may_be_stateful(locator: Locator, token: str) -> bool:
+    """False for a signed token that says its connection is not stateful (no Redis look-up)."""
+    signer = locator.signer
+    if signer is None:
+        return True
+    claims = signer.verify(token)
+    return claims is not None and claims.stateful
+
+
+def _same_user(owner: User | None, user: User | None) -> bool:
+    """True when a resume comes from the connection's own user (or both are anonymous)."""
+    return (owner.id if owner is not None else None) == (user.id if user is not None else None)
 
 
 def socket_dropped(message: dict[str, Any]) -> bool:

@@ -238,6 +238,7 @@ class Puppets:
         timeout: float = 10.0,
         transport: str | None = None,
         reconnect: bool | list[int] | None = None,
+        stateful: bool = False,
     ) -> Puppet:
         """Connect a client to the hub at ``url`` and wait until its ``on_connected`` ran.
 
@@ -256,6 +257,8 @@ class Puppets:
             extra["transport"] = transport
         if reconnect:
             extra["reconnect"] = reconnect
+        if stateful:
+            extra["stateful"] = True
         reply = self.request(
             "connect", timeout, conn=name, url=url, protocol=protocol, query=params, **extra
         )

@@ -13,9 +13,10 @@
 // Commands (stdin), each {"id": N, "op": OP, ...}; every command gets exactly one reply
 // {"id": N, "ok": VALUE, "ms": M} or {"id": N, "error": TEXT, "ms": M} (M = duration in ms):
 //   connect {conn, url, protocol?, transport?, query?, on?: [methods], reconnect?,
-//            skipNegotiation?, answers?: {method: value | {"$error": text}}}
+//            skipNegotiation?, stateful?, answers?: {method: value | {"$error": text}}}
 //                                                 -> the connection id; each answers entry
-//            registers a handler that returns the value (a client result) or throws
+//            registers a handler that returns the value (a client result) or throws;
+//            stateful: true builds the client withStatefulReconnect()
 //   invoke  {conn, method, args}                  -> the result (error: the client's message)
 //   send    {conn, method, args}                  -> null once the message is written
 //   stop    {conn}                                -> null
@@ -101,6 +102,7 @@ async function connect(cmd) {
   if (protocol === "messagepack") builder = builder.withHubProtocol(new MessagePackHubProtocol());
   else if (protocol === "json") builder = builder.withHubProtocol(new signalR.JsonHubProtocol());
   else throw new Error(`unknown protocol ${protocol}`);
+  if (cmd.stateful) builder = builder.withStatefulReconnect();
   if (cmd.reconnect === true) builder = builder.withAutomaticReconnect();
   else if (Array.isArray(cmd.reconnect)) builder = builder.withAutomaticReconnect(cmd.reconnect);
   const conn = builder.configureLogging(logger).build();
