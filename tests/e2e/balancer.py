@@ -28,6 +28,7 @@ http {{
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
     upstream hubs {{
+        {balance}
         {servers}
     }}
     map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
@@ -50,7 +51,9 @@ http {{
 class Nginx:
     """A real round-robin balancer (nginx from the Debian packages) on a loopback port."""
 
-    def __init__(self, workdir: Path, backends: list[int]) -> None:
+    def __init__(self, workdir: Path, backends: list[int], sticky: bool = False) -> None:
+        """``sticky``: every request of a client goes to one backend (by its address), as
+        with session affinity; the next backend takes over when that one refuses."""
         exe = shutil.which("nginx") or "/usr/sbin/nginx"
         if not Path(exe).exists():
             pytest.fail("nginx not found: install it (Debian/Ubuntu: apt-get install nginx-light)")
@@ -61,7 +64,13 @@ class Nginx:
         servers = "\n        ".join(f"server {LOOPBACK}:{p};" for p in backends)
         conf = workdir / "nginx.conf"
         conf.write_text(
-            NGINX_CONF.format(dir=workdir, servers=servers, host=LOOPBACK, port=self.port)
+            NGINX_CONF.format(
+                dir=workdir,
+                servers=servers,
+                host=LOOPBACK,
+                port=self.port,
+                balance="hash $remote_addr consistent;" if sticky else "",
+            )
         )
         self.proc = subprocess.Popen(
             [exe, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"],

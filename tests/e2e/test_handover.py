@@ -10,16 +10,23 @@ again) and delivers every number exactly once, in order.
 
 from __future__ import annotations
 
+import json
+import socket
+import struct
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.exceptions import InvalidStatus
 
 from tests.e2e.balancer import Nginx
 from tests.e2e.cluster_hubs import HUB_PATH
+from tests.e2e.raw import RS, RawClient
 from tests.e2e.test_cluster import Puppet, Puppets, eventually, puppets, start_nodes, unique
 
 pytestmark = pytest.mark.e2e
@@ -28,14 +35,19 @@ __all__ = ["puppets"]  # the fixture, used by name
 TICK_MS = 20
 
 
-@pytest.fixture
+@pytest.fixture(params=["no-sticky", "sticky"])
 def pair(
-    hubplane_server: Any, redis_server: Any, tmp_path: Path
+    request: pytest.FixtureRequest, hubplane_server: Any, redis_server: Any, tmp_path: Path
 ) -> Iterator[tuple[Nginx, list[Any]]]:
+    """Two nodes behind nginx: round-robin with signed tokens (``--token-secret``), or with
+    session affinity and plain tokens."""
     prefix = f"handover-{uuid.uuid4().hex[:8]}:"
-    extra = ["--drain-timeout", "10", "--disconnect-timeout", "10", "--token-secret", "s3cret"]
+    extra = ["--drain-timeout", "10", "--disconnect-timeout", "10"]
+    sticky = request.param == "sticky"
+    if not sticky:
+        extra += ["--token-secret", "s3cret"]
     nodes = start_nodes(hubplane_server, redis_server.url, 2, prefix, extra)
-    balancer = Nginx(tmp_path, [n.port for n in nodes])
+    balancer = Nginx(tmp_path, [n.port for n in nodes], sticky=sticky)
     try:
         yield balancer, nodes
     finally:
@@ -86,3 +98,83 @@ def test_a_draining_node_hands_its_stateful_connection_to_the_other(
     assert client.closes() == [] and client.reconnects() == []
     # on_connected ran once: the group was joined once, and the move kept it.
     assert client.invoke("Whoami")["connectionId"] == client.id
+
+
+# -- a dropped socket, resumed on another node, with the raw protocol ------------------------
+
+
+def _negotiate(node: Any, user: str) -> str:
+    url = f"{node.hub_url(HUB_PATH)}/negotiate?negotiateVersion=1&useStatefulReconnect=true"
+    request = urllib.request.Request(f"{url}&user={user}", data=b"", method="POST")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=5) as response:
+        body = json.loads(response.read())
+    assert body.get("useStatefulReconnect") is True, body
+    return str(body["connectionToken"])
+
+
+def _socket_url(node: Any, token: str, user: str) -> str:
+    return node.ws_url(HUB_PATH, f"id={urllib.parse.quote(token)}&user={user}")
+
+
+def _cut(client: RawClient) -> None:
+    """Drop the socket with a reset, no close frame: a network failure."""
+    sock = client.ws.socket
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _receipts(client: RawClient, count: int) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = []
+    while len([m for m in got if m.get("target") == "Receive"]) < count:
+        got.append(client.next_message(timeout=5))
+    return got
+
+
+def test_a_dropped_stateful_socket_resumes_on_another_live_node_for_its_user_only(
+    hubplane_server: Any, redis_server: Any
+) -> None:
+    prefix = f"handover-{uuid.uuid4().hex[:8]}:"
+    extra = ["--disconnect-timeout", "10", "--token-secret", "s3cret"]
+    first, second = start_nodes(hubplane_server, redis_server.url, 2, prefix, extra)
+    group = unique("blip")
+    token = _negotiate(first, "alice")
+    client = RawClient(_socket_url(first, token, "alice"))
+    client.send_text(json.dumps({"protocol": "json", "version": 2}) + RS)
+    assert client.read_handshake() == {}
+    client.invoke("Join", group)
+    assert client.completion()["invocationId"] == "1"
+    with RawClient(second.ws_url(HUB_PATH, "user=sender")) as sender:
+        sender.handshake()
+
+        def send(n: int) -> None:
+            sender.invoke("SendGroup", group, n, invocation_id=str(n))
+            assert sender.completion()["invocationId"] == str(n)
+
+        send(1)
+        assert [m["arguments"] for m in _receipts(client, 1)] == [["group", 1]]
+        _cut(client)
+        for n in (2, 3):
+            send(n)
+        # Another user holding the token gets nothing.
+        with pytest.raises(InvalidStatus) as refused:
+            RawClient(_socket_url(second, token, "mallory"))
+        assert refused.value.response.status_code == 403
+        # Its own user resumes it on the other node, which takes it from the first.
+        resumed = RawClient(_socket_url(second, token, "alice"))
+        try:
+            sequence = resumed.next_message()
+            assert sequence["type"] == 9, sequence
+            resumed.send_text(json.dumps({"type": 9, "sequenceId": 2}) + RS)
+            send(4)
+            got = _receipts(resumed, 4)
+            numbers = [m["arguments"][1] for m in got if m.get("target") == "Receive"]
+            assert numbers == [1, 2, 3, 4]
+            # Numbered as the client expects: the replay starts where the Sequence said.
+            assert sequence["sequenceId"] == 1 and got[0]["type"] == 3
+            resumed.invoke("Whoami", invocation_id="w")
+            who = resumed.completion()["result"]
+            assert who["connectionId"] and who["pid"] == second.proc.pid
+            assert who["user"] == "alice"
+        finally:
+            resumed.close()
