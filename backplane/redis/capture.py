@@ -12,19 +12,22 @@ by hand) cannot be told apart and are all delivered: they may arrive twice durin
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 
 from ..lifetime.base import SerializedMessage
 from .sequence import PublishSequence, ReceiveSequence
 
 #: Channel -> publisher -> the number of the last message delivered from it.
 Positions = dict[bytes, dict[str, int]]
+#: How long after a move copies of what the former node delivered are looked for: far longer
+#: than a message takes through Redis.
+FENCE_SECONDS = 30.0
 
 
 class Capture:
     """What arrived for one moving connection, with where it came from."""
 
-    __slots__ = ("connection_id", "channels", "held", "subscribed")
+    __slots__ = ("connection_id", "channels", "held", "subscribed", "delivered", "fence_until")
 
     def __init__(self, connection_id: str, channels: Collection[bytes]) -> None:
         self.connection_id = connection_id
@@ -33,6 +36,10 @@ class Capture:
         self.held: list[tuple[bytes, str | None, int, SerializedMessage]] = []
         #: Channels subscribed for this capture (to drop again if the move fails).
         self.subscribed: list[bytes] = []
+        #: After the move: what the former node delivered and this one may still hear (its
+        #: copies still on their way through Redis), until when that is checked.
+        self.delivered: Positions = {}
+        self.fence_until = 0.0
 
     def offer(
         self,
@@ -46,8 +53,12 @@ class Capture:
         if channel in self.channels and not (excluded and self.connection_id in excluded):
             self.held.append((channel, origin, seq, message))
 
-    def release(self, delivered: Mapping[bytes, Mapping[str, int]]) -> list[SerializedMessage]:
-        """What was held and not ``delivered`` by the node the connection comes from."""
+    def release(self, delivered: Positions, now: float) -> list[SerializedMessage]:
+        """What was held and not ``delivered`` by the node the connection comes from.
+
+        From now on :meth:`fenced` tells the copies of ``delivered`` messages that are still on
+        their way (the former node delivered them itself before publishing reached Redis).
+        """
         out: list[SerializedMessage] = []
         for channel, origin, seq, message in self.held:
             if origin is not None and seq:
@@ -55,7 +66,25 @@ class Capture:
                     continue
             out.append(message)
         self.held.clear()
+        self.delivered = {channel: dict(heard) for channel, heard in delivered.items()}
+        self.fence_until = now + FENCE_SECONDS
         return out
+
+    def fenced(self, channel: bytes, origin: str, seq: int) -> bool:
+        """True for a message the former node delivered already (drop it for this one)."""
+        heard = self.delivered.get(channel)
+        if not heard:
+            return False
+        last = heard.get(origin)
+        if last is None:
+            return False
+        if seq <= last:
+            return True
+        # A publisher's messages come in order: nothing older follows this one.
+        del heard[origin]
+        if not heard:
+            del self.delivered[channel]
+        return False
 
 
 def positions(

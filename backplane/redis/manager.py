@@ -81,8 +81,10 @@ class RedisLifetimeManager(HubLifetimeManager):
         # Exactly once over Redis: numbers on what is published, checks on what is heard.
         self.sequence = node.published
         self.received = node.received
-        # Connections moving here from another node: what arrives for them meanwhile.
+        # Connections moving here from another node: what arrives for them meanwhile; then,
+        # once moved, what their former node delivered already (copies still on their way).
         self._captures: dict[str, Capture] = {}
+        self._fences: dict[str, Capture] = {}
         self._started = False
         self._start_lock = asyncio.Lock()
 
@@ -320,6 +322,8 @@ class RedisLifetimeManager(HubLifetimeManager):
         if invocation is not None:
             message = SerializedMessage(None, invocation.payloads)
             excluded = set(invocation.excluded) if invocation.excluded else None
+            if self._fences:
+                excluded = self._fence(channel, invocation, excluded)
             write_many(self.connections, message, excluded)
             if self._captures:
                 self._offer(channel, invocation.origin, invocation.seq, message, excluded)
@@ -335,6 +339,8 @@ class RedisLifetimeManager(HubLifetimeManager):
             message = SerializedMessage(None, invocation.payloads)
             excluded = set(invocation.excluded) if invocation.excluded else None
             if members:
+                if self._fences:
+                    excluded = self._fence(channel, invocation, excluded)
                 write_many(members, message, excluded)
             if captures:
                 self._offer(channel, invocation.origin, invocation.seq, message, excluded)
@@ -349,7 +355,8 @@ class RedisLifetimeManager(HubLifetimeManager):
         if conns or captures:
             message = SerializedMessage(None, invocation.payloads)
             if conns:
-                write_many(conns, message, None)
+                excluded = self._fence(channel, invocation, None) if self._fences else None
+                write_many(conns, message, excluded)
             if captures:
                 self._offer(channel, invocation.origin, invocation.seq, message, None)
 
@@ -366,6 +373,8 @@ class RedisLifetimeManager(HubLifetimeManager):
                 connection, invocation.invocation_id, invocation.return_channel
             )
         if connection is not None:
+            if self._fences and self._fence(channel, invocation, None):
+                return  # its former node delivered this one already
             connection.write_serialized(SerializedMessage(None, invocation.payloads))
         elif cid in self._captures and not invocation.return_channel:
             message = SerializedMessage(None, invocation.payloads)
@@ -383,6 +392,21 @@ class RedisLifetimeManager(HubLifetimeManager):
     ) -> None:
         for capture in self._captures.values():
             capture.offer(channel, origin, seq, message, excluded)
+
+    def _fence(
+        self, channel: bytes, invocation: wire.RedisInvocation, excluded: set[str] | None
+    ) -> set[str] | None:
+        """``excluded`` plus the moved connections whose former node delivered this message."""
+        origin, seq = invocation.origin, invocation.seq
+        if origin is None or not seq:
+            return excluded
+        now = time.monotonic()
+        for cid, capture in list(self._fences.items()):
+            if now > capture.fence_until or not capture.delivered:
+                del self._fences[cid]
+            elif capture.fenced(channel, origin, seq):
+                excluded = {cid} if excluded is None else excluded | {cid}
+        return excluded
 
     def _channels_of(self, cid: str, user: str | None, groups: Collection[str]) -> list[bytes]:
         ch = self.channels
@@ -458,7 +482,9 @@ class RedisLifetimeManager(HubLifetimeManager):
         if user is not None and ch.user(user.id) not in captured:
             late.append(self.bus.subscribe(ch.user(user.id), self._on_user))
         if capture is not None:
-            for message in capture.release(delivered):
+            for message in capture.release(delivered, time.monotonic()):
                 connection.write_serialized(message)
+            if capture.delivered:
+                self._fences[cid] = capture
         if late:
             await asyncio.gather(*late)
