@@ -2,7 +2,10 @@
 
 No affinity of any kind: consecutive requests (a negotiate, the transport request after it,
 each poll and POST) go to the next backend in turn, as a plain Service or balancer would send
-them. A backend that refuses connections (a node that stopped) is skipped.
+them. A backend that refuses connections (a node that stopped) is skipped: the request goes to
+the next one (``proxy_next_upstream error timeout``, nginx's default, spelt out). By default
+nginx then leaves that backend out for ten seconds (``max_fails=1 fail_timeout=10s``);
+``server_params`` (e.g. ``"max_fails=0"``) changes that for every backend.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ http {{
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
             proxy_buffering off;
+            proxy_next_upstream error timeout;
             proxy_read_timeout 120s;
             proxy_send_timeout 120s;
         }}
@@ -51,9 +55,16 @@ http {{
 class Nginx:
     """A real round-robin balancer (nginx from the Debian packages) on a loopback port."""
 
-    def __init__(self, workdir: Path, backends: list[int], sticky: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        backends: list[int],
+        sticky: bool = False,
+        server_params: str = "",
+    ) -> None:
         """``sticky``: every request of a client goes to one backend (by its address), as
-        with session affinity; the next backend takes over when that one refuses."""
+        with session affinity; the next backend takes over when that one refuses.
+        ``server_params`` go on every ``server`` line (``max_fails=0``, ...)."""
         exe = shutil.which("nginx") or "/usr/sbin/nginx"
         if not Path(exe).exists():
             pytest.fail("nginx not found: install it (Debian/Ubuntu: apt-get install nginx-light)")
@@ -61,7 +72,8 @@ class Nginx:
         self.dir = workdir
         for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (workdir / sub).mkdir(exist_ok=True)
-        servers = "\n        ".join(f"server {LOOPBACK}:{p};" for p in backends)
+        params = f" {server_params}" if server_params else ""
+        servers = "\n        ".join(f"server {LOOPBACK}:{p}{params};" for p in backends)
         conf = workdir / "nginx.conf"
         conf.write_text(
             NGINX_CONF.format(
