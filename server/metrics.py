@@ -116,6 +116,10 @@ _COUNTERS: dict[str, str] = {
     "hubplane_backplane_dropped": "Publishes dropped because the outage buffer was full.",
     "hubplane_backplane_reconnects": "Reconnections to Redis.",
     "hubplane_backplane_errors": "Redis commands that failed.",
+    "hubplane_backplane_dead_nodes": (
+        "Dead nodes this node purged, by the signal that showed it: connection (its Redis "
+        "connection closed) or heartbeat (its heartbeat went stale)."
+    ),
     "hubplane_forwarded_requests": "Requests forwarded to the node that owns the connection.",
 }
 _HISTOGRAMS: dict[str, tuple[str, tuple[float, ...]]] = {
@@ -248,6 +252,8 @@ def read(hubplane: MetricsSource, histograms: bool = True) -> _Families:
         out.counter("hubplane_backplane_dropped", {}, bstats.dropped)
         out.counter("hubplane_backplane_reconnects", {}, bstats.reconnects)
         out.counter("hubplane_backplane_errors", {}, bstats.errors)
+        for signal, count in list(node.dead_nodes.items()):
+            out.counter("hubplane_backplane_dead_nodes", {"signal": signal}, count)
         if histograms and isinstance(bstats.batch_sizes, Buckets):
             out.histogram("hubplane_backplane_batch_size", {}, bstats.batch_sizes)
         if histograms and isinstance(bstats.round_trips, Buckets):
