@@ -172,6 +172,17 @@ class RedisServer:
         self.stop()
         self.start()
 
+    def freeze(self) -> None:
+        """SIGSTOP: Redis stops answering but keeps every connection open (a stalled server)."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError("no running redis-server to freeze")
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT: resume a server stopped by :meth:`freeze` (harmless when it runs)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def logs(self) -> str:
         try:
             return self._log_path.read_text(errors="replace")
