@@ -58,6 +58,7 @@ class Health:
             "round_trips": stats.batches,
             "errors": stats.errors,
             "purged_nodes": node.purged_nodes,
+            "dead_nodes": dict(node.dead_nodes),
             "reregistrations": node.reregistrations,
             "duplicates_dropped": node.received.stats.duplicates,
             "gaps": node.received.stats.gaps,

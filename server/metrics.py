@@ -121,6 +121,10 @@ _COUNTERS: dict[str, str] = {
     "hubplane_replayed_messages": "Messages sent again to clients after a stateful reconnect.",
     "hubplane_backplane_duplicates_dropped": "Backplane messages heard twice and dropped.",
     "hubplane_backplane_gaps": "Breaks in a publisher's numbering: messages never heard.",
+    "hubplane_backplane_dead_nodes": (
+        "Dead nodes this node purged, by the signal that showed it: connection (its Redis "
+        "connection closed) or heartbeat (its heartbeat went stale)."
+    ),
     "hubplane_forwarded_requests": "Requests forwarded to the node that owns the connection.",
 }
 _HISTOGRAMS: dict[str, tuple[str, tuple[float, ...]]] = {
@@ -260,6 +264,8 @@ def read(hubplane: MetricsSource, histograms: bool = True) -> _Families:
         heard = node.received.stats
         out.counter("hubplane_backplane_duplicates_dropped", {}, heard.duplicates)
         out.counter("hubplane_backplane_gaps", {}, heard.gaps)
+        for signal, count in list(node.dead_nodes.items()):
+            out.counter("hubplane_backplane_dead_nodes", {"signal": signal}, count)
         if histograms and isinstance(bstats.batch_sizes, Buckets):
             out.histogram("hubplane_backplane_batch_size", {}, bstats.batch_sizes)
         if histograms and isinstance(bstats.round_trips, Buckets):

@@ -53,6 +53,7 @@ MAX_FORWARDED_BODY = 4 * 1024 * 1024
 
 
 Answer = tuple[int, str, bytes]  # status, content type, body
+OWNER_GONE: Answer = (503, "text/plain", b"The node holding the connection is gone")
 # (token, method, body, gone): ``gone`` resolves when the client left the forwarding node.
 Handler = Callable[[str, str, bytes, "asyncio.Future[None]"], Awaitable[Answer]]
 
@@ -70,6 +71,7 @@ class Forwarder:
         self._reply_prefix = prefix + b"hubplane:fwdr:"
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Answer]] = {}
+        self._owners: dict[int, str] = {}  # request id -> the node it was forwarded to
         self._serving: dict[tuple[str, int], asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.forwarded = 0  # requests this node sent to owners
@@ -80,6 +82,14 @@ class Forwarder:
         me = self.node.node_id.encode()
         await self.bus.subscribe(self._fwd_prefix + me, self._on_request)
         await self.bus.subscribe(self._reply_prefix + me, self._on_answer)
+        self.node.on_node_dead(self._node_dead)
+
+    def _node_dead(self, node_id: str) -> None:
+        """The owner died: its forwarded requests are answered 503 now, not at their timeout."""
+        for request_id, owner in list(self._owners.items()):
+            future = self._waiting.get(request_id)
+            if owner == node_id and future is not None and not future.done():
+                future.set_result(OWNER_GONE)
 
     def _owner_key(self, connection_id: str) -> bytes:
         return owner_key(self.node.prefix, connection_id)
@@ -125,6 +135,7 @@ class Forwarder:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Answer] = loop.create_future()
         self._waiting[request_id] = future
+        self._owners[request_id] = owner
         channel = self._fwd_prefix + owner.encode()
         try:
             data = msgpack.packb([request_id, self.node.node_id, token, method, body])
@@ -132,6 +143,8 @@ class Forwarder:
             if receivers == 0:
                 return 404, "text/plain", b"No Connection with that ID"
             self.forwarded += 1
+            if self.node.is_dead(owner):  # found dead since the caller checked it
+                return OWNER_GONE
             waits: set[asyncio.Future[Any]] = {future}
             if gone is not None:
                 waits.add(gone)
@@ -147,6 +160,7 @@ class Forwarder:
             return 503, "text/plain", b"Redis is unreachable"
         finally:
             self._waiting.pop(request_id, None)
+            self._owners.pop(request_id, None)
 
     def _on_request(self, channel: bytes, data: bytes) -> None:
         try:

@@ -8,7 +8,7 @@ manager and its rooms (groups, results, control, presence) name the node only th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -100,6 +100,14 @@ class ClusterNode(Protocol):
 
     async def live_nodes(self) -> dict[str, float]:
         """Node id -> last heartbeat of every live node."""
+        ...
+
+    def on_node_dead(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(node_id)`` whenever this node learns that a node died."""
+        ...
+
+    def is_dead(self, node_id: str) -> bool:
+        """True when ``node_id`` was found dead lately (and not seen alive since)."""
         ...
 
     def node_key_of(self, node_id: str) -> bytes:

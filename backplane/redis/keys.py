@@ -12,7 +12,12 @@ Keys (``docs/redis-protocol.md``; ``B`` = prefix + hub wire name, ``N`` = node i
   token hashes to T (where a node finds a connection its client comes back to)
 
 The scripts build some of these keys themselves (from ARGV): a change of layout changes
-both the builders below and the scripts. Pub/sub channels are not keys: see ``wire.Channels``.
+both the builders below and the scripts. Pub/sub channels are not keys: see ``wire.Channels``,
+except two of the node's own, named here because a script counts the first one's subscribers:
+
+- ``<prefix>hubplane:node:N``: node N subscribes to it for its whole life (nothing is
+  published on it); no subscriber means N's connection closed (see ``liveness.py``)
+- ``<prefix>hubplane:purged``: the id of each node purged, published by the node that purged it
 """
 
 from __future__ import annotations
@@ -30,6 +35,16 @@ def nodes_key(prefix: bytes) -> bytes:
 def node_key(prefix: bytes, node_id: str) -> bytes:
     """The HASH describing a node."""
     return prefix + b"hubplane:node:" + node_id.encode()
+
+
+def node_channel(prefix: bytes, node_id: str) -> bytes:
+    """The channel a node subscribes to for as long as it lives (the same name as its HASH)."""
+    return prefix + b"hubplane:node:" + node_id.encode()
+
+
+def purged_channel(prefix: bytes) -> bytes:
+    """The channel announcing each purged node's id."""
+    return prefix + b"hubplane:purged"
 
 
 def owner_key(prefix: bytes, connection_id: str) -> bytes:
@@ -117,6 +132,8 @@ return 1
 
 # Purges a node that stopped heartbeating, unless it came back meanwhile.
 # KEYS: nodes zset, node hash. ARGV: node id, cutoff (ms).
+# Returns 1 + the connections removed, or 0 when the node beat after the cutoff or was not
+# registered (another node purged it first).
 PURGE_NODE = (
     _REMOVE_ONE
     + """
@@ -137,6 +154,7 @@ if hubs then
 end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[1], node)
+if not score then return 0 end
 return removed + 1
 """
 )
@@ -158,14 +176,39 @@ return now
 )
 
 # One heartbeat. KEYS: nodes zset. ARGV: node id, timeout (ms).
-# Returns {1 if the node was registered, now, ids of nodes silent for longer than the timeout}.
+# Returns {1 if the node was registered, now, ids of nodes silent for longer than the timeout,
+# the node's previous heartbeat or -1}.
 HEARTBEAT = (
     _NOW
     + """
 local present = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if present then redis.call('ZADD', KEYS[1], now, ARGV[1]) end
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-return {present and 1 or 0, now, dead}
+return {present and 1 or 0, now, dead, present and tonumber(present) or -1}
+"""
+)
+
+# Every registered node, its heartbeat and the subscribers of its own channel, in one call.
+# KEYS: nodes zset. ARGV: the channels' common start (``<prefix>hubplane:node:``).
+# Returns {now, node id, heartbeat (ms), subscribers, node id, ...}.
+WATCH = (
+    _NOW
+    + """
+local rows = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local channels = {}
+for i = 1, #rows, 2 do channels[#channels + 1] = ARGV[1] .. rows[i] end
+local counts = {}
+for s = 1, #channels, 500 do
+  local part = redis.call('PUBSUB', 'NUMSUB', unpack(channels, s, math.min(s + 499, #channels)))
+  for j = 2, #part, 2 do counts[#counts + 1] = part[j] end
+end
+local out = {now}
+for k = 1, #channels do
+  out[#out + 1] = rows[2 * k - 1]
+  out[#out + 1] = tonumber(rows[2 * k])
+  out[#out + 1] = counts[k]
+end
+return out
 """
 )
 

@@ -4,7 +4,10 @@ Presence keys and the scripts over them live in ``keys.py`` (``docs/redis-protoc
 
 Survivors purge a node whose heartbeat is older than the timeout, in one Lua script; a node
 whose heartbeat finds itself missing (Redis lost its data, or it was purged while stalled)
-writes all its entries again, as it does after every reconnect.
+writes all its entries again, as it does after every reconnect. A node killed outright is
+found faster, by its closed Redis connection (``watch.py``, rules in ``liveness.py``). Either
+way the purging node announces the verdict on ``<prefix>hubplane:purged``, and every node
+fails what waits on the dead one (``on_node_dead``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -24,7 +27,9 @@ from ..lifetime.base import ClientConnection
 from ..presence import new_node_id
 from . import keys
 from .bus import BackplaneUnavailable, RedisBus
+from .liveness import DeadNodes, PurgeGuard, recent_ms
 from .sequence import PublishSequence, ReceiveSequence
+from .watch import NodeWatcher
 
 if TYPE_CHECKING:
     from .base import NodeHub
@@ -71,14 +76,32 @@ class RedisNode:
         self._live_sha = self.bus.register_script(keys.LIVE)
         self._start_lock = asyncio.Lock()
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
         self._started = False
+        self._connected_once = False
         self.purged_nodes = 0
+        #: Nodes this node found dead and purged, by the signal that showed it.
+        self.dead_nodes: dict[str, int] = {"connection": 0, "heartbeat": 0}
         self.reregistrations = 0
         #: The numbers on what this node publishes, and duplicate/gap checks on what it hears.
         self.published = PublishSequence()
         self.received = ReceiveSequence()
+        self.deaths = DeadNodes()
+        self.guard = PurgeGuard(recent_ms(heartbeat, timeout), int(timeout * 1000))
+        self.watcher = NodeWatcher(
+            self.bus,
+            self.node_id,
+            self.nodes_key,
+            keys.node_channel(self.prefix, ""),
+            heartbeat,
+            timeout,
+            self.guard,
+            self.deaths,
+            self._purge_fast,
+        )
         if presence:
             self.bus.on_reconnect(self._register_all)
+            self.bus.on_reconnect(self._writer_connected)
 
     def node_key_of(self, node_id: str) -> bytes:
         """The HASH describing a node."""
@@ -97,11 +120,17 @@ class RedisNode:
         async with self._start_lock:
             if self._started:
                 return
-            await self.bus.start()
+            bus = self.bus
+            await bus.start()
+            await bus.subscribe(keys.purged_channel(self.prefix), self._on_purged)
             if self.presence_enabled:
-                self._heartbeat_task = asyncio.get_running_loop().create_task(
+                # Nothing is published there: Redis counting this subscription is the point.
+                await bus.subscribe(keys.node_channel(self.prefix, self.node_id), _ignore)
+                loop = asyncio.get_running_loop()
+                self._heartbeat_task = loop.create_task(
                     self._heartbeat_forever(), name="hubplane-heartbeat"
                 )
+                self._watch_task = loop.create_task(self.watcher.run(), name="hubplane-watch")
             self._started = True
 
     async def stop(self) -> None:
@@ -109,10 +138,11 @@ class RedisNode:
         if not self._started:
             return
         self._started = False
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._heartbeat_task
+        for task in (self._heartbeat_task, self._watch_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self.presence_enabled and self.bus.writer_up:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.bus.query(*self._purge_self()), 2.0)
@@ -154,6 +184,13 @@ class RedisNode:
                 self.connection_added(manager, connection)
                 for group in connection.groups:
                     self.group_added(manager, connection.connection_id, group)
+
+    async def _writer_connected(self) -> None:
+        """After a reconnect, distrust heartbeats and counts for a while (see PurgeGuard)."""
+        self.watcher.reconnected()
+        if self._connected_once:
+            self.guard.reconnected()
+        self._connected_once = True
 
     def connection_added(self, manager: NodeHub, connection: ClientConnection) -> None:
         """Record a new local connection."""
@@ -216,10 +253,44 @@ class RedisNode:
             return True
         return node_id in await self.live_nodes()
 
+    def on_node_dead(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(node_id)`` whenever this node learns that a node died."""
+        self.deaths.listen(listener)
+
+    def is_dead(self, node_id: str) -> bool:
+        """True when ``node_id`` was found dead lately (and not seen alive since)."""
+        return node_id in self.deaths
+
+    def _on_purged(self, _channel: bytes, data: bytes) -> None:
+        node = data.decode(errors="replace")
+        if node != self.node_id:
+            self.deaths.declare(node)
+
+    async def _purge(self, node: str, cutoff: int, signal: str) -> bool:
+        """Purge ``node`` unless it beat after ``cutoff`` (ms); announce it. True if purged."""
+        bus = self.bus
+        removed = await bus.query(
+            "EVALSHA", self._purge_sha, 2, self.nodes_key, self.node_key_of(node), node, cutoff
+        )
+        if not removed:
+            return False
+        self.purged_nodes += 1
+        self.dead_nodes[signal] += 1
+        why = "its Redis connection closed" if signal == "connection" else "stopped heartbeating"
+        logger.warning(
+            "node %s is dead (%s): purged it and %d connections", node, why, int(removed) - 1
+        )
+        bus.publish(keys.purged_channel(self.prefix), node.encode())
+        self.deaths.declare(node)
+        return True
+
+    async def _purge_fast(self, node: str, cutoff: int) -> bool:
+        return await self._purge(node, cutoff, "connection")
+
     async def beat(self) -> None:
         """One heartbeat: refresh our score (re-registering when missing), purge the dead."""
         bus = self.bus
-        present, now, dead = await bus.query(
+        present, now, dead, previous = await bus.query(
             "EVALSHA",
             self._heartbeat_sha,
             1,
@@ -234,23 +305,20 @@ class RedisNode:
                 self.node_id,
             )
             await self._register_all()
-        cutoff = int(now) - int(self.timeout * 1000)
+        now = int(now)
+        # Our own previous beat must be recent, or the others' look old only because Redis
+        # (or this process) stalled: they are queued behind us (see PurgeGuard).
+        if not self.guard.allows(now, int(previous) if int(previous) >= 0 else None):
+            return
+        cutoff = now - int(self.timeout * 1000)
         for raw in dead:
             node = raw.decode()
-            if node == self.node_id:
-                continue
-            removed = await bus.query(
-                "EVALSHA", self._purge_sha, 2, self.nodes_key, self.node_key_of(node), node, cutoff
-            )
-            if removed:
-                self.purged_nodes += 1
-                logger.warning(
-                    "node %s stopped heartbeating: purged it and %d connections",
-                    node,
-                    int(removed) - 1,
-                )
+            if node != self.node_id:
+                await self._purge(node, cutoff, "heartbeat")
 
     async def _heartbeat_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
         while True:
             try:
                 await self.beat()
@@ -258,4 +326,11 @@ class RedisNode:
                 pass
             except Exception:
                 logger.exception("presence heartbeat failed")
-            await asyncio.sleep(self.heartbeat)
+            # On a fixed beat, so that a live node's score is never much older than one
+            # interval (the watcher's rule counts on it).
+            next_at = max(next_at + self.heartbeat, loop.time())
+            await asyncio.sleep(next_at - loop.time())
+
+
+def _ignore(_channel: bytes, _data: bytes) -> None:
+    """The handler of a node's own channel: nothing is published there."""

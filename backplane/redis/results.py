@@ -4,6 +4,9 @@ A remote call travels in the 4-element invocation with the asking node's return 
 the owner registers a waiter on the connection that publishes the client's Completion,
 framed in the client's protocol, to that channel. The futures, timeouts and failures
 belong to the manager's :class:`~backplane.lifetime.results.ClientResults`.
+
+Each call remembers the node owning the client (from presence), so that when that node is
+found dead the call fails at once, as for a client that disconnected.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class RemoteResults:
         self.presence = presence
         self.results = results
         self.payloads = payloads
+        self._owners: dict[str, str] = {}  # invocation id -> the node owning the client
+        node.on_node_dead(self._node_dead)
 
     async def invoke(
         self, connection_id: str, method: str, args: list[Any], timeout: float | None
@@ -52,7 +57,8 @@ class RemoteResults:
         """Ask a client on another node for a result and wait for it.
 
         Fails at once when no node is subscribed to the connection (PUBLISH reached
-        nobody), and within the presence timeout when the owning node dies meanwhile.
+        nobody), and when the owning node is found dead meanwhile (within about 2 s of a
+        crash, within the presence timeout when it is cut off).
         """
         invocation_id = new_invocation_id()
         message = SerializedMessage(InvocationMessage(method, args, invocation_id=invocation_id))
@@ -71,10 +77,25 @@ class RemoteResults:
             if receivers == 0:
                 raise not_found(connection_id)
             owner = await self.presence.owner_of(connection_id)
-            alive = None if owner is None else functools.partial(node.is_live, owner)
+            alive = None
+            if owner is not None:
+                alive = functools.partial(node.is_live, owner)
+                self._owners[invocation_id] = owner
+                if node.is_dead(owner):  # found dead while we looked it up
+                    self._fail(invocation_id)
             return await results.wait(connection_id, future, timeout, node.timeout, alive)
         finally:
             results.discard(invocation_id)
+            self._owners.pop(invocation_id, None)
+
+    def _fail(self, invocation_id: str) -> None:
+        self.results.complete(CompletionMessage.with_error(invocation_id, DISCONNECTED))
+
+    def _node_dead(self, node_id: str) -> None:
+        """A node died: the calls waiting for its clients fail as if they disconnected."""
+        for invocation_id, owner in list(self._owners.items()):
+            if owner == node_id:
+                self._fail(invocation_id)
 
     def on_return(self, channel: bytes, data: bytes) -> None:
         """Completions for the calls this node made, from the nodes owning the clients."""
