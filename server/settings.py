@@ -63,7 +63,10 @@ class Settings:
     )
     disconnect_timeout: float = field(
         default=15.0,
-        metadata={"help": "seconds a negotiated connection may stay without a transport"},
+        metadata={
+            "help": "seconds a connection may stay without a transport: a negotiated one "
+            "before its first request, a stateful one while its client comes back"
+        },
     )
     ws_per_message_deflate: bool = field(
         default=False,
