@@ -89,22 +89,20 @@ class DeathRule:
     subscriber, and its heartbeat is older than :data:`STALE_BEATS` intervals (both of its
     Redis connections are gone: a node whose subscriber merely reconnects still beats).
 
-    The counts are trusted only on a Redis server this observer knows well: after a Redis
-    restart or failover every count starts at 0, and a node that has not subscribed again
-    yet is not dead. So a zero counts when this observer saw the channel subscribed before on
-    the same server (same ``run_id``), or has talked to that server for longer than the
-    presence timeout (by then a node still unsubscribed would be purged by its heartbeat
-    anyway: the fast signal only comes sooner).
+    A zero counts only when this observer saw that channel subscribed before, on the same
+    Redis server (same ``run_id``): after a Redis restart or failover every count starts at
+    0, and a node that has not subscribed again yet is not dead; and a node of an earlier
+    release, which has no such channel, is judged by its heartbeat alone (a rolling upgrade
+    runs both side by side).
     """
 
-    __slots__ = ("run_id", "stale_ms", "timeout_ms", "_seen", "_since", "_zeros")
+    __slots__ = ("run_id", "stale_ms", "timeout_ms", "_seen", "_zeros")
 
     def __init__(self, heartbeat: float, timeout: float) -> None:
         self.stale_ms = int(heartbeat * STALE_BEATS * 1000)
         self.timeout_ms = int(timeout * 1000)
         self.run_id: str | None = None
         self._seen: set[str] = set()  # nodes seen subscribed on this Redis server
-        self._since: int | None = None  # Redis time of the first check on this server
         self._zeros: dict[str, int] = {}  # checks in a row with no subscriber
 
     def redis_is(self, run_id: str) -> None:
@@ -114,7 +112,6 @@ class DeathRule:
                 logger.warning("Redis is a new server (run_id changed): its counts start at 0")
             self.run_id = run_id
             self._seen.clear()
-            self._since = None
         self._zeros.clear()
 
     def interrupt(self) -> None:
@@ -125,9 +122,6 @@ class DeathRule:
         """The dead among ``nodes``, (id, last heartbeat in ms, subscribers), seen at ``now_ms``."""
         if self.run_id is None:
             return []
-        if self._since is None:
-            self._since = now_ms
-        known_server = now_ms - self._since > self.timeout_ms
         dead: list[str] = []
         present: set[str] = set()
         seen, zeros = self._seen, self._zeros
@@ -139,7 +133,7 @@ class DeathRule:
                 seen.add(node)
                 zeros.pop(node, None)
                 continue
-            if node not in seen and not known_server:
+            if node not in seen:
                 continue
             count = zeros[node] = zeros.get(node, 0) + 1
             age = now_ms - beat
