@@ -233,7 +233,9 @@ class HubplaneServer:
         log_dir: Path | None = None,
         ready_timeout: float = 20.0,
         ready_path: str | None = None,
+        root: Path | None = None,
     ) -> None:
+        """``root``: run the source tree there (another release's) instead of this one."""
         if not hubs and not ready_path:
             raise ValueError("give a hub or a ready_path: the readiness check negotiates there")
         self.hubs = dict(hubs)
@@ -247,6 +249,7 @@ class HubplaneServer:
         self._log_dir = log_dir or Path(tempfile.mkdtemp(prefix="hubplane-"))
         self._log_path = self._log_dir / f"server-{self.port}.log"
         self.starts = 0
+        self.root = root
 
     # addresses ----------------------------------------------------------------
     @property
@@ -264,7 +267,9 @@ class HubplaneServer:
 
     # lifecycle ----------------------------------------------------------------
     def command(self) -> list[str]:
-        cmd = _launcher() + ["serve"]
+        # Another tree runs as a module from its own directory, which Python puts first.
+        launcher = [sys.executable, "-m", "server.cli"] if self.root else _launcher()
+        cmd = launcher + ["serve"]
         for path, target in self.hubs.items():
             cmd += ["--hub", f"{path}={target}"]
         cmd += ["--host", LOOPBACK, "--port", str(self.port)]
@@ -288,7 +293,7 @@ class HubplaneServer:
         log.flush()
         self.proc = subprocess.Popen(
             self.command(),
-            cwd=REPO_ROOT,
+            cwd=self.root or REPO_ROOT,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
