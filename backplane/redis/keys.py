@@ -8,7 +8,7 @@ Keys (``docs/redis-protocol.md``; ``B`` = prefix + hub wire name, ``N`` = node i
 - ``B:hubplane:node:N`` / ``B:hubplane:user:U`` / ``B:hubplane:group:G``: SETs of connection ids
 - ``B:hubplane:groups-of:C``: SET of the groups of connection C
 - ``<prefix>hubplane:owner:C``: the node owning connection C in the no-sticky mode (a STRING)
-- ``<prefix>hubplane:resume:T``: HASH id, hub, user, node of a stateful connection whose
+- ``<prefix>hubplane:resume:{T}``: HASH id, hub, user, node of a stateful connection whose
   token hashes to T (where a node finds a connection its client comes back to)
 
 The scripts build some of these keys themselves (from ARGV): a change of layout changes
@@ -53,8 +53,12 @@ def owner_key(prefix: bytes, connection_id: str) -> bytes:
 
 
 def resume_key(prefix: bytes, token: str) -> bytes:
-    """The HASH of a stateful connection, by its token's hash (the token itself is a secret)."""
-    return prefix + b"hubplane:resume:" + hashlib.sha256(token.encode()).hexdigest()[:32].encode()
+    """The HASH of a stateful connection, by its token's hash (the token itself is a secret).
+
+    The hash is a hash tag (``{...}``): the connection's other records will share its slot.
+    """
+    digest = hashlib.sha256(token.encode()).hexdigest()[:32].encode()
+    return prefix + b"hubplane:resume:{" + digest + b"}"
 
 
 class PresenceKeys:
