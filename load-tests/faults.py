@@ -1,6 +1,8 @@
-"""Fault runs: nodes rolled (SIGTERM) and killed (SIGKILL) under traffic, and what clients lost.
+"""Fault runs: nodes rolled (SIGTERM) and killed (SIGKILL), Redis frozen and killed, under
+traffic, and what clients lost.
 
-    .venv/bin/python load-tests/faults.py [--quick] [--out DIR] [--only rolling,kill,kill-durable]
+    .venv/bin/python load-tests/faults.py [--quick] [--out DIR]
+        [--only rolling,kill,kill-durable,redis-freeze,redis-kill]
 
 It runs with the project's venv (``make venv``; the harness is tests/e2e/churn.py, which needs
 hubplane itself, redis-server, nginx and node). Three nodes behind nginx round robin, a
@@ -12,7 +14,17 @@ call at a time. Scenarios:
 - ``kill``: SIGKILL of the node serving the most stateful clients, started again once the
   others no longer list it in presence;
 - ``kill-durable``: the same with ``--durable-resume`` (left out, with the reason, while
-  ``hubplane serve`` has no such flag).
+  ``hubplane serve`` has no such flag);
+- ``redis-freeze``: Redis stopped with SIGSTOP for ``--freeze-seconds`` (8), longer than the
+  presence timeout (2 s), then SIGCONT;
+- ``redis-kill``: Redis killed with SIGKILL and started again, empty, after ``--redis-down``
+  seconds (5).
+
+The Redis scenarios add a second publisher: a client of node 0 invoking ``Publish(group, seq)``
+so that ``NodeTick(seq)`` leaves through that node's outbox (kept through the outage); the
+Emitter's sends that raise meanwhile are counted as not published (never lost, never retried).
+They report when each node noticed, when all were back with their outbox flushed, whether the
+nodes ZSET ever lacked a live node (a purge), each node's purged_nodes counter and log lines.
 
 Per scenario and class of client (stateful, plain per transport): ticks lost and duplicated,
 failed echoes, connection-id changes, resumes, reconnects, the longest silence (how long the
@@ -43,14 +55,17 @@ from tests.e2e.churn import (  # noqa: E402
     Outcome,
     client_table,
     fleet,
+    freeze_redis,
     kill_busiest,
+    kill_redis,
     roll,
     run_scenario,
     serve_supports,
     summary_table,
 )
 
-SCENARIOS = ("rolling", "kill", "kill-durable")
+SCENARIOS = ("rolling", "kill", "kill-durable", "redis-freeze", "redis-kill")
+REDIS_SCENARIOS = ("redis-freeze", "redis-kill")
 
 
 def node_flags(o: ChurnOptions) -> str:
@@ -99,8 +114,41 @@ def steps_table(outcome: Outcome) -> str:
     return "\n".join([head, rule, *rows])
 
 
+def redis_table(outcome: Outcome) -> str:
+    """The Redis fault: how long, when each node noticed, when all were back, purges."""
+    f = outcome.fault
+    presence = f.get("presence") or {}
+    purged = {n: e.get("purged_nodes") for n, e in outcome.purges.items()}
+    lines = sum(len(e.get("lines") or []) for e in outcome.purges.values())
+    rows = [
+        ("fault", f.get("kind")),
+        ("Redis away s", f.get("down_seconds")),
+        ("nodes noticed after s", f.get("noticed_seconds")),
+        ("all connected, outbox flushed, s after", f.get("recovered_seconds")),
+        ("nodes ZSET held all nodes again s after", presence.get("all_back_seconds")),
+        ("live nodes missing from the ZSET (data kept: purged)", presence.get("absent") or "none"),
+        ("missing once all were back", presence.get("absent_after_back") or "none"),
+        ("oldest heartbeat seen after it, s per node", presence.get("max_heartbeat_age")),
+        ("purged_nodes per node", purged),
+        ('"purged it" log lines', lines),
+        ("Emitter sends failed (not published)", outcome.publisher.get("failed")),
+        ("failed in s (median, max)", outcome.publisher.get("failed_in_seconds")),
+        ("node publisher", outcome.publisher.get("node")),
+    ]
+    return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+
+
 def nodes_table(outcome: Outcome) -> str:
-    keys = ("published", "received", "duplicates_dropped", "gaps", "forwarded", "reconnects")
+    keys = (
+        "published",
+        "received",
+        "duplicates_dropped",
+        "gaps",
+        "forwarded",
+        "reconnects",
+        "purged_nodes",
+        "reregistrations",
+    )
     head = "| node | " + " | ".join(keys) + " |"
     rule = "|---" * (len(keys) + 1) + "|"
     rows = []
@@ -115,7 +163,13 @@ def troubled(outcome: Outcome) -> Outcome:
     keep = {
         n: c
         for n, c in outcome.clients.items()
-        if c["lost"] or c["duplicated"] or c["failed"] or c["id_changed"] or c["resumes"]
+        if c["lost"]
+        or c["duplicated"]
+        or c["failed"]
+        or c["id_changed"]
+        or c["resumes"]
+        or c.get("node_lost")
+        or c.get("node_duplicated")
     }
     return Outcome(
         outcome.scenario, keep, outcome.classes, outcome.fault, outcome.publisher, outcome.seconds
@@ -126,7 +180,8 @@ def markdown(results: list[dict[str, Any]], setup: dict[str, Any]) -> str:
     lines = [
         "# Fault runs",
         "",
-        f"{setup['date']}, hubplane `{setup['commit']}`: three nodes behind nginx round robin, "
+        f"{setup['date']}, hubplane `{setup['commit']}`: three nodes behind nginx "
+        f"{setup['balancing']}, "
         f"{setup['clients']} official JS clients ({setup['stateful']} stateful WebSockets, "
         f"{setup['plain_each']} plain of every transport and protocol), `Tick(seq)` to their "
         f"group {setup['rate']:g}/s from an Emitter, one Echo at a time per client. Node "
@@ -136,7 +191,10 @@ def markdown(results: list[dict[str, Any]], setup: dict[str, Any]) -> str:
         "first tick to the last one published) that it never got; `duplicated` ticks it got "
         "again; `failed` echoes that errored or never answered; `id_changed` clients that got "
         "a new connection id (a refused resume, or a plain reconnect); `resumes` stateful "
-        "resumes that answered; `max_gap` the longest silence of a client, in seconds.",
+        "resumes that answered; `max_gap` the longest silence of a client, in seconds. Redis "
+        "scenarios: `lost` counts only ticks Redis confirmed (an Emitter send that raised is "
+        "not published; `failed_delivered` those that arrived all the same), `node_lost` and "
+        "`node_duplicated` the NodeTicks node 0 accepted that a client never got, or got twice.",
     ]
     for r in results:
         lines += ["", f"## {r['scenario']}", ""]
@@ -145,11 +203,18 @@ def markdown(results: list[dict[str, Any]], setup: dict[str, Any]) -> str:
             continue
         outcome: Outcome = r["outcome"]
         pub = outcome.publisher
+        node_pub = pub.get("node")
         lines += [
             f"{outcome.seconds} s in all; {pub['published']} ticks published "
-            f"({pub['failed']} failed).",
+            f"({pub['failed']} failed)"
+            + (
+                f"; {node_pub['accepted']} NodeTicks accepted by node 0 "
+                f"({node_pub['failed']} refused)."
+                if node_pub
+                else "."
+            ),
             "",
-            steps_table(outcome),
+            redis_table(outcome) if r["scenario"] in REDIS_SCENARIOS else steps_table(outcome),
             "",
             summary_table(outcome),
             "",
@@ -175,7 +240,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="rolling restarts of every node")
     parser.add_argument("--settle", type=float, help="seconds of traffic after the faults")
     parser.add_argument(
+        "--freeze-seconds", type=float, default=8.0, help="redis-freeze: SIGSTOP for so long"
+    )
+    parser.add_argument(
+        "--redis-down", type=float, default=5.0, help="redis-kill: seconds until the restart"
+    )
+    parser.add_argument(
         "--node-args", default="", help="extra `hubplane serve` flags for every node (quoted)"
+    )
+    parser.add_argument(
+        "--affinity",
+        action="store_true",
+        help="nginx hashes on the connection id instead of round robin (no forwarding)",
     )
     args = parser.parse_args(argv)
     quick = args.quick
@@ -212,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": rounds,
         "settle": settle,
         "node_args": node_flags(ChurnOptions(extra_args=extra)),
+        "balancing": "hashing on the connection id" if args.affinity else "round robin",
     }
     results: list[dict[str, Any]] = []
     for name in only:
@@ -223,7 +300,14 @@ def main(argv: list[str] | None = None) -> int:
                 results.append({"scenario": name, "skipped": why})
                 continue
             node_extra = (*extra, "--durable-resume")
-        action = roll(pause=2.0, rounds=rounds) if name == "rolling" else kill_busiest(True)
+        if name == "rolling":
+            action = roll(pause=2.0, rounds=rounds)
+        elif name == "redis-freeze":
+            action = freeze_redis(args.freeze_seconds)
+        elif name == "redis-kill":
+            action = kill_redis(args.redis_down)
+        else:
+            action = kill_busiest(True)
         workdir = logs / name
         workdir.mkdir(exist_ok=True)
         log(f"{name}: {len(specs)} clients ...")
@@ -232,11 +316,12 @@ def main(argv: list[str] | None = None) -> int:
             workdir,
             action,
             specs=specs,
-            options=ChurnOptions(extra_args=node_extra),
+            options=ChurnOptions(extra_args=node_extra, affinity=args.affinity),
             rate=args.rate,
             warmup=warmup,
             settle=settle,
             driver_timeout=300.0,
+            node_publisher=name in REDIS_SCENARIOS,
         )
         log(f"{name}: done in {outcome.seconds} s\n{summary_table(outcome)}")
         results.append({"scenario": name, "outcome": outcome})

@@ -61,9 +61,12 @@ class Nginx:
         backends: list[int],
         sticky: bool = False,
         server_params: str = "",
+        hash_on: str | None = None,
     ) -> None:
         """``sticky``: every request of a client goes to one backend (by its address), as
         with session affinity; the next backend takes over when that one refuses.
+        ``hash_on``: the same by any nginx variable instead, e.g. ``$arg_id`` (every request
+        of one SignalR connection to one backend; negotiates, which have no id, all go to one).
         ``server_params`` go on every ``server`` line (``max_fails=0``, ...)."""
         exe = shutil.which("nginx") or "/usr/sbin/nginx"
         if not Path(exe).exists():
@@ -81,7 +84,13 @@ class Nginx:
                 servers=servers,
                 host=LOOPBACK,
                 port=self.port,
-                balance="hash $remote_addr consistent;" if sticky else "",
+                balance=(
+                    f"hash {hash_on} consistent;"
+                    if hash_on
+                    else "hash $remote_addr consistent;"
+                    if sticky
+                    else ""
+                ),
             )
         )
         self.proc = subprocess.Popen(

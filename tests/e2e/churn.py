@@ -8,9 +8,14 @@ What runs (everything on 127.0.0.1, every wait bounded):
   presence timeouts, and whatever ``extra_args`` a run adds (e.g. ``--durable-resume``);
 - nginx round robin in front (tests/e2e/balancer.py, ``max_fails=0``: a refused connection
   goes to the next node at once, and a restarted node gets requests again as soon as it
-  listens);
+  listens); with ``affinity``, hashing on the connection id instead (no request of a
+  connection lands on another node, so none is forwarded to its owner over Redis);
 - a publisher: ``backplane.Emitter`` in a thread of this process, ``Tick(seq)`` to the group at
-  ``rate`` per second (seq 1, 2, 3, ... each confirmed by Redis before the next);
+  ``rate`` per second (seq 1, 2, 3, ... each confirmed by Redis before the next; a send that
+  raises is recorded as failed and never retried under its number);
+- with ``node_publisher``, a second one: a client of node 0 (directly, not through nginx)
+  invoking ``Publish(group, seq)`` at the same rate, so that ``NodeTick(seq)`` leaves through
+  that node's outbox, which holds it through a Redis outage;
 - official JS clients through nginx, in one Node process (tests/node/churn.mjs, driven by tests/e2e/churn_clients.py): stateful
   WebSocket clients and plain ones on every transport and protocol, all with automatic
   reconnect; each joins the group on every (re)connect, echoes one call at a time, and
@@ -22,19 +27,23 @@ Counting: tests/e2e/churn_counting.py.
 of load-tests/faults.py: start everything, let traffic flow, call the fault action, settle,
 stop the publisher, wait for the clients, and return an ``Outcome`` (``summary_table`` prints
 it).
+
+Fault actions: ``roll`` (SIGTERM each node in turn), ``kill_busiest`` (SIGKILL one node), and
+Redis itself: ``freeze_redis`` (SIGSTOP, then SIGCONT) and ``kill_redis`` (SIGKILL, start again
+empty: it runs with ``--save ""``). The Redis ones watch the nodes ZSET meanwhile
+(``PresenceWatch``): a live node missing from it was purged by another.
 """
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import functools
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
@@ -43,7 +52,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backplane import Emitter
 from tests import conftest
 from tests.conftest import LOOPBACK, HubplaneServer, RedisServer
 from tests.e2e.balancer import Nginx
@@ -55,21 +63,28 @@ from tests.e2e.churn_counting import (
     annotate_moves,
     client_table,
     fleet,
+    ranges,
     summarise_classes,
     summary_table,
 )
-from tests.e2e.churn_hubs import HUB_PATH, WIRE_NAME
+from tests.e2e.churn_hubs import HUB_PATH
+from tests.e2e.churn_publishers import NodeTickPublisher, TickPublisher
+from tests.e2e.churn_redis import PresenceWatch, freeze_redis, kill_redis
 
 __all__ = [
     "ChurnClients",
     "ChurnCluster",
     "ChurnOptions",
     "ClientSpec",
+    "NodeTickPublisher",
     "Outcome",
+    "PresenceWatch",
     "TickPublisher",
     "client_table",
     "fleet",
+    "freeze_redis",
     "kill_busiest",
+    "kill_redis",
     "roll",
     "run_scenario",
     "serve_supports",
@@ -78,66 +93,6 @@ __all__ = [
 
 HUBS = {HUB_PATH: "tests.e2e.churn_hubs:ChurnHub"}
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-# --------------------------------------------------------------------------- publisher
-
-
-class TickPublisher:
-    """``Tick(seq)`` to a group through ``backplane.Emitter``, ``rate`` times a second."""
-
-    def __init__(self, redis_url: str, channel_prefix: str, group: str, rate: float = 20.0) -> None:
-        self.redis_url = redis_url
-        self.channel_prefix = channel_prefix
-        self.group = group
-        self.period = 1.0 / rate
-        self.published: list[tuple[int, float]] = []  # (seq, epoch seconds), confirmed
-        self.failed: list[tuple[int, str]] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="tick-publisher", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        emitter = Emitter(self.redis_url, hub=WIRE_NAME, channel_prefix=self.channel_prefix)
-        loop = asyncio.get_running_loop()
-        proxy = emitter.clients.group(self.group)
-        seq = 0
-        due = loop.time()
-        try:
-            while not self._stop.is_set():
-                seq += 1
-                at = time.time()
-                try:
-                    await asyncio.wait_for(proxy.send("Tick", seq), 5.0)
-                    with self._lock:
-                        self.published.append((seq, at))
-                except Exception as exc:  # noqa: BLE001 - counted and reported
-                    with self._lock:
-                        self.failed.append((seq, repr(exc)))
-                due += self.period
-                await asyncio.sleep(max(0.0, due - loop.time()))
-        finally:
-            await emitter.aclose()
-
-    @property
-    def last(self) -> int:
-        """The last sequence number Redis confirmed."""
-        with self._lock:
-            return self.published[-1][0] if self.published else 0
-
-    def stop(self) -> int:
-        """Stop publishing; returns the last confirmed sequence number."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-        return self.last
 
 
 # --------------------------------------------------------------------------- cluster
@@ -174,6 +129,9 @@ class ChurnOptions:
     admin_token: str = "churn-admin"
     log_level: str = "warning"
     extra_args: tuple[str, ...] = ()
+    #: nginx sends every request of one connection to one node (hash on its id) instead of
+    #: round robin: no request needs forwarding to the connection's owner over Redis
+    affinity: bool = False
 
 
 class ChurnCluster:
@@ -237,7 +195,12 @@ class ChurnCluster:
         conftest._LIVE_SERVERS.extend(self.nodes)
         nginx_dir = self.workdir / "nginx"
         nginx_dir.mkdir(exist_ok=True)
-        self.nginx = Nginx(nginx_dir, [n.port for n in self.nodes], server_params="max_fails=0")
+        self.nginx = Nginx(
+            nginx_dir,
+            [n.port for n in self.nodes],
+            server_params="max_fails=0",
+            hash_on="$arg_id" if self.options.affinity else None,
+        )
         return self
 
     def close(self) -> None:
@@ -296,6 +259,46 @@ class ChurnCluster:
             except OSError as exc:
                 stats[f"n{i}"] = {"error": repr(exc)}
         return stats
+
+    def wait_backplane(self, since: float, timeout: float) -> float | None:
+        """Seconds from ``since`` until every node reports Redis connected and nothing
+        queued for it (its outbox flushed); None when that does not happen within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                states = [self.admin(i, "backplane") for i in range(len(self.nodes))]
+                if all(s["connected"] and not s["queued"] for s in states):
+                    return round(time.time() - since, 3)
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return None
+
+    def purge_evidence(self) -> dict[str, Any]:
+        """Per node: its purged_nodes and reregistrations counters (0 when no live node was
+        taken for dead) and the "stopped heartbeating: purged" lines of its log."""
+        stats = self.backplane_stats()
+        evidence: dict[str, Any] = {}
+        for i, node in enumerate(self.nodes):
+            s = stats.get(f"n{i}") or {}
+            lines = [line for line in node.logs().splitlines() if "purged it" in line]
+            evidence[f"n{i}"] = {
+                "node": s.get("node"),
+                "purged_nodes": s.get("purged_nodes"),
+                "reregistrations": s.get("reregistrations"),
+                "lines": lines[-10:],
+            }
+        return evidence
+
+    def listed_nodes(self) -> dict[str, list[str]]:
+        """The live nodes each node lists (``/_hubplane/nodes``)."""
+        listed: dict[str, list[str]] = {}
+        for i in range(len(self.nodes)):
+            try:
+                listed[f"n{i}"] = sorted(n["id"] for n in self.admin(i, "nodes")["nodes"])
+            except OSError as exc:
+                listed[f"n{i}"] = [f"error: {exc!r}"]
+        return listed
 
     # -- faults -------------------------------------------------------------------------
     def sigterm(self, index: int) -> dict[str, Any]:
@@ -433,16 +436,24 @@ def run_scenario(
     echo_timeout: float = 10.0,
     driver_timeout: float = 110.0,
     node: str = "node",
+    node_publisher: bool = False,
 ) -> Outcome:
     """Start everything, let traffic flow ``warmup`` s, run ``action``, let it flow ``settle`` s
-    more, stop the publisher (the end barrier) and give the clients ``catch_up`` s to see the
-    last tick; then count."""
+    more, stop the publishers (the end barrier) and give the clients ``catch_up`` s to see the
+    last tick; then count. ``node_publisher`` adds the second publisher (``NodeTick`` from
+    node 0, see ``NodeTickPublisher``)."""
     specs = list(specs if specs is not None else fleet())
     started = time.monotonic()
     with ChurnCluster(workdir, options) as cluster:
         group = f"churn-{uuid.uuid4().hex[:8]}"
         publisher = TickPublisher(cluster.redis.url, cluster.prefix, group, rate)
+        from_node = (
+            NodeTickPublisher(cluster.nodes[0].ws_url(HUB_PATH), group, rate)
+            if node_publisher
+            else None
+        )
         clients = ChurnClients(timeout=driver_timeout, node=node)
+        last_node = 0
         try:
             clients.start(
                 cluster.url,
@@ -452,6 +463,8 @@ def run_scenario(
                 echo_timeout=echo_timeout,
             )
             publisher.start()
+            if from_node is not None:
+                from_node.start()
             t0 = time.time()
             if not clients.wait_until(lambda: all(r.seqs for r in clients.records.values()), 10):
                 silent = [n for n, r in clients.records.items() if not r.seqs]
@@ -460,48 +473,93 @@ def run_scenario(
             fault = action(cluster, clients)
             time.sleep(settle)
             last = publisher.stop()
-            nodes = cluster.backplane_stats()
+            last_node = from_node.stop() if from_node is not None else 0
             clients.wait_until(
-                lambda: all(r.last_seq >= last for r in clients.records.values()), catch_up
+                lambda: all(
+                    r.last_seq >= last and r.last_node_seq >= last_node
+                    for r in clients.records.values()
+                ),
+                catch_up,
             )
+            nodes = cluster.backplane_stats()
+            purges = cluster.purge_evidence()
             clients.finish()
+            # before the clients are stopped: a "closed" event is then one of the run
+            records = clients.snapshot()
         finally:
             publisher.stop()
+            if from_node is not None:
+                from_node.stop()
             clients.close()
-        records = clients.snapshot()
         published = {seq: at for seq, at in publisher.published}
+        failed = publisher.failed_seqs
+        stream = from_node.stream() if from_node is not None else None
         annotate_moves(fault, records, time.time())
         per_client = {
-            n: analyse_client(r, published, last, t0, publisher.period) for n, r in records.items()
+            n: analyse_client(r, published, last, t0, publisher.period, failed, stream)
+            for n, r in records.items()
         }
+        publishers: dict[str, Any] = {
+            "rate": rate,
+            "published": len(published),
+            "failed": len(failed),
+            "failed_seqs": ranges(failed),
+            "last_failed": max(failed, default=0),
+            "last": last,
+        }
+        if publisher.failed:
+            took = sorted(publisher.failed_seconds)
+            publishers["failed_in_seconds"] = {
+                "median": round(statistics.median(took), 3),
+                "max": round(took[-1], 3),
+            }
+            publishers["failures"] = sorted({why for _, why in publisher.failed})[:3]
+        if from_node is not None and stream is not None:
+            publishers["node"] = {
+                "accepted": len(stream.accepted),
+                "failed": len(stream.failed),
+                "failed_seqs": ranges(stream.failed),
+                "last": stream.last,
+                "late_completions": len(from_node.late),
+                "ended_early": from_node.error,
+            }
         return Outcome(
             scenario=name,
             clients=per_client,
             classes=summarise_classes(per_client),
             fault=fault,
-            publisher={
-                "rate": rate,
-                "published": len(published),
-                "failed": len(publisher.failed),
-                "last": last,
-            },
+            publisher=publishers,
             seconds=round(time.monotonic() - started, 1),
             nodes=nodes,
             records=records,
+            purges=purges,
         )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tests.e2e.churn [rolling|kill]``: one quick run, printed."""
+    """``python -m tests.e2e.churn [rolling|kill|redis-freeze|redis-kill]``: one quick run,
+    printed (the Redis faults with the node publisher too)."""
     import tempfile
 
     which = (list(argv) if argv is not None else sys.argv[1:]) or ["rolling"]
+    actions: dict[str, Callable[[], FaultAction]] = {
+        "rolling": roll,
+        "kill": kill_busiest,
+        "redis-freeze": freeze_redis,
+        "redis-kill": kill_redis,
+    }
     with tempfile.TemporaryDirectory(prefix="churn-") as tmp:
-        action = roll() if which[0] == "rolling" else kill_busiest()
-        outcome = run_scenario(which[0], Path(tmp), action)
+        outcome = run_scenario(
+            which[0],
+            Path(tmp),
+            actions[which[0]](),
+            node_publisher=which[0].startswith("redis"),
+        )
     print(summary_table(outcome))
     print(client_table(outcome))
     print(json.dumps(outcome.fault, indent=1))
+    print(json.dumps(outcome.publisher, indent=1))
+    print(json.dumps(outcome.purges, indent=1))
     return 0
 
 

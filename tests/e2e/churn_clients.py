@@ -82,6 +82,9 @@ class ChurnClients:
         if event == "ticks":
             record.seqs.extend(int(s) for s in obj["seqs"])
             record.arrivals.extend(ms / 1000 for ms in obj["at"])
+        elif event == "nticks":
+            record.node_seqs.extend(int(s) for s in obj["seqs"])
+            record.node_arrivals.extend(ms / 1000 for ms in obj["at"])
         elif event == "echo-failed":
             record.echo_failures.append((int(obj["n"]), str(obj["error"])))
         else:
@@ -139,6 +142,8 @@ class ChurnClients:
                     list(r.events),
                     list(r.echo_failures),
                     dict(r.final),
+                    list(r.node_seqs),
+                    list(r.node_arrivals),
                 )
                 for name, r in self.records.items()
             }

@@ -5,7 +5,11 @@ Per client (``analyse_client``):
 - the window runs from the first tick the client saw to the last tick published before the
   end barrier (the publisher stops, then every client gets a few seconds to catch up);
 - ``lost``: ticks published in the window that never arrived. A plain client's reconnect
-  leaves a hole (it is in no group until it joins again): counted as lost, and reported;
+  leaves a hole (it is in no group until it joins again): counted as lost, and reported.
+  "Published" means confirmed by Redis: a send that raised (Redis unreachable or silent) is
+  "not published", never lost, and was not retried under its number (a retry would be a new
+  message). Redis may still have run it (a frozen Redis runs what was written to it before
+  the publisher gave up): such a tick arriving once is ``failed_delivered``, not unexpected;
 - ``duplicated``: arrivals beyond the first of a tick;
 - ``failed``: Echo calls that errored or had no answer within ``echo_timeout``;
 - ``ids``: the connection ids the client had. A stateful resume keeps the id; a new one means
@@ -19,13 +23,18 @@ Per client (``analyse_client``):
   the client took to move. Per fault step, ``move_seconds`` gives the longest silence of each
   client the node served when it got its signal, from then until the next step.
 
+The second publisher (``node_*`` keys, when a run has one): a client of one node invokes
+``Publish(group, seq)`` and the node sends ``NodeTick(seq)`` to the group through its own
+outbox. A seq is accepted when the invocation completed without error; every accepted one
+must reach every client once. It starts after every client joined, so its window starts at 1.
+
 Per class (``stateful``, ``plain/<transport>``), ``summarise_classes`` adds them up.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +105,8 @@ class ClientRecord:
     events: list[dict[str, Any]] = field(default_factory=list)  # life cycle, sockets
     echo_failures: list[tuple[int, str]] = field(default_factory=list)
     final: dict[str, Any] = field(default_factory=dict)  # the driver's finish summary
+    node_seqs: list[int] = field(default_factory=list)  # NodeTick(seq), in arrival order
+    node_arrivals: list[float] = field(default_factory=list)  # epoch seconds, as node_seqs
 
     @property
     def pid(self) -> int | None:
@@ -105,6 +116,10 @@ class ClientRecord:
     @property
     def last_seq(self) -> int:
         return max(self.seqs, default=0)
+
+    @property
+    def last_node_seq(self) -> int:
+        return max(self.node_seqs, default=0)
 
     def kinds(self, event: str, kind: str | None = None) -> list[dict[str, Any]]:
         return [
@@ -126,19 +141,60 @@ def ranges(seqs: Iterable[int]) -> str:
     return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in out)
 
 
+@dataclass(frozen=True)
+class NodeStream:
+    """What the node publisher did: the seqs a node accepted, those it refused or never
+    answered, and the last accepted one before the end barrier."""
+
+    accepted: frozenset[int]
+    failed: frozenset[int]
+    last: int
+
+
+def analyse_stream(
+    seqs: Iterable[int],
+    published: Collection[int],
+    last: int,
+    failed: Collection[int] = (),
+    first: int | None = None,
+) -> dict[str, Any]:
+    """One numbered stream as one client saw it: ``lost`` are the ``published`` seqs from
+    ``first`` (default: the first one it saw) to ``last`` it never got; ``failed`` seqs (the
+    publisher was told no) may arrive once without counting as unexpected."""
+    got = [s for s in seqs if s <= last]
+    seen = set(got)
+    start = first if first is not None else min(seen, default=None)
+    expected = {s for s in published if start is not None and start <= s <= last}
+    lost = sorted(expected - seen)
+    failed_set = set(failed)
+    return {
+        "first": start,
+        "received": len(got),
+        "lost": len(lost),
+        "lost_seqs": ranges(lost),
+        "duplicated": len(got) - len(seen),
+        "unexpected": sorted(seen - set(published) - failed_set)[:10],
+        "failed_delivered": len(seen & failed_set),
+        "receiving_at_end": last in seen or last not in published,
+    }
+
+
 def analyse_client(
-    record: ClientRecord, published: dict[int, float], last: int, t0: float, period: float
+    record: ClientRecord,
+    published: dict[int, float],
+    last: int,
+    t0: float,
+    period: float,
+    failed: Collection[int] = (),
+    node: NodeStream | None = None,
 ) -> dict[str, Any]:
     """What one client lost, got twice, failed, and how it moved (see the module docstring)."""
-    got = [s for s in record.seqs if s <= last]
-    seen = set(got)
-    first = min(seen, default=None)
-    expected = {s for s in published if first is not None and first <= s <= last}
-    lost = sorted(expected - seen)
+    ticks = analyse_stream(record.seqs, published, last, failed)
+    first = ticks["first"]
     arrivals = sorted(record.arrivals)
     # A client that stopped receiving before the end: silent from its last tick to the last
     # tick published (and beyond: the catch-up wait), however connected it claims to be.
-    receiving = last in seen or last not in published
+    receiving = bool(ticks["receiving_at_end"])
     if not receiving and arrivals:
         arrivals.append(published[last])
     outages: list[tuple[float, float]] = []
@@ -152,17 +208,18 @@ def analyse_client(
     failures = list(echo.get("failed") or [])
     pending = 1 if echo.get("pending") else 0
     reconnects = record.kinds("conn", "reconnected")
-    return {
+    result = {
         "class": record.spec.klass,
         "transport": record.spec.transport,
         "protocol": record.spec.protocol,
         "first": first,
-        "received": len(got),
-        "lost": len(lost),
-        "lost_seqs": ranges(lost),
-        "duplicated": len(got) - len(seen),
+        "received": ticks["received"],
+        "lost": ticks["lost"],
+        "lost_seqs": ticks["lost_seqs"],
+        "duplicated": ticks["duplicated"],
+        "failed_delivered": ticks["failed_delivered"],
         "out_of_order": inversions,
-        "unexpected": sorted(seen - set(published))[:10],
+        "unexpected": ticks["unexpected"],
         "echo_sent": int(echo.get("sent") or 0),
         "failed": len(failures) + pending,
         "failures": [f[1] for f in failures][:5],
@@ -178,6 +235,13 @@ def analyse_client(
         "max_gap": round(max_gap, 3),
         "outages": outages,
     }
+    if node is not None:
+        stream = analyse_stream(record.node_seqs, node.accepted, node.last, node.failed, first=1)
+        result.update({f"node_{k}": v for k, v in stream.items() if k != "first"})
+        result["node_out_of_order"] = sum(
+            1 for x, y in zip(record.node_seqs, record.node_seqs[1:], strict=False) if y < x
+        )
+    return result
 
 
 def summarise_classes(clients: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -215,6 +279,12 @@ def summarise_classes(clients: dict[str, dict[str, Any]]) -> dict[str, dict[str,
         k["stalled"] += 1 if c["connected_at_end"] and not c["receiving_at_end"] else 0
         k["outages"] += [d for _, d in c["outages"]]
         k["gaps"].append(c["max_gap"])
+        if c.get("failed_delivered"):
+            k["failed_delivered"] = k.get("failed_delivered", 0) + c["failed_delivered"]
+        if "node_lost" in c:
+            k["node_lost"] = k.get("node_lost", 0) + c["node_lost"]
+            k["node_clients_losing"] = k.get("node_clients_losing", 0) + bool(c["node_lost"])
+            k["node_duplicated"] = k.get("node_duplicated", 0) + c["node_duplicated"]
     for k in classes.values():
         durations: list[float] = k.pop("outages")
         gaps: list[float] = k.pop("gaps")
@@ -275,6 +345,9 @@ class Outcome:
     seconds: float
     nodes: dict[str, Any] = field(default_factory=dict)  # each node's backplane at the end
     records: dict[str, ClientRecord] = field(repr=False, default_factory=dict)
+    #: Purges of live nodes: each node's purged_nodes and reregistrations counters and its
+    #: "stopped heartbeating: purged" log lines
+    purges: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -285,6 +358,7 @@ class Outcome:
             "classes": self.classes,
             "clients": self.clients,
             "nodes": self.nodes,
+            "purges": self.purges,
         }
 
     def summary(self) -> dict[str, Any]:
@@ -296,12 +370,15 @@ class Outcome:
             "fault": self.fault,
             "classes": self.classes,
             "backplane": {
-                name: {k: stats.get(k) for k in ("duplicates_dropped", "gaps")}
+                name: {k: stats.get(k) for k in BACKPLANE_SUMMARY}
                 for name, stats in self.nodes.items()
                 if isinstance(stats, dict)
             },
         }
 
+
+#: Each node's backplane counters in the compact summary.
+BACKPLANE_SUMMARY = ("duplicates_dropped", "gaps", "purged_nodes", "reregistrations")
 
 CLASS_COLUMNS = (
     "clients",
@@ -319,14 +396,22 @@ CLASS_COLUMNS = (
     "max_gap_median",
     "max_gap_max",
 )
+#: Shown when some class has them: the node publisher's counts, publishes that failed and
+#: arrived all the same.
+OPTIONAL_COLUMNS = ("node_lost", "node_clients_losing", "node_duplicated", "failed_delivered")
 
 
 def summary_table(outcome: Outcome) -> str:
-    """The per-class totals as a markdown table."""
-    head = "| class | " + " | ".join(CLASS_COLUMNS) + " |"
-    rule = "|---" * (len(CLASS_COLUMNS) + 1) + "|"
+    """The per-class totals as a markdown table (the node publisher's columns when a run
+    had one, and ``failed_delivered`` when a failed publish arrived after all)."""
+    columns = list(CLASS_COLUMNS)
+    for extra in OPTIONAL_COLUMNS:
+        if any(extra in k for k in outcome.classes.values()):
+            columns.append(extra)
+    head = "| class | " + " | ".join(columns) + " |"
+    rule = "|---" * (len(columns) + 1) + "|"
     rows = [
-        f"| {name} | " + " | ".join(str(k[c]) for c in CLASS_COLUMNS) + " |"
+        f"| {name} | " + " | ".join(str(k.get(c, 0)) for c in columns) + " |"
         for name, k in outcome.classes.items()
     ]
     return "\n".join([head, rule, *rows])
@@ -334,11 +419,14 @@ def summary_table(outcome: Outcome) -> str:
 
 def client_table(outcome: Outcome) -> str:
     """One line per client: what it lost, got twice, failed and how it moved."""
-    cols = ("class", "protocol", "lost", "lost_seqs", "duplicated", "failed", "ids", "pids")
+    cols: tuple[str, ...] = ("class", "protocol", "lost", "lost_seqs", "duplicated", "failed")
+    if any("node_lost" in c for c in outcome.clients.values()):
+        cols += ("node_lost", "node_lost_seqs", "node_duplicated")
+    cols += ("ids", "pids")
     head = "| client | " + " | ".join(cols) + " |"
     rule = "|---" * (len(cols) + 1) + "|"
     rows = []
     for name, c in outcome.clients.items():
-        cells = [str(len(c["ids"])) if col == "ids" else str(c[col]) for col in cols]
+        cells = [str(len(c["ids"])) if col == "ids" else str(c.get(col, "–")) for col in cols]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join([head, rule, *rows])

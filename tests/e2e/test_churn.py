@@ -16,7 +16,22 @@ client, the ticks lost and duplicated, the failed echoes and the connection ids 
 
 Every client must be connected at the end (after the rolling restart also still receiving), and
 none may get a tick twice. The totals per class are printed and recorded as JUnit properties
-(``churn_rolling``, ``churn_kill``, ``churn_kill_durable``).
+(``churn_rolling``, ``churn_kill``, ``churn_kill_durable``, ``churn_redis_freeze``,
+``churn_redis_kill``).
+
+Redis itself under the same traffic ("Redis SIGSTOP 8 s and SIGKILL 5 s under traffic: 0 lost,
+0 duplicated, 0 client disconnects, no live node purged"), with a second publisher: a client of
+node 0 invoking ``Publish(group, seq)``, so ``NodeTick(seq)`` leaves through that node's outbox.
+
+- Redis frozen (SIGSTOP) for 8 s, longer than the presence timeout (2 s), then SIGCONT;
+- Redis killed (SIGKILL) and started again, empty, after 5 s.
+
+For every client, stateful and plain: nothing lost of what was published (the Emitter's sends
+that raised while Redis was away are "not published", counted apart and never retried; every
+``Publish`` the node accepted), nothing twice, no reconnect, no close, no new connection id, no
+stateful resume (its WebSocket never dropped). No live node purged: every node's purged_nodes
+counter is 0, no log line says one purged another, the nodes ZSET in Redis never lacked a node
+once it held them all, and every node lists all three at the end.
 """
 
 from __future__ import annotations
@@ -32,7 +47,9 @@ from tests.e2e.churn import (
     Outcome,
     client_table,
     fleet,
+    freeze_redis,
     kill_busiest,
+    kill_redis,
     roll,
     run_scenario,
     serve_supports,
@@ -51,6 +68,8 @@ def report(outcome: Outcome, record_property: Any, key: str) -> None:
     print(summary_table(outcome))
     print(client_table(outcome))
     print(json.dumps(outcome.fault, indent=1))
+    if outcome.purges:
+        print("purges:", json.dumps(outcome.purges, indent=1))
     record_property(key, json.dumps(outcome.summary()))
 
 
@@ -155,4 +174,126 @@ def test_sigkill_of_a_node(
                 f"{name} (stateful, on the killed node) resumed with the same connection id "
                 f"but lost {c['lost']} ticks: {c['lost_seqs']}"
             )
+    assert not problems, "\n".join(problems) + "\n" + summary_table(outcome)
+
+
+# --------------------------------------------------------------------------- Redis faults
+
+
+def redis_fault_problems(outcome: Outcome, data_lost: bool) -> list[str]:
+    """What a Redis outage may not do to any client, to the node publisher, or to presence."""
+    problems = common_problems(outcome)
+    for name, c in outcome.clients.items():
+        who = f"{name} ({c['class']})"
+        if c["lost"]:
+            problems.append(f"{who} lost {c['lost']} published Ticks: {c['lost_seqs']}")
+        if c["node_lost"]:
+            problems.append(
+                f"{who} lost {c['node_lost']} NodeTicks the node accepted: {c['node_lost_seqs']}"
+            )
+        if c["node_duplicated"]:
+            problems.append(f"{who} got {c['node_duplicated']} NodeTicks twice")
+        if c["node_unexpected"]:
+            problems.append(f"{who} got NodeTicks never accepted: {c['node_unexpected']}")
+        if c["id_changed"] or c["reconnects"] or c["closed"]:
+            record = outcome.records.get(name)
+            errors = [e["error"] for e in record.kinds("conn") if e.get("error")] if record else []
+            problems.append(
+                f"{who} was disconnected: {c['reconnects']} reconnects, closed={c['closed']}, "
+                f"connection ids {c['ids']}; errors {errors[:2]}"
+            )
+        if c["resumes"]:
+            problems.append(f"{who}'s WebSocket dropped: {c['resumes']} stateful resumes")
+        if c["failed"]:
+            failures = f"{c['failed']} failed Echo calls: {c['failures'][:2]}"
+            if c["class"] == "stateful":
+                problems.append(f"{who} had {failures}")
+            else:
+                print(f"NOTE (reported, not failed): {who} had {failures}")
+    node = outcome.publisher.get("node") or {}
+    if node.get("ended_early"):
+        problems.append(f"the node publisher's connection ended: {node['ended_early']}")
+    if node.get("failed"):
+        problems.append(
+            f"node 0 refused {node['failed']} Publish calls (it buffers them): "
+            f"{node['failed_seqs']}"
+        )
+    for name, evidence in outcome.purges.items():
+        if evidence["purged_nodes"] or evidence["lines"]:
+            problems.append(
+                f"{name} ({evidence['node']}) purged {evidence['purged_nodes']} live nodes "
+                f"(reregistrations {evidence['reregistrations']}): {evidence['lines'][:3]}"
+            )
+    presence = outcome.fault["presence"]
+    # Data kept, a node missing from the ZSET was purged; data lost, it is missing until it
+    # registers again, and missing after that was purged.
+    absent = presence["absent_after_back"] if data_lost else presence["absent"]
+    if absent:
+        problems.append(f"live nodes missing from the nodes ZSET after the fault: {absent}")
+    if presence["all_back_seconds"] is None:
+        problems.append(f"the nodes ZSET never held all three nodes again: {presence}")
+    ids = sorted(outcome.fault["node_ids"])
+    for name, listed in outcome.fault["listed_after"].items():
+        if listed != ids:
+            problems.append(f"{name} lists {listed} as live nodes, not {ids}")
+    if outcome.fault["recovered_seconds"] is None:
+        problems.append("the nodes did not all report Redis connected and their outbox empty")
+    return problems
+
+
+def run_redis_fault(
+    tmp_path: Path, node_client: Any, record_property: Any, name: str, key: str, action: Any
+) -> Outcome:
+    outcome = run_scenario(
+        name,
+        tmp_path,
+        action,
+        specs=SPECS,
+        options=ChurnOptions(),  # presence timeout 2 s, heartbeat 0.5 s
+        settle=1.0,
+        node=node_client.node,
+        node_publisher=True,
+    )
+    report(outcome, record_property, key)
+    print("publishers:", json.dumps(outcome.publisher))
+    print("backplane:", json.dumps(outcome.summary()["backplane"]))
+    return outcome
+
+
+def test_redis_frozen_for_8_s_loses_nothing_and_disconnects_nobody(
+    tmp_path: Path, node_client: Any, record_property: Any
+) -> None:
+    outcome = run_redis_fault(
+        tmp_path,
+        node_client,
+        record_property,
+        "Redis SIGSTOP 8 s",
+        "churn_redis_freeze",
+        freeze_redis(8.0),
+    )
+    # The Emitter found Redis silent within its reply timeout (2.5 s) and said so, then
+    # published again.
+    pub = outcome.publisher
+    assert pub["failed"] > 0 and pub["failed_in_seconds"]["max"] < 4.0, pub
+    assert pub["last"] > pub["last_failed"], pub
+    problems = redis_fault_problems(outcome, data_lost=False)
+    assert not problems, "\n".join(problems) + "\n" + summary_table(outcome)
+
+
+def test_redis_killed_for_5_s_loses_nothing_and_disconnects_nobody(
+    tmp_path: Path, node_client: Any, record_property: Any
+) -> None:
+    outcome = run_redis_fault(
+        tmp_path,
+        node_client,
+        record_property,
+        "Redis SIGKILL 5 s",
+        "churn_redis_kill",
+        kill_redis(5.0),
+    )
+    # The Emitter's sends failed fast while Redis was gone, and went out again after.
+    pub = outcome.publisher
+    assert pub["failed"] > 0 and pub["failed_in_seconds"]["max"] < 1.0, pub
+    assert pub["last"] > pub["last_failed"], pub
+    problems = redis_fault_problems(outcome, data_lost=True)
     assert not problems, "\n".join(problems) + "\n" + summary_table(outcome)

@@ -7,11 +7,16 @@ from typing import Any
 from tests.e2e.churn_counting import (
     ClientRecord,
     ClientSpec,
+    NodeStream,
+    Outcome,
     analyse_client,
+    analyse_stream,
     annotate_moves,
+    client_table,
     fleet,
     ranges,
     summarise_classes,
+    summary_table,
 )
 
 PERIOD = 0.05
@@ -88,3 +93,43 @@ def test_fleet_and_ranges() -> None:
     assert {s.protocol for s in specs if s.stateful} == {"json", "messagepack"}
     assert len(specs) == 3 + 5
     assert ranges([9, 3, 4, 5]) == "3-5,9"
+
+
+def test_failed_publishes_are_not_lost_and_may_arrive_once() -> None:
+    # 5-9 raised (Redis away): never lost; 5 arrived all the same (Redis ran it), not unexpected
+    pub = {s: t for s, t in published(20).items() if not 5 <= s <= 9}
+    seqs = [1, 2, 3, 4, 5, *range(10, 21)]
+    c = analyse_client(record(seqs), pub, 20, T0, PERIOD, failed=range(5, 10))
+    assert (c["lost"], c["unexpected"], c["failed_delivered"]) == (0, [], 1)
+    # without the failed numbers, 5 would be a tick never published
+    assert analyse_client(record(seqs), pub, 20, T0, PERIOD)["unexpected"] == [5]
+    # a failed one that arrives twice is still a duplicate
+    twice = analyse_client(record([*seqs, 5]), pub, 20, T0, PERIOD, failed=range(5, 10))
+    assert twice["duplicated"] == 1
+
+
+def test_the_node_stream_counts_from_its_first_number() -> None:
+    # accepted 1-30 but 12 (refused); the client missed 1-2 (before any tick came), 20, and got
+    # 25 twice; the window starts at 1, not at the first one seen
+    stream = NodeStream(frozenset(range(1, 31)) - {12}, frozenset({12}), 30)
+    r = record(list(range(1, 21)))
+    r.node_seqs = [3, 4, 5, *range(6, 20), *range(21, 31), 25]
+    c = analyse_client(r, published(20), 20, T0, PERIOD, node=stream)
+    assert (c["node_lost"], c["node_lost_seqs"]) == (3, "1-2,20")
+    assert (c["node_duplicated"], c["node_out_of_order"]) == (1, 1)
+    assert c["node_unexpected"] == [] and c["node_receiving_at_end"]
+    classes = summarise_classes({"s": c})
+    assert (classes["stateful"]["node_lost"], classes["stateful"]["node_duplicated"]) == (3, 1)
+    outcome = Outcome("x", {"s": c}, classes, {}, {}, 0.0)
+    assert "node_lost" in summary_table(outcome) and "node_lost_seqs" in client_table(outcome)
+    # without a node stream there are no node columns
+    plain = analyse_client(record([1, 2]), published(2), 2, T0, PERIOD)
+    assert "node_lost" not in plain
+    bare = Outcome("y", {"s": plain}, summarise_classes({"s": plain}), {}, {}, 0.0)
+    assert "node_lost" not in summary_table(bare)
+
+
+def test_analyse_stream_with_nothing_received() -> None:
+    nothing = analyse_stream([], {1, 2, 3}, 3)
+    assert (nothing["lost"], nothing["first"], nothing["receiving_at_end"]) == (0, None, False)
+    assert analyse_stream([], {1, 2, 3}, 3, first=1)["lost_seqs"] == "1-3"

@@ -4,7 +4,7 @@
 // One process holds a fleet of clients (stateful WebSockets, plain clients on every transport
 // and protocol), all with automatic reconnect. On every (re)connect a client invokes
 // Join(group) and Whoami(); it invokes Echo(n) one call at a time in a loop; it records every
-// Tick(seq) the server pushes. The Python harness kills and restarts nodes meanwhile and
+// Tick(seq) and NodeTick(seq) the server pushes (two publishers, two numberings). The Python harness kills and restarts nodes meanwhile and
 // counts, from the JSON lines printed here, what each client lost, got twice or failed.
 //
 // Usage: node churn.mjs [--timeout MS] [--log-level L]
@@ -17,7 +17,7 @@
 //          echoIntervalMs?, echoTimeoutMs?, maxEchoes?, serverTimeoutMs?, keepAliveMs?}
 //          -> {name: connectionId} once every client is connected and has joined the group
 //             (an error when one could not); the echo loops start then
-//   status {}  -> {name: {state, connectionId, lastSeq, received}}
+//   status {}  -> {name: {state, connectionId, lastSeq, received, lastNodeSeq}}
 //   finish {settleMs?} -> stops the echo loops, waits (bounded) for the calls in flight, prints
 //          the pending ticks, and answers {name: {state, connectionId, sockets, echo: {sent,
 //          ok, failed: [[n, error, epoch ms]], maxMs, pending}}}
@@ -34,6 +34,7 @@
 //   {"event":"socket","kind":"open"|"close"|"error","n","code"?,"reason"?,"error"?}
 //                                                   every WebSocket of a client (n counts them)
 //   {"event":"ticks","seqs":[...],"at":[...]}       Tick(seq) pushes, batched, in arrival order
+//   {"event":"nticks","seqs":[...],"at":[...]}      NodeTick(seq) pushes, the same way
 //   {"event":"echo-failed","n","error"}             an Echo that errored or never answered
 // Library log lines go to stderr.
 
@@ -135,6 +136,11 @@ function flushTicks() {
       c.seqs = [];
       c.at = [];
     }
+    if (c.nseqs.length) {
+      out({ event: "nticks", conn: c.name, seqs: c.nseqs, at: c.nat });
+      c.nseqs = [];
+      c.nat = [];
+    }
   }
 }
 
@@ -149,6 +155,9 @@ async function startClient(spec) {
     at: [],
     lastSeq: 0,
     received: 0,
+    nseqs: [],
+    nat: [],
+    lastNodeSeq: 0,
     running: true,
     loop: null,
     echo: { sent: 0, ok: 0, failed: [], maxMs: 0, pending: 0 },
@@ -174,6 +183,11 @@ async function startClient(spec) {
     c.at.push(Date.now());
     c.received += 1;
     if (seq > c.lastSeq) c.lastSeq = seq;
+  });
+  conn.on("NodeTick", (seq) => {
+    c.nseqs.push(seq);
+    c.nat.push(Date.now());
+    if (seq > c.lastNodeSeq) c.lastNodeSeq = seq;
   });
   conn.onreconnecting((e) => {
     c.reconnecting = true;
@@ -247,6 +261,7 @@ function status() {
         connectionId: c.conn ? c.conn.connectionId : null,
         lastSeq: c.lastSeq,
         received: c.received,
+        lastNodeSeq: c.lastNodeSeq,
       },
     ]),
   );
