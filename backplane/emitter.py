@@ -51,7 +51,10 @@ class _EmitterLifetime(RedisLifetimeManager):
         data = wire.write_invocation(
             self._payloads(message), exclude, origin=self.node_id, seq=seq, prev=prev
         )
-        self._pending.append(asyncio.ensure_future(self.bus.query("PUBLISH", channel, data)))
+        # A publish (not a plain query) waits, like the nodes' own, for the hold after a
+        # reconnect: the nodes' subscribers come back after their writers, and a message
+        # published before they are back would reach nobody.
+        self._pending.append(asyncio.ensure_future(self.bus.publish_counted(channel, data)))
 
     async def _confirmed(self, call: Coroutine[Any, Any, None]) -> None:
         await self.ensure_started()
@@ -100,16 +103,15 @@ class _EmitterLifetime(RedisLifetimeManager):
 
     async def abort_connection(self, connection_id: str) -> None:
         await self.ensure_started()
-        await self.bus.query(
-            "PUBLISH",
+        await self.bus.publish_counted(
             self.channels.control,
             wire.write_control(wire.CONTROL_ABORT_CONNECTION, connection_id),
         )
 
     async def abort_user(self, user_id: str) -> None:
         await self.ensure_started()
-        await self.bus.query(
-            "PUBLISH", self.channels.control, wire.write_control(wire.CONTROL_ABORT_USER, user_id)
+        await self.bus.publish_counted(
+            self.channels.control, wire.write_control(wire.CONTROL_ABORT_USER, user_id)
         )
 
 

@@ -17,10 +17,13 @@ from starlette.responses import PlainTextResponse, Response
 from backplane import HubConnection, User
 
 from .auth import authenticate, refusal_text
-from .httputil import AsgiResponse, query_value, refuse
+from .httputil import AsgiResponse, no_cache, query_value, refuse
 from .transports.http import HttpSession, receive_post, request_headers
 from .transports.longpolling import LongPollingSession, PollResponse, first_poll_response
 from .transports.sse import ServerSentEventsStream
+
+#: How long a request for a connection held on another node waits for an unreachable Redis.
+REDIS_WAIT = 15.0
 
 if TYPE_CHECKING:
     from .hubs import HubEndpoint
@@ -114,12 +117,21 @@ class HubHttp:
             return admitted
         draining = self.admission.draining
         method = request.method
+        # While Redis is known to be down a request for a connection held elsewhere cannot be
+        # routed: it waits (bounded) for Redis rather than failing the client at once. Nothing
+        # was sent for it yet, so nothing is done twice.
+        if self.nosticky.forwarder is not None and self.nosticky.record_elsewhere(token):
+            await self.nosticky.redis_back(REDIS_WAIT)
         # A draining node starts nothing, but still forwards requests of connections that
         # live on other nodes.
         located = await self.nosticky.locate(token, path, start=method == "GET" and not draining)
         if isinstance(located, int):
             if draining and method == "GET":
                 return refuse(transport, 503, "Server is shutting down")
+            if located == 503 and method == "GET" and transport == "LongPolling":
+                # Redis failed while finding the node that holds it: an empty poll (the
+                # official clients poll again) rather than an error that ends the connection.
+                return no_cache(Response(b"", status_code=200))
             text = "No Connection with that ID" if located == 404 else "Cannot serve this"
             if located == 400:
                 text = "The connection has not started a transport yet."

@@ -49,6 +49,7 @@ OWNER_TTL = 24 * 3600  # seconds; the owner marks the key ENDED when the connect
 # What the owner key holds once the connection ended: its token can start nothing again.
 ENDED = "\x00ended"
 POST_TIMEOUT = 30.0
+REDIS_UNREACHABLE = b"Redis is unreachable"
 MAX_FORWARDED_BODY = 4 * 1024 * 1024
 
 
@@ -83,6 +84,13 @@ class Forwarder:
         await self.bus.subscribe(self._fwd_prefix + me, self._on_request)
         await self.bus.subscribe(self._reply_prefix + me, self._on_answer)
         self.node.on_node_dead(self._node_dead)
+
+    def reclaim(self, connection_ids: list[str]) -> None:
+        """Write this node's owner records again (after a reconnect: Redis may have lost them
+        in a restart, and every request landing elsewhere would then find no owner)."""
+        me = self.node.node_id
+        for cid in connection_ids:
+            self.bus.command("SET", self._owner_key(cid), me, "EX", OWNER_TTL)
 
     def _node_dead(self, node_id: str) -> None:
         """The owner died: its forwarded requests are answered 503 now, not at their timeout."""
@@ -157,7 +165,7 @@ class Forwarder:
                 return 499, "text/plain", b""
             return 504, "text/plain", b"The node holding the connection did not answer"
         except BackplaneUnavailable:
-            return 503, "text/plain", b"Redis is unreachable"
+            return 503, "text/plain", REDIS_UNREACHABLE
         finally:
             self._waiting.pop(request_id, None)
             self._owners.pop(request_id, None)
@@ -271,6 +279,30 @@ class NoSticky:
         )
         await forwarder.start()
         self.registry.removed_hooks.append(lambda record: forwarder.release(record.connection_id))
+        self.node.bus.on_reconnect(self._reclaim)
+
+    async def _reclaim(self) -> None:
+        if self.forwarder is not None:
+            owned = [r.connection_id for r in self.registry.records.values() if r.owned]
+            self.forwarder.reclaim(owned)
+
+    def record_elsewhere(self, token: str) -> bool:
+        """True when no connection of ``token`` runs here (its requests need Redis)."""
+        record = self.registry.get(token)
+        return record is None or record.connection is None
+
+    async def redis_back(self, timeout: float) -> bool:
+        """Wait (up to ``timeout`` seconds) until Redis is reachable; False if it is not."""
+        if self.node is None:
+            return True
+        bus = self.node.bus
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not bus.connected:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     def stop(self) -> None:
         """Fail waiting forwards and stop serving forwarded ones."""
@@ -318,8 +350,10 @@ class NoSticky:
                 if record is not None and record.connection is not None:
                     return record
                 return 404  # claimed here, but it ended (or never started) here
-            if not await forwarder.node.is_live(owner):
+            if forwarder.node.is_dead(owner):
                 return 404
+            # A stale heartbeat is no proof of death (after a Redis freeze every heartbeat
+            # looks old for a moment): the forward finds out, a gone owner has no listener.
         except BackplaneUnavailable:
             return 503
         return owner
@@ -383,6 +417,10 @@ class NoSticky:
         finally:
             if gone is not None:
                 gone.cancel()
+        if status == 503 and request.method == "GET" and answer == REDIS_UNREACHABLE:
+            # Redis failed under the poll: an empty poll (the official clients poll again)
+            # rather than an error, which would end the connection.
+            status, content_type, answer = 200, "application/octet-stream", b""
         response = Response(answer, status_code=status, media_type=content_type)
         if request.method == "GET":
             no_cache(response)

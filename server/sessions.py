@@ -7,7 +7,7 @@ connection over many requests, and each request finds its session here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .transports.longpolling import LongPollingSession
@@ -29,6 +29,8 @@ class HttpSessions:
         self.sessions: dict[str, HttpSession] = {}
         # Owns the tear-downs started from timers and DELETEs (closed at shutdown).
         self.tasks = tasks
+        # Whether requests for this node's connections cannot be forwarded to it now.
+        self.unreachable: Callable[[], bool] = lambda: False
 
     def get(self, token: str) -> HttpSession | None:
         """The session of ``token``, or None."""
@@ -42,6 +44,10 @@ class HttpSessions:
         """Forget a connection: its record and its session."""
         self.registry.remove(token)
         self.sessions.pop(token, None)
+
+    def cut_off(self) -> bool:
+        """True while requests landing on other nodes cannot reach this one (see base.py)."""
+        return self.unreachable()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a tear-down as a task the app's task owner holds."""

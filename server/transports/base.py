@@ -73,6 +73,12 @@ class SessionStore(Spawner, Protocol):
         """Forget a connection: its record and its session; the token answers 404 from now on."""
         ...
 
+    def cut_off(self) -> bool:
+        """True while this node's clients may be unable to reach it (no sticky sessions and
+        Redis down: their requests landing elsewhere cannot be forwarded); idle long-polling
+        connections are then kept rather than ended."""
+        ...
+
 
 class Mover(Protocol):
     """Stateful connections moving between nodes (``handover.py``), as WebSockets see it."""

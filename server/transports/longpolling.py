@@ -67,6 +67,10 @@ class LongPollingSession(HttpSession):
 
     def _expired(self) -> None:
         self.expiry = None
+        if self.store.cut_off() and not self.ended:
+            # Its polls may be stuck behind a Redis outage on other nodes: wait for them.
+            self.arm_expiry()
+            return
         if self.current is None and not self.ended:
             logger.info("%s: no poll within the disconnect timeout", self.connection.log_name)
             self.end()
