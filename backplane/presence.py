@@ -23,6 +23,9 @@ def new_node_id() -> str:
 class Presence(ABC):
     """Read-only questions about who is connected to one hub."""
 
+    #: The id of the node answering (as ``nodes()`` lists it).
+    node_id: str
+
     @abstractmethod
     async def connections(self) -> list[str]:
         """The ids of every connection of the hub."""

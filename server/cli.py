@@ -91,9 +91,9 @@ def build_app(settings: Settings) -> Any:
         raise SettingsError(f"--filter: {exc}") from exc
     app = create_app(hubs, settings=settings, authenticate=authenticator, filters=filters)
     if not settings.hubs:
-        from .demo import demo_page
+        from .web import demo_routes
 
-        app.add_route("/", demo_page, methods=["GET"])
+        app.router.routes.extend(demo_routes())
     return app
 
 
