@@ -50,6 +50,10 @@ class Presence(ABC):
     async def count_connections(self) -> int:
         """How many connections the hub has."""
 
+    async def owner_of(self, connection_id: str) -> str | None:
+        """The id of the node a connection is on, if presence knows it."""
+        return None
+
     @abstractmethod
     async def nodes(self) -> list[dict[str, Any]]:
         """One dict per live node: ``id``, ``connections``, ``started``, ``last_heartbeat``.
@@ -113,6 +117,10 @@ class MemoryPresence(Presence):
     async def count_connections(self) -> int:
         """How many connections the hub has."""
         return len(self._manager.connections)
+
+    async def owner_of(self, connection_id: str) -> str | None:
+        """This node, for a connection it has."""
+        return self.node_id if connection_id in self._manager.connections else None
 
     async def nodes(self) -> list[dict[str, Any]]:
         """This node only."""

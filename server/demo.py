@@ -1,8 +1,8 @@
 """The built-in demo hub served when no ``--hub`` is given (its page is ``static/demo.*``).
 
 A chat with names, rooms and who is online, answered from the hub's presence, so on a cluster
-it covers every node. A connection's name and node are kept as two tag groups of its own
-(``~name:ann``, ``~node:<node id>``): presence reads them back for any connection on any node.
+it covers every node. A connection's name is kept as a group of its own (``~name:ann``), which
+presence reads back for any connection on any node, as it tells the node a connection is on.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from backplane import Hub, HubException
 #: Rooms every page lists, with their member counts.
 DEFAULT_ROOMS = ("lobby", "random", "dev")
 NAME_TAG = "~name:"
-NODE_TAG = "~node:"
 MAX_NAME = 40
 # Who is online lists at most this many members of a room.
 MAX_MEMBERS = 100
@@ -56,9 +55,6 @@ class DemoHub(Hub):
             if isinstance(old_name, str):
                 await groups.remove(me, NAME_TAG + old_name)
             await groups.add(me, NAME_TAG + name)
-        if "node" not in items:
-            items["node"] = self.presence.node_id
-            await groups.add(me, NODE_TAG + self.presence.node_id)
         items["name"], items["room"] = name, room
         if old_room != room:
             if isinstance(old_room, str):
@@ -89,7 +85,7 @@ class DemoHub(Hub):
             "name": items.get("name"),
             "room": room,
             "text": text[:2000],
-            "node": items.get("node"),
+            "node": self.presence.node_id,
             "connectionId": self.context.connection_id,
         }
         await self.clients.group(room).send("Said", line)
@@ -141,10 +137,10 @@ class DemoHub(Hub):
         ids = sorted(i for i in await presence.group_members(room) if i != leaving)
         shown = ids[:MAX_MEMBERS]
         tags = await asyncio.gather(*(presence.groups_of(i) for i in shown))
+        nodes = await asyncio.gather(*(presence.owner_of(i) for i in shown))
         found = []
-        for connection_id, groups in zip(shown, tags, strict=True):
+        for connection_id, groups, node in zip(shown, tags, nodes, strict=True):
             name = next((g[len(NAME_TAG) :] for g in groups if g.startswith(NAME_TAG)), None)
-            node = next((g[len(NODE_TAG) :] for g in groups if g.startswith(NODE_TAG)), None)
             found.append({"connectionId": connection_id, "name": name, "node": node})
         return len(ids), found
 
