@@ -169,6 +169,13 @@ class Settings:
         },
     )
     metrics: bool = field(default=True, metadata={"help": "serve Prometheus metrics at /metrics"})
+    dashboard: bool = field(
+        default=False,
+        metadata={
+            "help": "serve the live cluster dashboard at /_hubplane/dashboard (needs "
+            "--admin-token: the page asks for it and calls the admin API)"
+        },
+    )
 
     def validate(self) -> Settings:
         """Check every value; raise SettingsError naming the first bad one."""
@@ -223,6 +230,8 @@ class Settings:
                 "--workers > 1 needs the Redis backplane: set --redis-url or REDIS_URL, "
                 "otherwise each worker would be a separate hub"
             )
+        if self.dashboard and not self.admin_token:
+            raise SettingsError("--dashboard needs --admin-token (the page calls the admin API)")
         self.transports = canonical_transports(self.transports)
         self.cors_origins = canonical_origins(self.cors_origins)
         for path, spec in self.hubs.items():
