@@ -143,7 +143,7 @@ def serve(argv: Sequence[str]) -> int:
     worker = os.environ.get(WORKER_ENV)
     try:
         settings = build_settings(args)
-        logs.install(settings.log_level)
+        logs.install(settings.log_level, settings.log_format)
         if settings.workers > 1:
             check_workers(settings)
         # Import the hubs here even for a supervisor, so a bad --hub fails before any worker.

@@ -1,7 +1,11 @@
-"""The dashboard's page and the admin figures it reads."""
+"""The dashboard's page and the admin figures it reads; ``--log-format json``'s records."""
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+import sys
 from typing import Any
 
 import httpx
@@ -9,6 +13,7 @@ import pytest
 
 from server import Settings, create_app
 from server.errors import SettingsError
+from server.logs import JsonFormatter, ScrubFilter
 from server.settings import build_settings, settings_from_cli
 
 from .test_admin import AUTH, TOKEN, Client, Rooms, by_query
@@ -138,3 +143,50 @@ def test_cluster_totals_add_up_the_nodes() -> None:
         {"group": "c", "members": 2},
         {"group": "b", "members": 1},
     ]
+
+
+# --------------------------------------------------------------------------- JSON logs
+
+
+def format_json(logger: str, msg: str, *args: Any, exc: bool = False, **extra: Any) -> Any:
+    exc_info = None
+    if exc:
+        try:
+            raise ValueError("boom access_token=SECRET1")
+        except ValueError:
+            exc_info = sys.exc_info()
+    record = logging.LogRecord(logger, logging.WARNING, __file__, 1, msg, args, exc_info)
+    record.__dict__.update(extra)
+    assert ScrubFilter().filter(record)
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    return json.loads(line)
+
+
+def test_json_records() -> None:
+    entry = format_json("hubplane.x", "plain %s", "words")
+    assert set(entry) == {"time", "level", "logger", "message", "node"}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", entry["time"]), entry["time"]
+    assert entry["level"] == "warning" and entry["logger"] == "hubplane.x"
+    assert entry["message"] == "plain words" and entry["node"]
+
+    entry = format_json("backplane", "%s: client timeout", "hub ChatHub connection AbC-1_x")
+    assert entry["hub"] == "ChatHub" and entry["connection_id"] == "AbC-1_x"
+    entry = format_json("x", "a line", hub="H", connection_id="c1")
+    assert (entry["hub"], entry["connection_id"]) == ("H", "c1")
+
+    entry = format_json(
+        "uvicorn.access", '%s - "%s %s"', "1.2.3.4", "GET", "/h?access_token=SECRET2"
+    )
+    assert "SECRET2" not in entry["message"] and "access_token=***" in entry["message"]
+    entry = format_json("x", "failed", exc=True)
+    assert "ValueError" in entry["exception"] and "SECRET1" not in entry["exception"]
+    assert "Traceback" in entry["exception"]
+
+
+def test_log_format_setting() -> None:
+    assert Settings().log_format == "text"
+    assert settings_from_cli(["--log-format", "JSON"], environ={}).log_format == "json"
+    assert build_settings(environ={"HUBPLANE_LOG_FORMAT": "json"}).log_format == "json"
+    with pytest.raises(SettingsError, match="--log-format"):
+        settings_from_cli(["--log-format", "xml"], environ={})
