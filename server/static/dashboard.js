@@ -108,24 +108,19 @@
   function renderHubs(hubs, totals) {
     const rows = [];
     for (const hub of hubs) {
+      const head = document.createElement("tr");
+      head.className = "hub-row";
+      const name = cell(head, `${hub.path}: ${hub.connections} connection${hub.connections === 1 ? "" : "s"}`, "mono");
+      name.colSpan = 3;
+      rows.push(head);
       const total = totals.get(hub.path);
-      const split = total ? total.by_transport : [];
-      if (!split.length) {
+      for (const s of total ? total.by_transport : []) {
         const tr = document.createElement("tr");
-        cell(tr, hub.path, "mono");
-        cell(tr, "–");
-        cell(tr, "–");
-        cell(tr, String(hub.connections), "num");
-        rows.push(tr);
-      }
-      split.forEach((s, i) => {
-        const tr = document.createElement("tr");
-        cell(tr, i === 0 ? `${hub.path} (${hub.connections})` : "", "mono");
         cell(tr, s.transport);
         cell(tr, s.protocol);
         cell(tr, String(s.connections), "num");
         rows.push(tr);
-      });
+      }
     }
     fill("hubs", rows);
   }

@@ -124,10 +124,8 @@ def test_two_browsers_on_two_nodes_chat(browser: Browser, nodes: list[Any], shot
 
         # who is online: both, on both pages, each with the node that serves it
         for page in (ann, bob):
-            page.wait(
-                "(t => t.includes('bob') && t.includes(%s))"
-                "(document.getElementById('members').innerText)" % json.dumps(name)
-            )
+            members = "document.getElementById('members').innerText"
+            page.wait(f"{members}.includes('bob') && {members}.includes({json.dumps(name)})")
             assert page.text("#member-count") == "2"
             titles = page.evaluate(
                 "[...document.querySelectorAll('#members .node')].map(e => e.title).sort()"
@@ -153,7 +151,7 @@ def test_dashboard_shows_every_live_node_and_updates(
     one, two = nodes
     ids = node_ids(one)
     dash = browser.open("dashboard", f"{one.url}/_hubplane/dashboard#token={TOKEN}")
-    chat = None
+    chats: list[Page] = []
     try:
         dash.wait("Number(document.body.dataset.updates) >= 1", timeout=15)
         # the token left the address bar, and the page lists every live node by its full id
@@ -168,18 +166,30 @@ def test_dashboard_shows_every_live_node_and_updates(
         before = int(dash.evaluate("document.body.dataset.connections"))
         updates = int(dash.evaluate("document.body.dataset.updates"))
 
-        # a client connects (on the other node): the dashboard shows it without a reload
-        chat = open_demo(browser, "carol", two.url + "/?name=carol&room=kitchen")
-        say(chat, "is the dashboard watching?")
+        # clients connect (one on each node): the dashboard shows them without a reload
+        chats.append(open_demo(browser, "carol", two.url + "/?name=carol&room=kitchen"))
         dash.wait(f"document.body.dataset.connections === '{before + 1}'", timeout=10)
+        chats.append(open_demo(browser, "dave", one.url + "/?name=dave&room=kitchen"))
+        dash.wait(f"document.body.dataset.connections === '{before + 2}'", timeout=10)
+        for chat in chats:
+            say(chat, "is the dashboard watching?")
         assert int(dash.evaluate("document.body.dataset.updates")) > updates
-        dash.wait("document.getElementById('groups').innerText.includes('kitchen')", timeout=10)
+        dash.wait(
+            "[...document.querySelectorAll('#groups tbody tr')].some("
+            "r => r.innerText.includes('kitchen') && r.innerText.trim().endsWith('2'))",
+            timeout=10,
+        )
+        for node_id in ids:  # both nodes now hold a client
+            dash.wait(
+                f"document.querySelector('#nodes tr[data-node=\"{node_id}\"] td.num')"
+                ".innerText === '1'"
+            )
         assert "WebSockets" in dash.text("#hubs") and HUB in dash.text("#hubs")
         assert "connected" in dash.text("#nodes")
         # the chart has drawn its two lines
         assert dash.evaluate("document.querySelectorAll('#chart polyline').length") == 2
         dash.screenshot(shots / "dashboard.png", full_page=True)
-        assert dash.errors() == [] and chat.errors() == []
+        assert dash.errors() == [] and all(chat.errors() == [] for chat in chats)
 
         # without the token the page asks for it, and shows the cluster once given
         ask = browser.open("ask", f"{two.url}/_hubplane/dashboard")
@@ -199,5 +209,5 @@ def test_dashboard_shows_every_live_node_and_updates(
             ask.close()
     finally:
         dash.close()
-        if chat is not None:
+        for chat in chats:
             chat.close()
