@@ -8,11 +8,21 @@
 # name are passed to `hubplane serve`. Hub modules are imported from /app: build your own image
 # FROM this one and COPY your package there.
 #
-# Two stages: the first builds a virtual environment with exactly the versions of uv.lock
-# (every dependency from a wheel, so no compiler is needed: --no-build makes sure of it); the
-# second copies only that venv onto a clean slim base and runs as an unprivileged user.
+# Three stages: `web` installs the SignalR browser bundle of the demo page with npm ci from
+# server/static/package-lock.json; `build` builds a virtual environment with exactly the
+# versions of uv.lock (every dependency from a wheel, so no compiler is needed: --no-build
+# makes sure of it), hubplane's wheel carrying the bundle; the last copies only that venv onto
+# a clean slim base and runs as an unprivileged user.
 
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+ARG NODE_IMAGE=node:20.20.2-bookworm-slim
+
+# The demo page's official SignalR browser bundle, installed by npm from its lock; only
+# dist/browser/signalr.min.js (and its package.json) go on to the build stage.
+FROM ${NODE_IMAGE} AS web
+WORKDIR /web
+COPY server/static/package.json server/static/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
 
 FROM ${PYTHON_IMAGE} AS build
 # The same uv as the Makefile's UV_VERSION (tests/deploy/test_dockerfile.py checks).
@@ -30,8 +40,13 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --locked --no-dev --no-build --no-install-project --python /usr/local/bin/python
 COPY backplane ./backplane
 COPY server ./server
+COPY --from=web /web/node_modules/@microsoft/signalr/package.json \
+     ./server/static/node_modules/@microsoft/signalr/
+COPY --from=web /web/node_modules/@microsoft/signalr/dist/browser/signalr.min.js \
+     ./server/static/node_modules/@microsoft/signalr/dist/browser/
 RUN uv sync --locked --no-dev --no-build --no-editable --python /usr/local/bin/python \
- && /opt/hubplane/bin/hubplane --help >/dev/null
+ && /opt/hubplane/bin/hubplane --help >/dev/null \
+ && /opt/hubplane/bin/python -I -c "from server.web import bundle_version; assert bundle_version()"
 
 FROM ${PYTHON_IMAGE} AS runtime
 # A fixed uid/gid so that Kubernetes' runAsUser/runAsNonRoot and file ownership agree with it.

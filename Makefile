@@ -21,9 +21,9 @@ PYTEST_ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: serve test venv node-deps test-tools k8s-tools clean-venv bench lock
+.PHONY: serve test venv node-deps web-deps test-tools k8s-tools clean-venv bench lock
 
-serve: $(STAMP)
+serve: $(STAMP) web-deps
 	$(VENV)/bin/hubplane serve --host $(HOST) --port $(PORT) $(ARGS)
 
 test: test-tools $(STAMP) node-deps k8s-tools
@@ -45,6 +45,12 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 
 node-deps:
 	@scripts/node-deps.sh
+
+# The official SignalR browser bundle for the demo page at / (npm ci from
+# server/static/package-lock.json). Without Node the server still runs; the page says what is missing.
+web-deps:
+	@scripts/node-deps.sh server/static || \
+	  echo "warning: the demo page at / needs the @microsoft/signalr browser bundle: install Node.js 18+ with npm, then run make web-deps" >&2
 
 test-tools:
 	@scripts/check-test-tools.sh

@@ -23,6 +23,9 @@ def new_node_id() -> str:
 class Presence(ABC):
     """Read-only questions about who is connected to one hub."""
 
+    #: The id of the node answering (as ``nodes()`` lists it).
+    node_id: str
+
     @abstractmethod
     async def connections(self) -> list[str]:
         """The ids of every connection of the hub."""
@@ -46,6 +49,10 @@ class Presence(ABC):
     @abstractmethod
     async def count_connections(self) -> int:
         """How many connections the hub has."""
+
+    async def owner_of(self, connection_id: str) -> str | None:
+        """The id of the node a connection is on, if presence knows it."""
+        return None
 
     @abstractmethod
     async def nodes(self) -> list[dict[str, Any]]:
@@ -110,6 +117,10 @@ class MemoryPresence(Presence):
     async def count_connections(self) -> int:
         """How many connections the hub has."""
         return len(self._manager.connections)
+
+    async def owner_of(self, connection_id: str) -> str | None:
+        """This node, for a connection it has."""
+        return self.node_id if connection_id in self._manager.connections else None
 
     async def nodes(self) -> list[dict[str, Any]]:
         """This node only."""

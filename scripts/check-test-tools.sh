@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks (and where possible installs) the programs the test suite needs besides Python:
-# redis-server, nginx, node >= 18 and npm. Exits non-zero with a message naming what to install.
+# redis-server, nginx, chromium, node >= 18 and npm. Exits non-zero with a message naming what to install.
 set -euo pipefail
 
 die() { echo "error: $*" >&2; exit 1; }
@@ -35,6 +35,15 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
 	fi
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] ||
 		die "nginx not found: install it (Debian/Ubuntu: apt-get install nginx-light; macOS: brew install nginx)"
+fi
+
+# --- chromium (Debian's; the browser tests drive it with playwright-core, never a downloaded one)
+if [ -z "${HUBPLANE_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+	if can_apt; then
+		apt_install chromium
+	fi
+	command -v chromium >/dev/null 2>&1 ||
+		die "chromium not found: install it (Debian/Ubuntu: apt-get install chromium) or set HUBPLANE_CHROMIUM to a Chromium executable"
 fi
 
 # --- node >= 18 and npm (the official @microsoft/signalr client runs in Node)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from backplane import HubContext
 
     from .hubs import HubEndpoint
+    from .nodestats import NodeStats
     from .settings import Settings
 
 logger = logging.getLogger("hubplane.admin")
@@ -52,6 +53,11 @@ class AdminSource(Protocol):
 
     def backplane_status(self) -> dict[str, Any]:
         """This node's Redis state and counters."""
+        ...
+
+    @property
+    def node_stats(self) -> NodeStats | None:
+        """This node's figures and the cluster's (set whenever the admin API is on)."""
         ...
 
 
@@ -171,6 +177,21 @@ class AdminApi:
         """``GET /_hubplane/backplane``: this node's Redis state and counters."""
         return self.hubplane.backplane_status()
 
+    def _stats(self) -> NodeStats:
+        stats = self.hubplane.node_stats
+        if stats is None:
+            raise AdminError(404, "no figures are kept on this node")
+        return stats
+
+    async def stats(self, request: Request) -> Any:
+        """``GET /_hubplane/stats``: this node's connections by transport and protocol,
+        messages and rates, largest local groups, backplane."""
+        return self._stats().snapshot()
+
+    async def cluster(self, request: Request) -> Any:
+        """``GET /_hubplane/cluster``: the figures of every live node, and the hubs' totals."""
+        return await self._stats().cluster()
+
     async def not_found(self, request: Request) -> Any:
         """Any other path under the prefix (after authentication, so it reveals nothing)."""
         raise AdminError(404, "no such admin endpoint")
@@ -182,6 +203,8 @@ def admin_routes(hubplane: AdminSource) -> list[BaseRoute]:
     table: list[tuple[str, Handler]] = [
         ("/hubs", api.hubs),
         ("/backplane", api.backplane),
+        ("/stats", api.stats),
+        ("/cluster", api.cluster),
         ("/nodes", api.nodes),
         ("/connections", api.connections),
         # group and user names may hold any character, '/' included (sent as %2F)

@@ -40,6 +40,7 @@ from .lifecycle import LONG_POLL_GRACE as LONG_POLL_GRACE
 from .lifecycle import Lifecycle
 from .metrics import Metrics
 from .negotiate import Negotiator
+from .nodestats import NodeStats
 from .nosticky import Forwarder, NoSticky
 from .registry import ConnectionRegistry
 from .sessions import HttpSessions
@@ -48,6 +49,7 @@ from .tasks import BackgroundTasks
 from .tokens import TokenSigner
 from .transports.http import HttpSession
 from .transports.websockets import WebSocketEndpoint, reject
+from .web import dashboard_routes
 
 logger = logging.getLogger("hubplane.server")
 
@@ -118,6 +120,14 @@ class Hubplane:
             self.handover,
         )
         self.health = Health(self.admission, self.lifecycle, self.redis_node, self.nosticky)
+        # The admin API's figures of this node (and, through Redis, of the cluster).
+        self.node_stats = (
+            NodeStats(self, ttl=max(5.0, settings.presence_timeout))
+            if settings.admin_token
+            else None
+        )
+        if self.node_stats is not None:
+            self.lifecycle.every_second.append(self.node_stats.tick)
         self.negotiator = Negotiator(
             self.endpoints, self.admission, self.registry, settings, self.transports
         )
@@ -242,6 +252,8 @@ class Hubplane:
         routes.extend(self.health.routes())
         if self.metrics is not None:
             routes.append(Route("/metrics", self.metrics.endpoint, methods=["GET"]))
+        if self.settings.dashboard:
+            routes.extend(dashboard_routes())  # before the admin API's catch-all
         if self.settings.admin_token:
             routes.extend(admin_routes(self))
         return routes

@@ -91,9 +91,9 @@ def build_app(settings: Settings) -> Any:
         raise SettingsError(f"--filter: {exc}") from exc
     app = create_app(hubs, settings=settings, authenticate=authenticator, filters=filters)
     if not settings.hubs:
-        from .demo import demo_page
+        from .web import demo_routes
 
-        app.add_route("/", demo_page, methods=["GET"])
+        app.router.routes.extend(demo_routes())
     return app
 
 
@@ -143,7 +143,7 @@ def serve(argv: Sequence[str]) -> int:
     worker = os.environ.get(WORKER_ENV)
     try:
         settings = build_settings(args)
-        logs.install(settings.log_level)
+        logs.install(settings.log_level, settings.log_format)
         if settings.workers > 1:
             check_workers(settings)
         # Import the hubs here even for a supervisor, so a bad --hub fails before any worker.

@@ -1,21 +1,104 @@
-"""The built-in demo hub served when no ``--hub`` is given."""
+"""The built-in demo hub served when no ``--hub`` is given (its page is ``static/demo.*``).
+
+A chat with names, rooms and who is online, answered from the hub's presence, so on a cluster
+it covers every node. A connection's name is kept as a group of its own (``~name:ann``), which
+presence reads back for any connection on any node, as it tells the node a connection is on.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-
-from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from typing import Any
 
 from backplane import Hub, HubException
 
+#: Rooms every page lists, with their member counts.
+DEFAULT_ROOMS = ("lobby", "random", "dev")
+NAME_TAG = "~name:"
+MAX_NAME = 40
+# Who is online lists at most this many members of a room.
+MAX_MEMBERS = 100
+
+
+def _clean(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise HubException(f"{what} must be a non-empty string")
+    text = " ".join(value.split())
+    if len(text) > MAX_NAME or text.startswith("~"):
+        raise HubException(f"{what} must be at most {MAX_NAME} characters, not starting with ~")
+    return text
+
 
 class DemoHub(Hub):
-    """A small chat hub: broadcast, echo, groups and a counter stream."""
+    """A small chat hub: names, rooms, who is online, echo and a counter stream."""
 
     async def on_connected(self) -> None:
         await self.clients.others.send("Joined", self.context.connection_id)
+
+    async def on_disconnected(self, exception: Exception | None) -> None:
+        room = self.context.items.get("room")
+        if isinstance(room, str):
+            me = self.context.connection_id
+            await self._announce(room, leaving=me)
+
+    # -- the page's calls ---------------------------------------------------------------------
+
+    async def enter(self, name: str, room: str) -> dict[str, Any]:
+        """Take a name and move into a room; returns who is there and where this side runs."""
+        name, room = _clean(name, "name"), _clean(room, "room")
+        me = self.context.connection_id
+        items = self.context.items
+        groups = self.groups
+        old_name, old_room = items.get("name"), items.get("room")
+        if old_name != name:
+            if isinstance(old_name, str):
+                await groups.remove(me, NAME_TAG + old_name)
+            await groups.add(me, NAME_TAG + name)
+        items["name"], items["room"] = name, room
+        if old_room != room:
+            if isinstance(old_room, str):
+                await groups.remove(me, old_room)
+            await groups.add(me, room)
+        if isinstance(old_room, str) and old_room != room:
+            await self._announce(old_room)
+        members = await self._announce(room)
+        return {
+            "connectionId": me,
+            "node": self.presence.node_id,
+            "transport": self.context.transport,
+            "name": name,
+            "room": room,
+            "members": members,
+            "rooms": await self.rooms(),
+        }
+
+    async def say(self, text: str) -> None:
+        """Send a line to the caller's room."""
+        if not isinstance(text, str) or not text.strip():
+            return
+        items = self.context.items
+        room = items.get("room")
+        if not isinstance(room, str):
+            raise HubException("enter a room first")
+        line = {
+            "name": items.get("name"),
+            "room": room,
+            "text": text[:2000],
+            "node": self.presence.node_id,
+            "connectionId": self.context.connection_id,
+        }
+        await self.clients.group(room).send("Said", line)
+
+    async def rooms(self) -> list[dict[str, Any]]:
+        """The default rooms and the caller's, with their member counts (whole cluster)."""
+        names = list(DEFAULT_ROOMS)
+        room = self.context.items.get("room")
+        if isinstance(room, str) and room not in names:
+            names.append(room)
+        return [{"room": n, "members": await self._count(n)} for n in names]
+
+    # -- the first demo's calls, kept for scripts and the smoke scenario ----------------------
 
     async def send_message(self, user: str, text: str) -> None:
         """Broadcast a chat line to everyone."""
@@ -41,51 +124,29 @@ class DemoHub(Hub):
             yield i
             await asyncio.sleep(delay)
 
+    # -- presence -----------------------------------------------------------------------------
 
-DEMO_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>hubplane demo</title>
-<style>body{font:15px system-ui,sans-serif;max-width:40em;margin:2em auto}
-#log{border:1px solid #ccc;height:20em;overflow:auto;padding:.5em;white-space:pre-wrap}
-input{width:70%}</style></head>
-<body><h1>hubplane demo hub</h1>
-<p>This page speaks the SignalR JSON hub protocol over a WebSocket to <code>/hubs/demo</code>.
-Open it in two tabs. Official clients (<code>@microsoft/signalr</code>) connect the same way.</p>
-<div id="log"></div>
-<form id="f"><input id="text" placeholder="say something" autocomplete="off">
-<button>Send</button></form>
-<script>
-const RS = "\\x1e";
-const log = (t) => {
-  const l = document.getElementById("log");
-  l.textContent += t + "\\n";
-  l.scrollTop = 1e9;
-};
-const url = location.origin.replace(/^http/, "ws") + "/hubs/demo";
-const ws = new WebSocket(url);
-const me = "guest-" + Math.floor(Math.random() * 1000);
-ws.onopen = () => ws.send(JSON.stringify({ protocol: "json", version: 1 }) + RS);
-ws.onclose = () => log("(disconnected)");
-ws.onmessage = (e) => {
-  for (const part of e.data.split(RS)) {
-    if (!part) continue;
-    const m = JSON.parse(part);
-    if (m.type === undefined) { log("(connected as " + me + ")"); continue; }
-    if (m.type === 6) { ws.send(JSON.stringify({ type: 6 }) + RS); continue; }
-    if (m.type === 1 && m.target === "ReceiveMessage") log(m.arguments[0] + ": " + m.arguments[1]);
-    if (m.type === 1 && m.target === "Joined") log("(someone joined: " + m.arguments[0] + ")");
-    if (m.type === 7) log("(closed by the server" + (m.error ? ": " + m.error : "") + ")");
-  }
-};
-document.getElementById("f").onsubmit = (e) => {
-  e.preventDefault();
-  const input = document.getElementById("text");
-  ws.send(JSON.stringify({ type: 1, target: "SendMessage", arguments: [me, input.value] }) + RS);
-  input.value = "";
-};
-</script></body></html>
-"""
+    async def _count(self, room: str, leaving: str | None = None) -> int:
+        ids = await self.presence.group_members(room)
+        return len([i for i in ids if i != leaving])
 
+    async def _members(self, room: str, leaving: str | None) -> tuple[int, list[dict[str, Any]]]:
+        """How many are in a room, on any node, and the id, name and node of each (at most
+        MAX_MEMBERS of them)."""
+        presence = self.presence
+        ids = sorted(i for i in await presence.group_members(room) if i != leaving)
+        shown = ids[:MAX_MEMBERS]
+        tags = await asyncio.gather(*(presence.groups_of(i) for i in shown))
+        nodes = await asyncio.gather(*(presence.owner_of(i) for i in shown))
+        found = []
+        for connection_id, groups, node in zip(shown, tags, nodes, strict=True):
+            name = next((g[len(NAME_TAG) :] for g in groups if g.startswith(NAME_TAG)), None)
+            found.append({"connectionId": connection_id, "name": name, "node": node})
+        return len(ids), found
 
-async def demo_page(request: Request) -> HTMLResponse:
-    """A page that chats through the demo hub."""
-    return HTMLResponse(DEMO_PAGE)
+    async def _announce(self, room: str, leaving: str | None = None) -> list[dict[str, Any]]:
+        """Tell the room who is in it now, and everyone the room's new size."""
+        count, members = await self._members(room, leaving)
+        await self.clients.group(room).send("Members", room, members)
+        await self.clients.all.send("RoomSize", room, count)
+        return members

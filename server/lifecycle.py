@@ -57,6 +57,8 @@ class Lifecycle:
         self.handover = handover
         self.started = False
         self._ticker: asyncio.Task[None] | None = None
+        # Called about once a second by the ticker (the admin API's figures).
+        self.every_second: list[Callable[[], None]] = []
 
     async def startup(self) -> None:
         """Start lifetime managers, no-sticky forwarding, timers, then the startup hooks."""
@@ -131,6 +133,12 @@ class Lifecycle:
             for handler in handlers:
                 handler.tick(now)
             self.registry.expire(self.disconnect_timeout)
-            if metrics is not None and now >= next_metrics:
+            if now >= next_metrics:
                 next_metrics = now + 1.0
-                metrics.tick()
+                if metrics is not None:
+                    metrics.tick()
+                for callback in self.every_second:
+                    try:
+                        callback()
+                    except Exception:
+                        logger.exception("a once-a-second task failed")

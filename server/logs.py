@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import socket
+from datetime import UTC, datetime
+from typing import Any
 
 # Secret query values: bearer tokens and the connection token used as ``id``.
 _SECRET_QUERY = re.compile(r"((?:[?&]|\b)(?:access_token|id)=)[^&\s\"']+", re.IGNORECASE)
@@ -41,11 +44,57 @@ class ScrubFilter(logging.Filter):
 
 FORMAT = "%(asctime)s %(levelname)s [%(node)s] %(name)s: %(message)s"
 
+# How the connection's records name it (``HubConnection.log_name``), at a message's start.
+_CONNECTION = re.compile(r"^hub (?P<hub>[\w.]+) connection (?P<connection_id>[^\s:]+)")
 
-def install(level: str) -> None:
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line (``--log-format json``).
+
+    Keys: ``time`` (RFC 3339, UTC), ``level``, ``logger``, ``message``, ``node``, and ``hub``,
+    ``connection_id`` and ``exception`` where they apply: given as ``extra=`` or, as every
+    connection's records do, named at the message's start (``hub ChatHub connection abc: ...``).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, tz=UTC)
+            .isoformat(timespec="microseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": message,
+            "node": getattr(record, "node", NODE_ID),
+        }
+        hub = getattr(record, "hub", None)
+        connection_id = getattr(record, "connection_id", None)
+        if hub is None and connection_id is None and message.startswith("hub "):
+            found = _CONNECTION.match(message)
+            if found is not None:
+                hub, connection_id = found["hub"], found["connection_id"]
+        if hub is not None:
+            entry["hub"] = str(hub)
+        if connection_id is not None:
+            entry["connection_id"] = str(connection_id)
+        if record.exc_info:
+            entry["exception"] = scrub(self.formatException(record.exc_info))
+        elif record.exc_text:
+            entry["exception"] = scrub(record.exc_text)
+        if record.stack_info:
+            entry["stack"] = scrub(self.formatStack(record.stack_info))
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def install(level: str, log_format: str = "text") -> None:
     """Configure the root logger and guard every handler the process has with the filter."""
     numeric = logging.DEBUG if level == "trace" else getattr(logging, level.upper(), logging.INFO)
-    logging.basicConfig(level=numeric, format=FORMAT)
+    if log_format == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=numeric, handlers=[handler])
+    else:
+        logging.basicConfig(level=numeric, format=FORMAT)
     guard_handlers()
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from .errors import SettingsError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+LOG_FORMATS = ("text", "json")
 # The transports in the order negotiate lists them (the client's order of preference).
 TRANSPORTS = ("WebSockets", "ServerSentEvents", "LongPolling")
 
@@ -172,6 +173,17 @@ class Settings:
         },
     )
     metrics: bool = field(default=True, metadata={"help": "serve Prometheus metrics at /metrics"})
+    dashboard: bool = field(
+        default=False,
+        metadata={
+            "help": "serve the live cluster dashboard at /_hubplane/dashboard (needs "
+            "--admin-token: the page asks for it and calls the admin API)"
+        },
+    )
+    log_format: str = field(
+        default="text",
+        metadata={"help": "text, or json: one JSON object per line (for log shippers)"},
+    )
 
     def validate(self) -> Settings:
         """Check every value; raise SettingsError naming the first bad one."""
@@ -226,6 +238,11 @@ class Settings:
                 "--workers > 1 needs the Redis backplane: set --redis-url or REDIS_URL, "
                 "otherwise each worker would be a separate hub"
             )
+        if self.dashboard and not self.admin_token:
+            raise SettingsError("--dashboard needs --admin-token (the page calls the admin API)")
+        if self.log_format.lower() not in LOG_FORMATS:
+            raise SettingsError(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
+        self.log_format = self.log_format.lower()
         self.transports = canonical_transports(self.transports)
         self.cors_origins = canonical_origins(self.cors_origins)
         for path, spec in self.hubs.items():

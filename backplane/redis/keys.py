@@ -10,6 +10,8 @@ Keys (``docs/redis-protocol.md``; ``B`` = prefix + hub wire name, ``N`` = node i
 - ``<prefix>hubplane:owner:C``: the node owning connection C in the no-sticky mode (a STRING)
 - ``<prefix>hubplane:resume:{T}``: HASH id, hub, user, node of a stateful connection whose
   token hashes to T (where a node finds a connection its client comes back to)
+- ``<prefix>hubplane:stats:N``: STRING, node N's figures for the admin API's cluster view
+  (JSON, rewritten every second while the admin API is on, expiring by itself)
 
 The scripts build some of these keys themselves (from ARGV): a change of layout changes
 both the builders below and the scripts. Pub/sub channels are not keys: see ``wire.Channels``,
@@ -59,6 +61,11 @@ def resume_key(prefix: bytes, token: str) -> bytes:
     """
     digest = hashlib.sha256(token.encode()).hexdigest()[:32].encode()
     return prefix + b"hubplane:resume:{" + digest + b"}"
+
+
+def node_stats_key(prefix: bytes, node_id: str) -> bytes:
+    """The STRING of a node's latest figures (admin API; it expires by itself)."""
+    return prefix + b"hubplane:stats:" + node_id.encode()
 
 
 class PresenceKeys:

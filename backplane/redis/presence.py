@@ -23,6 +23,7 @@ class RedisPresence(Presence):
     def __init__(self, node: ClusterNode, keys: PresenceKeys) -> None:
         self._node = node
         self._keys = keys
+        self.node_id = node.node_id
 
     async def _query(self, *args: Any) -> Any:
         return await self._node.bus.query(*args)

@@ -114,6 +114,20 @@ def final(stages: list[Stage]) -> Stage:
     return stages[-1]
 
 
+def build_stage(stages: list[Stage]) -> Stage:
+    """The stage that builds the venv (named ``build``)."""
+    found = [stage for stage in stages if stage.name == "build"]
+    assert len(found) == 1, "name the stage that builds the venv 'build'"
+    return found[0]
+
+
+def web_stage(stages: list[Stage]) -> Stage:
+    """The stage that installs the SignalR browser bundle with npm (named ``web``)."""
+    found = [stage for stage in stages if stage.name == "web"]
+    assert len(found) == 1, "name the stage that installs the browser bundle 'web'"
+    return found[0]
+
+
 def test_hadolint_passes(tools: Tools) -> None:
     result = run([tools.hadolint, "--failure-threshold", "style", str(DOCKERFILE)])
     assert result.returncode == 0, result.stdout + result.stderr
@@ -131,6 +145,11 @@ def test_hadolint_catches_a_bad_dockerfile(tools: Tools, tmp_path: Path) -> None
 
 def test_slim_python_311_base(stages: list[Stage]) -> None:
     for stage in stages:
+        if stage.name == "web":  # npm only; nothing of it but the bundle reaches the image
+            assert re.fullmatch(
+                r"node:\d+\.\d+\.\d+-\w+-slim(@sha256:[0-9a-f]{64})?", stage.base
+            ), stage.base
+            continue
         assert re.fullmatch(
             r"python:3\.11(\.\d+)?-slim(-\w+)?(@sha256:[0-9a-f]{64})?", stage.base
         ), stage.base
@@ -180,8 +199,7 @@ def test_healthcheck_uses_the_cli(final: Stage) -> None:
 def test_final_stage_copies_only_the_venv_from_the_build_stage(
     stages: list[Stage], final: Stage
 ) -> None:
-    build = stages[0]
-    assert build.name, "name the build stage"
+    build = build_stage(stages)
     copies = final.all("COPY")
     assert copies, "the final stage copies the venv"
     for copy in copies:
@@ -202,13 +220,13 @@ def test_no_build_tools_in_the_final_stage(final: Stage) -> None:
 
 def test_build_stage_needs_no_compiler(stages: list[Stage]) -> None:
     # every dependency from a wheel: uv's --no-build refuses to build a source distribution
-    installs = [r for r in stages[0].all("RUN") if "uv sync" in r]
+    installs = [r for r in build_stage(stages).all("RUN") if "uv sync" in r]
     assert installs and all("--no-build" in r for r in installs), installs
 
 
 def test_build_stage_installs_from_the_lock(stages: list[Stage]) -> None:
     """Every package of the image comes from uv.lock, with the uv the Makefile pins."""
-    build = stages[0]
+    build = build_stage(stages)
     copies = [copy.split()[:-1] for copy in build.all("COPY")]
     assert any("uv.lock" in sources for sources in copies), copies
     runs = build.all("RUN")
@@ -232,9 +250,41 @@ def test_dockerignore_lets_in_what_the_build_copies(stages: list[Stage]) -> None
     ]
     assert patterns[0] == "*", "an allowlist: everything is excluded, then let in"
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
-    for copy in stages[0].all("COPY"):
-        sources = copy.split()[:-1]
-        for source in sources:
-            assert source.rstrip("/") in allowed, f"COPY {source} is excluded by .dockerignore"
-            assert (REPO_ROOT / source).exists(), source
+    excluded = {p.rstrip("/") for p in patterns[1:] if not p.startswith("!")}
+
+    def let_in(source: str) -> bool:
+        parts = Path(source.rstrip("/")).parts
+        prefixes = {"/".join(parts[: i + 1]) for i in range(len(parts))}
+        return bool(prefixes & allowed) and not prefixes & excluded
+
+    for stage in stages:
+        for copy in stage.all("COPY"):
+            if copy.startswith("--from="):
+                continue
+            for source in copy.split()[:-1]:
+                assert let_in(source), f"COPY {source} is excluded by .dockerignore"
+                assert (REPO_ROOT / source).exists(), source
     assert {"pyproject.toml", "uv.lock", "README.md", "backplane", "server"} <= allowed
+    # the bundle comes from npm ci in the web stage, never from a local node_modules
+    assert not let_in("server/static/node_modules/@microsoft/signalr")
+
+
+def test_web_stage_installs_the_browser_bundle_from_the_lock(stages: list[Stage]) -> None:
+    """The demo page's SignalR bundle: npm ci from server/static's lock, only it copied on."""
+    web = web_stage(stages)
+    assert stages.index(web) < stages.index(build_stage(stages))
+    copies = [copy.split() for copy in web.all("COPY")]
+    assert copies == [["server/static/package.json", "server/static/package-lock.json", "./"]], (
+        copies
+    )
+    runs = web.all("RUN")
+    assert runs and all(r.startswith("npm ci") for r in runs), runs
+    assert not any("npm install" in r for r in runs)
+    from_web = [c for c in build_stage(stages).all("COPY") if c.startswith("--from=web ")]
+    sources = sorted(c.split()[1] for c in from_web)
+    assert sources == [
+        "/web/node_modules/@microsoft/signalr/dist/browser/signalr.min.js",
+        "/web/node_modules/@microsoft/signalr/package.json",
+    ], sources
+    # the venv is checked for the bundle once it is installed
+    assert any("bundle_version()" in r for r in build_stage(stages).all("RUN"))

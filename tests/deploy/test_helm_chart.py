@@ -110,6 +110,7 @@ def test_environment(rendered: tuple[Doc, list[Doc]]) -> None:
     assert env["HUBPLANE_HOST"] == "0.0.0.0"
     assert env["HUBPLANE_PORT"] == "8000"
     assert env["HUBPLANE_WORKERS"] == str(values.get("workers", 1))
+    assert env["HUBPLANE_LOG_FORMAT"] == values.get("logFormat", "json")
     hubs = values.get("hubs")
     if hubs:
         assert env["HUBPLANE_HUBS"] == ",".join(f"{h['path']}={h['hub']}" for h in hubs)
@@ -258,6 +259,7 @@ def test_grace_period_follows_the_values(render_chart: Callable[..., list[Doc]])
         (["--set", "replicaCuont=2"], "replicaCuont"),
         (["--set", "ingress.cookieAfinity=true"], "cookieAfinity"),
         (["--set", "logLevel=loud"], "logLevel"),
+        (["--set", "logFormat=yaml"], "logFormat"),
         (["--set", "drainTimeout=0"], "drainTimeout"),
         (["--set", "redis.url=http://redis:6379"], "url"),
         (["--set", "hubs[0].path=/hubs/chat,hubs[0].hub=nocolon"], "hub"),

@@ -50,6 +50,7 @@ def test_base_reads_redis_from_the_documented_secret(
     assert ref["key"] in secret["stringData"]
     assert deployment["spec"]["replicas"] >= 2
     assert m.env_of(docs, m.container(deployment))["HUBPLANE_LOG_LEVEL"] == "info"
+    assert m.env_of(docs, m.container(deployment))["HUBPLANE_LOG_FORMAT"] == "json"
 
 
 def test_dev_overlay(render_kustomize: Callable[[Path], list[Doc]]) -> None:
@@ -58,6 +59,7 @@ def test_dev_overlay(render_kustomize: Callable[[Path], list[Doc]]) -> None:
     assert deployment["spec"]["replicas"] == 1
     env = m.env_of(docs, m.container(deployment))
     assert env["HUBPLANE_LOG_LEVEL"] == "debug"
+    assert env["HUBPLANE_LOG_FORMAT"] == "text"
     namespace = m.one(docs, "Namespace")["metadata"]["name"]
     assert all(
         d["metadata"].get("namespace") == namespace for d in docs if d["kind"] != "Namespace"

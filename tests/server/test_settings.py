@@ -131,8 +131,13 @@ async def test_demo_page_is_served_only_for_the_demo_hub() -> None:
     demo = build_app(settings_from_cli([], environ={}))
     async with serve_app(demo) as host, httpx.AsyncClient(base_url=f"http://{host}") as http:
         page = await http.get("/")
-        assert page.status_code == 200 and "/hubs/demo" in page.text
-        assert "SendMessage" in page.text
+        assert page.status_code == 200 and 'data-hub="/hubs/demo"' in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        # the official browser client, then the page's script, which calls the hub
+        assert '<script src="/demo/signalr.min.js">' in page.text
+        script = await http.get("/demo/demo.js")
+        assert script.status_code == 200 and "HubConnectionBuilder" in script.text
+        assert script.headers["content-type"].startswith("text/javascript")
     hubs = build_app(settings_from_cli(["--hub", "/hubs/x=server.demo:DemoHub"], environ={}))
     async with serve_app(hubs) as host, httpx.AsyncClient(base_url=f"http://{host}") as http:
         assert (await http.get("/")).status_code == 404
