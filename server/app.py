@@ -17,7 +17,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from backplane import Hub, HubConnectionHandler, HubContext
 from backplane.filters import FilterSpec
@@ -42,6 +42,7 @@ from .metrics import Metrics
 from .negotiate import Negotiator
 from .nosticky import Forwarder, NoSticky
 from .registry import ConnectionRegistry
+from .rest.api import RestApi
 from .sessions import HttpSessions
 from .settings import Settings, canonical_origins, canonical_transports
 from .tasks import BackgroundTasks
@@ -102,6 +103,8 @@ class Hubplane:
             else None
         )
         self.metrics = Metrics(self) if settings.metrics else None
+        # Azure SignalR Service's REST API under /api (--rest-access-key).
+        self.rest = RestApi.create(self.endpoints, settings) if settings.rest_access_key else None
         self.lifecycle = Lifecycle(
             self.handlers(),
             self.admission,
@@ -241,6 +244,8 @@ class Hubplane:
             routes.append(Route("/metrics", self.metrics.endpoint, methods=["GET"]))
         if self.settings.admin_token:
             routes.extend(admin_routes(self))
+        if self.rest is not None:
+            routes.append(Mount("/api", app=self.rest))
         return routes
 
 
