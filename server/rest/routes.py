@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import NamedTuple
 
-from . import closing, existence, membership, sends
+from . import closing, existence, membership, sends, usergroups
 from .call import Call
 from .errors import RestError
 from .request import Reply
@@ -39,6 +39,15 @@ VERSIONED: list[Route] = [
     Route(("users", "{user}"), {"HEAD": existence.user_exists}),
     Route(("users", "{user}", ":send"), {"POST": sends.send_user}),
     Route(("users", "{user}", ":closeconnections"), {"POST": closing.close_user}),
+    Route(("users", "{user}", "groups"), {"DELETE": usergroups.remove_user_from_all}),
+    Route(
+        ("users", "{user}", "groups", "{group}"),
+        {
+            "PUT": usergroups.add_user,
+            "DELETE": usergroups.remove_user,
+            "HEAD": usergroups.user_in_group,
+        },
+    ),
     Route(("groups", "{group}"), {"HEAD": existence.group_exists}),
     Route(("groups", "{group}", ":send"), {"POST": sends.send_group}),
     Route(("groups", "{group}", ":closeconnections"), {"POST": closing.close_group}),
