@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import NamedTuple
 
-from . import closing, existence, membership, sends, usergroups
+from . import closing, existence, invoke, listing, membership, sends, usergroups
 from .call import Call
 from .errors import RestError
 from .request import Reply
@@ -51,6 +51,7 @@ VERSIONED: list[Route] = [
     Route(("groups", "{group}"), {"HEAD": existence.group_exists}),
     Route(("groups", "{group}", ":send"), {"POST": sends.send_group}),
     Route(("groups", "{group}", ":closeconnections"), {"POST": closing.close_group}),
+    Route(("groups", "{group}", "connections"), {"GET": listing.group_connections}, LATEST),
     Route(
         ("groups", "{group}", "connections", "{connection}"),
         {"PUT": membership.add_to_group, "DELETE": membership.remove_from_group},
@@ -60,6 +61,7 @@ VERSIONED: list[Route] = [
         {"HEAD": existence.connection_exists, "DELETE": closing.close_connection},
     ),
     Route(("connections", "{connection}", ":send"), {"POST": sends.send_connection}),
+    Route(("connections", "{connection}", ":invoke"), {"POST": invoke.invoke}, LATEST),
     Route(("connections", "{connection}", "groups"), {"DELETE": membership.remove_from_all_groups}),
 ]
 

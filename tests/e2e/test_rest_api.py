@@ -168,6 +168,8 @@ def test_api_version_and_paths(rest: list[Rest]) -> None:
     unknown = r.request("POST", ":send", version="2019-01-01", body=body)
     assert unknown.status_code == 400 and "unsupported api-version" in unknown.json()["error"]
     assert r.request("POST", ":send", version="2024-12-01", body=body).status_code == 202
+    old = r.request("GET", "groups/g/connections", version="2022-06-01")
+    assert old.status_code == 400 and "2024-12-01" in old.json()["error"]
     nohub = Rest(r.port, hub="nohub")
     try:
         gone = nohub.request("POST", ":send", body=body)

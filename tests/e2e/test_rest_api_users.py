@@ -1,4 +1,5 @@
-"""The REST API's user groups on two nodes sharing one Redis, with official JS clients."""
+"""The REST API's user groups, group listing and ``:invoke`` on two nodes sharing one Redis,
+with official JS clients (and a raw one that never answers) connected to both."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.cluster_hubs import HUB_PATH
-from tests.e2e.rest_client import Rest, name
+from tests.e2e.raw import RawClient
+from tests.e2e.rest_client import Rest, name, token
 from tests.e2e.test_cluster import Puppet, Puppets, expect_delivery, start_nodes, unique
 from tests.e2e.test_rest_api import REST_ARGS
 
@@ -90,3 +93,69 @@ def test_user_groups_follow_the_user_to_later_connections_on_any_node(
     group_gets(r0, now_only, [], everyone)
     group_gets(r0, brief, [], everyone)
     assert r0.request("PUT", f"{users}/x", params={"ttl": "soon"}).status_code == 400
+
+
+def test_listing_a_group_spread_over_two_nodes_page_by_page(
+    nodes: list[Any], puppets: Puppets, rest: list[Rest]
+) -> None:
+    url = [n.hub_url(HUB_PATH) for n in nodes]
+    g = unique("g")
+    clients = [
+        puppets.connect(url[i % 2], name=f"m{i}", user=f"user{i}" if i % 3 else None, groups=[g])
+        for i in range(5)
+    ]
+    r = rest[0]
+    response = r.request(
+        "GET", f"groups/{name(g)}/connections", version="2024-12-01", params={"maxpagesize": "2"}
+    )
+    seen: list[dict[str, Any]] = []
+    pages = 0
+    with httpx.Client(base_url=f"http://127.0.0.1:{nodes[1].port}", trust_env=False) as other:
+        while True:
+            assert response.status_code == 200, response.text
+            page = response.json()
+            assert 1 <= len(page["value"]) <= 2
+            seen.extend(page["value"])
+            pages += 1
+            link = page["nextLink"]
+            if not link:
+                break
+            # Follow the link on the other node, with a token for its path.
+            auth = "Bearer " + token("http://127.0.0.1" + httpx.URL(link).path)
+            response = other.get(link, headers={"authorization": auth})
+    assert pages == 3
+    assert sorted(v["connectionId"] for v in seen) == sorted(p.id for p in clients)
+    assert {v["connectionId"]: v["userId"] for v in seen} == {p.id: p.user for p in clients}
+    empty = r.request("GET", f"groups/{unique('none')}/connections", version="2024-12-01")
+    assert empty.json() == {"value": [], "nextLink": None}
+    old = r.request("GET", f"groups/{name(g)}/connections", version="2022-06-01")
+    assert old.status_code == 400 and "2024-12-01" in old.json()["error"]
+
+
+def test_invoke_a_client_on_the_other_node(
+    nodes: list[Any], puppets: Puppets, rest: list[Rest]
+) -> None:
+    answers = {"Compute": {"answer": 42}, "Fail": {"$error": "boom"}}
+    client = puppets.connect(nodes[1].hub_url(HUB_PATH), name="asked", answers=answers)
+    r = rest[0]
+    path = f"connections/{client.id}/:invoke"
+
+    def invoke(target: str, rest_path: str = path) -> httpx.Response:
+        body = {"Target": target, "Arguments": [1, "x"]}
+        return r.request("POST", rest_path, version="2024-12-01", body=body)
+
+    ok = invoke("Compute")
+    assert (ok.status_code, ok.json()) == (200, {"answer": 42})
+    failed = invoke("Fail")
+    assert failed.status_code == 400 and "boom" in failed.json()["error"]
+    assert invoke("Compute", "connections/nobody/:invoke").status_code == 404
+    with RawClient(nodes[1].ws_url(HUB_PATH)) as silent:
+        silent.handshake()
+        silent.invoke("Whoami")
+        silent_id = silent.completion()["result"]["connectionId"]
+        started = time.monotonic()
+        late = invoke("Compute", f"connections/{silent_id}/:invoke")
+        assert late.status_code == 504, late.text
+        assert 1.5 < time.monotonic() - started < 6
+    old = r.request("POST", path, version="2022-06-01", body={"target": "Compute"})
+    assert old.status_code == 400

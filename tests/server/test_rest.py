@@ -4,6 +4,7 @@ settings, hub names, the pure helpers, names with any character, user groups, li
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -125,3 +126,118 @@ async def test_without_a_key_there_is_no_api() -> None:
     async with serve_app(app) as address:
         async with httpx.AsyncClient(base_url=f"http://{address}", trust_env=False) as http:
             assert (await http.head("/api/health")).status_code == 404
+
+
+async def test_names_with_any_character_and_user_groups() -> None:
+    user, group = "ann/o'neil ü", "room #1/ä"
+    async with one_node() as node:
+        ws1, c1 = await node.client(user)
+        enc_user, enc_group = quote(user, safe=""), quote(group, safe="")
+        assert (await node.call("HEAD", f"users/{enc_user}")).status_code == 200
+        # ttl=0: the current connection only
+        r = await node.call("PUT", f"users/{enc_user}/groups/{enc_group}", params={"ttl": "0"})
+        assert r.status_code == 200
+        assert (await node.call("HEAD", f"users/{enc_user}/groups/{enc_group}")).status_code == 200
+        ws2, c2 = await node.client(user)
+        r = await node.call("GET", f"groups/{enc_group}/connections")
+        assert [v["connectionId"] for v in r.json()["value"]] == [c1]
+        # with a ttl, later connections join too, until it passes
+        r = await node.call("PUT", f"users/{enc_user}/groups/{enc_group}", params={"ttl": "1"})
+        assert r.status_code == 200
+        ws3, c3 = await node.client(user)
+        r = await node.call("GET", f"groups/{enc_group}/connections")
+        assert {v["connectionId"] for v in r.json()["value"]} == {c1, c2, c3}
+        assert {v["userId"] for v in r.json()["value"]} == {user}
+        await asyncio.sleep(1.1)
+        ws4, c4 = await node.client(user)
+        r = await node.call("GET", f"groups/{enc_group}/connections")
+        assert c4 not in {v["connectionId"] for v in r.json()["value"]}
+        # a send reaches the members
+        body = {"target": "Hi", "arguments": [group]}
+        assert (await node.call("POST", f"groups/{enc_group}/:send", json=body)).status_code == 202
+        for ws in (ws1, ws2, ws3):
+            assert (await recv_json(ws))[0]["arguments"] == [group]
+        # no ttl: a year; then removal: 204, and the connections leave
+        assert (await node.call("PUT", f"users/{enc_user}/groups/{enc_group}")).status_code == 200
+        assert (
+            await node.call("DELETE", f"users/{enc_user}/groups/{enc_group}")
+        ).status_code == 204
+        assert (await node.call("HEAD", f"users/{enc_user}/groups/{enc_group}")).status_code == 404
+        assert (await node.call("HEAD", f"groups/{enc_group}")).status_code == 404
+        assert (
+            await node.call("PUT", f"users/{enc_user}/groups/x", params={"ttl": "-1"})
+        ).status_code == 400
+        assert (
+            await node.call("PUT", f"users/{enc_user}/groups/x", params={"ttl": "1.5"})
+        ).status_code == 400
+        assert (await node.call("PUT", f"users/{enc_user}/groups/x")).status_code == 200
+        assert (await node.call("DELETE", f"users/{enc_user}/groups")).status_code == 204
+        assert (await node.call("HEAD", f"users/{enc_user}/groups/x")).status_code == 404
+        for ws in (ws1, ws2, ws3, ws4):
+            await ws.close()
+
+
+async def test_listing_pages_through_a_group() -> None:
+    async with one_node() as node:
+        clients = [await node.client(f"u{i}") for i in range(5)]
+        for _, cid in clients:
+            assert (await node.call("PUT", f"groups/g/connections/{cid}")).status_code == 200
+        seen: list[dict[str, Any]] = []
+        r = await node.call("GET", "groups/g/connections", params={"maxpagesize": "2"})
+        pages = 0
+        while True:
+            assert r.status_code == 200, r.text
+            page = r.json()
+            assert len(page["value"]) <= 2
+            seen.extend(page["value"])
+            pages += 1
+            if not page["nextLink"]:
+                break
+            link = httpx.URL(page["nextLink"])
+            token = jwt.encode(
+                {"aud": f"http://127.0.0.1{link.path}", "exp": time.time() + 60},
+                KEY,
+                algorithm="HS256",
+            )
+            r = await node.http.get(page["nextLink"], headers={"authorization": "Bearer " + token})
+        assert pages == 3
+        assert sorted(v["connectionId"] for v in seen) == sorted(cid for _, cid in clients)
+        assert {v["userId"] for v in seen} == {f"u{i}" for i in range(5)}
+        bad = await node.call("GET", "groups/g/connections", params={"maxpagesize": "0"})
+        assert bad.status_code == 400
+        bad = await node.call("GET", "groups/g/connections", params={"continuationToken": "%%%"})
+        assert bad.status_code == 400
+        for ws, _ in clients:
+            await ws.close()
+
+
+async def test_invoke_answers_with_the_client_result() -> None:
+    async with one_node(client_result_timeout=1.0) as node:
+        ws, cid = await node.client()
+
+        async def answer(result: Any = None, error: str | None = None) -> None:
+            [invocation] = await recv_json(ws)
+            assert invocation["target"] == "Ask" and invocation["arguments"] == [1, "two"]
+            reply: dict[str, Any] = {"type": 3, "invocationId": invocation["invocationId"]}
+            reply.update({"error": error} if error else {"result": result})
+            await ws.send(orjson.dumps(reply).decode() + "\x1e")
+
+        body = {"Target": "Ask", "Arguments": [1, "two"]}
+        answering = asyncio.ensure_future(answer({"sum": 3}))
+        r = await node.call("POST", f"connections/{cid}/:invoke", json=body)
+        await answering
+        assert (r.status_code, r.json()) == (200, {"sum": 3})
+        answering = asyncio.ensure_future(answer(error="no such handler"))
+        r = await node.call("POST", f"connections/{cid}/:invoke", json=body)
+        await answering
+        assert r.status_code == 400 and "no such handler" in r.json()["error"]
+        r = await node.call("POST", "connections/nobody/:invoke", json=body)
+        assert r.status_code == 404
+        r = await node.call("POST", f"connections/{cid}/:invoke", json=body)  # never answered
+        assert r.status_code == 504
+        await recv_json(ws)  # the unanswered invocation
+        old = await node.call("POST", f"connections/{cid}/:invoke", version="2022-06-01", json=body)
+        assert old.status_code == 400
+        # still serving
+        assert (await node.call("HEAD", f"connections/{cid}")).status_code == 200
+        await ws.close()
