@@ -216,3 +216,21 @@ async def test_redis_presence_checks(cluster: RedisCluster) -> None:
     assert await presence.has_group_members("room")
     assert not await presence.has_group_members("empty")
     assert await presence.users_of(["a", "b", "zz"]) == ["ann", None, None]
+
+
+async def test_bytes_given_per_protocol_reach_clients_unchanged(cluster: RedisCluster) -> None:
+    """Serialize-once for REST bodies: the given framed bytes are what a client of that
+    protocol gets, on the publishing node and across Redis (spacing and key order kept)."""
+    h1, h2 = await cluster.add_node(), await cluster.add_node()
+    local = await cluster.connect(h1, "local")
+    remote = await cluster.connect(h2, "remote")
+    text = b'{ "arguments" : [ 1 ,2 ], "type":1, "target":"Odd"  }\x1e'
+    await h1.lifetime.deliver(TO_ALL, "", SerializedMessage(None, {"json": text}))
+    for client in (local, remote):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2
+        raw = b""
+        while text not in raw and loop.time() < deadline:
+            raw += client.conn.outbound.take()
+            await asyncio.sleep(0.01)
+        assert text in raw, raw
