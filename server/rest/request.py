@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote, unquote_plus
 
 from .errors import RestError
 
@@ -43,7 +43,7 @@ class Reply:
 class RestRequest:
     """A REST call: method, the raw path and its decoded segments, query, headers, body."""
 
-    __slots__ = ("scope", "method", "raw_path", "segments", "_query", "headers", "body")
+    __slots__ = ("scope", "method", "raw_path", "path", "segments", "_query", "headers", "body")
 
     def __init__(self, scope: MutableMapping[str, Any]) -> None:
         self.scope = scope
@@ -56,7 +56,12 @@ class RestRequest:
         if root and path.startswith(root):
             path = path[len(root) :]
         try:
-            self.segments = [unquote(s.decode("ascii"), errors="strict") for s in path.split(b"/")]
+            #: The whole path as the caller sent it, percent-decoded (a token's audience).
+            self.path = unquote(self.raw_path.decode("ascii"), errors="strict")
+            self.segments = [
+                unquote(s, errors="strict") if "%" in s else s
+                for s in path.decode("ascii").split("/")
+            ]
         except (UnicodeDecodeError, UnicodeEncodeError):
             raise RestError(400, "the path is not valid percent-encoded UTF-8") from None
         if self.segments and self.segments[0] == "":
@@ -100,7 +105,13 @@ class RestRequest:
         if query is None:
             query = {}
             text = self.scope.get("query_string", b"").decode("latin-1")
-            for key, value in parse_qsl(text, keep_blank_values=True, errors="replace"):
+            for pair in text.split("&"):
+                if not pair:
+                    continue
+                key, _, value = pair.partition("=")
+                if "%" in pair or "+" in pair:
+                    key = unquote_plus(key, errors="replace")
+                    value = unquote_plus(value, errors="replace")
                 query.setdefault(key.lower(), []).append(value)
             self._query = query
         return query

@@ -20,6 +20,7 @@ from starlette.requests import HTTPConnection
 from backplane import Hub
 from server.app import create_app
 from server.errors import SettingsError
+from server.rest import hs256
 from server.rest.auth import normalize_audience
 from server.rest.errors import RestError
 from server.rest.routes import VERSIONED, match
@@ -65,6 +66,29 @@ def test_audiences_are_normalized() -> None:
     )
     assert normalize_audience("http://[::1]:80/api") == "http://::1/api"
     assert normalize_audience("not a url") is None
+
+
+def test_hs256_verification_agrees_with_pyjwt() -> None:
+    claims = {"aud": "http://h/api", "exp": 2_000_000_000, "n": "ü"}
+    good = jwt.encode(claims, KEY, algorithm="HS256")
+    assert hs256.verify(good, KEY.encode()) == claims
+    head, body, signature = good.split(".")
+    other = jwt.encode({**claims, "n": "x"}, KEY, algorithm="HS256").split(".")[1]
+    refused = {
+        f"{head}.{other}.{signature}": "signature",  # payload swapped
+        f"{head}.{body}.{signature[:-2]}AA": "signature",
+        jwt.encode(claims, "another key of at least 32 bytes!", algorithm="HS256"): "signature",
+        jwt.encode(claims, None, algorithm="none"): "HS256",
+        jwt.encode(claims, KEY * 2, algorithm="HS512"): "HS256",
+        "abc": "not a JWT",
+        f"{head}.{body}": "not a JWT",
+        f"{head}.{body}!.{signature}": "not a JWT",
+        f"e30.{body}.{signature}": "HS256",  # header {}
+        f"bm90IGpzb24.{body}.{signature}": "header is not JSON",
+    }
+    for token, reason in refused.items():
+        with pytest.raises(hs256.TokenError, match=reason):
+            hs256.verify(token, KEY.encode())
 
 
 def test_routes_match_names_and_refuse_empty_ones() -> None:
