@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .usergroups import UserGroupStore
 
 # Whom ``deliver`` and ``close_connections`` address (``name`` names the group, the user or
-# the connection; it is ignored for ``TO_ALL``).
+# the connection; it is ignored for ``TO_ALL``). The words are those of the Redis channels.
 TO_ALL = "all"
 TO_GROUP = "group"
 TO_USER = "user"

@@ -18,7 +18,6 @@ from ..lifetime.base import (
     TO_ALL,
     TO_CONNECTION,
     TO_GROUP,
-    TO_USER,
     ClientConnection,
     HubLifetimeManager,
     SerializedMessage,
@@ -332,22 +331,11 @@ class RedisLifetimeManager(HubLifetimeManager):
         exclude: Collection[str] | None = None,
     ) -> None:
         """Send a message whose bytes may be cached per protocol (a REST body's) as they are."""
-        ch = self.channels
-        if kind == TO_CONNECTION:
-            connection = self.connections.get(name)
-            if connection is not None:
-                connection.write_serialized(message)
-            else:
-                self._publish(ch.connection(name), message)
-            return
-        if kind == TO_ALL:
-            self._publish(ch.all, message, exclude)
-        elif kind == TO_GROUP or kind == TO_USER:
-            exclude = exclude if kind == TO_GROUP else None
-            self._publish(ch.group(name) if kind == TO_GROUP else ch.user(name), message, exclude)
-        else:
-            raise ValueError(f"unknown audience {kind!r}")
+        if kind != TO_ALL and kind != TO_GROUP:
+            exclude = None  # as on the wire: only broadcasts and groups leave connections out
         targets = self.registry.audience(kind, name)
+        if kind != TO_CONNECTION or not targets:
+            self._publish(self.channels.audience(kind, name), message, exclude)
         if targets:
             write_many(targets, message, exclude)
 

@@ -147,6 +147,11 @@ class Channels:
         """Where invocations for a user go (nodes with the user's connections subscribe)."""
         return self.base + b":user:" + user_id.encode()
 
+    def audience(self, kind: str, name: str) -> bytes:
+        """The channel of ``all``, or of ``group``/``user``/``connection`` ``name`` (the words
+        of ``lifetime.base.TO_*``)."""
+        return self.all if kind == "all" else self.base + b":%s:%s" % (kind.encode(), name.encode())
+
     def ack(self, server: str) -> bytes:
         """Where group-command acks for ``server`` go."""
         return self.base + b":internal:ack:" + server.encode()

@@ -61,6 +61,14 @@ def test_control_close_round_trip_and_old_readers() -> None:
         wire.read_control_close(b"\x94\x01\xa1c\xc0\x05")  # excluded is not an array
 
 
+def test_audience_channels_are_the_channels_of_each_proxy() -> None:
+    ch = wire.Channels("App.Hub", b"p:")
+    assert ch.audience(TO_ALL, "") == ch.all
+    assert ch.audience(TO_GROUP, "g") == ch.group("g")
+    assert ch.audience(TO_USER, "ü") == ch.user("ü")
+    assert ch.audience(TO_CONNECTION, "c1") == ch.connection("c1")
+
+
 def test_user_group_keys_share_one_nonempty_hash_tag() -> None:
     def tag(key: bytes) -> bytes:
         start = key.index(b"{")
