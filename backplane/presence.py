@@ -10,7 +10,7 @@ import socket
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
@@ -61,10 +61,30 @@ class Presence(ABC):
         Times are seconds since the Unix epoch.
         """
 
+    async def has_connection(self, connection_id: str) -> bool:
+        """True when the connection exists (on any node)."""
+        return connection_id in await self.connections()
+
+    async def has_group_members(self, group: str) -> bool:
+        """True when ``group`` has at least one connection."""
+        return bool(await self.group_members(group))
+
+    async def users_of(self, connection_ids: Sequence[str]) -> list[str | None]:
+        """The user of each connection, in order (None: anonymous, or unknown)."""
+        return [None] * len(connection_ids)
+
+
+class _Identified(Protocol):
+    @property
+    def id(self) -> str: ...
+
 
 class _Grouped(Protocol):
     @property
     def groups(self) -> AbstractSet[str]: ...
+
+    @property
+    def user(self) -> _Identified | None: ...
 
 
 class LocalTables(Protocol):
@@ -121,6 +141,24 @@ class MemoryPresence(Presence):
     async def owner_of(self, connection_id: str) -> str | None:
         """This node, for a connection it has."""
         return self.node_id if connection_id in self._manager.connections else None
+
+    async def has_connection(self, connection_id: str) -> bool:
+        """True when the connection is on this node."""
+        return connection_id in self._manager.connections
+
+    async def has_group_members(self, group: str) -> bool:
+        """True when ``group`` has at least one connection."""
+        return bool(self._manager.groups.get(group))
+
+    async def users_of(self, connection_ids: Sequence[str]) -> list[str | None]:
+        """The user of each connection, in order (None: anonymous, or unknown)."""
+        connections = self._manager.connections
+        out: list[str | None] = []
+        for cid in connection_ids:
+            connection = connections.get(cid)
+            user = connection.user if connection is not None else None
+            out.append(user.id if user is not None else None)
+        return out
 
     async def nodes(self) -> list[dict[str, Any]]:
         """This node only."""

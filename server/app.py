@@ -17,7 +17,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from backplane import Hub, HubConnectionHandler, HubContext
 from backplane.filters import FilterSpec
@@ -43,6 +43,7 @@ from .negotiate import Negotiator
 from .nodestats import NodeStats
 from .nosticky import Forwarder, NoSticky
 from .registry import ConnectionRegistry
+from .rest.api import RestApi
 from .sessions import HttpSessions
 from .settings import Settings, canonical_origins, canonical_transports
 from .tasks import BackgroundTasks
@@ -107,6 +108,8 @@ class Hubplane:
             else None
         )
         self.metrics = Metrics(self) if settings.metrics else None
+        # Azure SignalR Service's REST API under /api (--rest-access-key).
+        self.rest = RestApi.create(self.endpoints, settings) if settings.rest_access_key else None
         self.lifecycle = Lifecycle(
             self.handlers(),
             self.admission,
@@ -256,6 +259,8 @@ class Hubplane:
             routes.extend(dashboard_routes())  # before the admin API's catch-all
         if self.settings.admin_token:
             routes.extend(admin_routes(self))
+        if self.rest is not None:
+            routes.append(Mount("/api", app=self.rest))
         return routes
 
 
@@ -301,13 +306,14 @@ class WebSocketGate:
 
 
 class HubplaneApp(Starlette):
-    """A Starlette app whose hub WebSockets skip the HTTP middleware stack.
+    """A Starlette app whose hub WebSockets (and REST calls) skip the HTTP middleware stack.
 
     Every WebSocket frame the server sends passes through the ``send`` callable, and
     Starlette's exception middleware wraps it in a Python function per call; hub sockets
     need none of that, so they go straight to the transport (measured: about a fifth of
-    the server's CPU time in an echo benchmark). Once the app has middleware of its own,
-    hub WebSockets go through it like every other request.
+    the server's CPU time in an echo benchmark). REST calls under ``/api/`` skip the router
+    and the middleware the same way. Once the app has middleware of its own, both go through
+    it like every other request.
     """
 
     def __init__(self, hubplane: Hubplane, **kwargs: Any) -> None:
@@ -316,6 +322,10 @@ class HubplaneApp(Starlette):
         origins = hubplane.cors_origins
         self._cors = CorsLayer(super().__call__, origins) if origins else None
         self._websockets: dict[str, Any] = {}
+        # The REST API, reached straight as well (it answers every error itself), unless a
+        # hub's own paths are under /api.
+        under_api = any(p == "/api" or p.startswith("/api/") for p in hubplane.endpoints)
+        self._rest = None if under_api else hubplane.rest
         for route in self.router.routes:
             if isinstance(route, WebSocketRoute):
                 self._websockets[route.path] = route.app
@@ -331,6 +341,16 @@ class HubplaneApp(Starlette):
                 scope["app"] = self
                 await endpoint(scope, receive, send)
                 return
+        if (
+            self._rest is not None
+            and scope["type"] == "http"
+            and not self.user_middleware
+            and scope["path"].startswith("/api/")
+            and not scope.get("root_path")
+        ):
+            scope["app"] = self
+            await self._rest(scope, receive, send)
+            return
         if self._cors is not None and scope["type"] == "http":
             await self._cors(scope, receive, send)
             return

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 LOG_FORMATS = ("text", "json")
 # The transports in the order negotiate lists them (the client's order of preference).
 TRANSPORTS = ("WebSockets", "ServerSentEvents", "LongPolling")
+# The shortest REST access key accepted (HS256 wants a key of 32 bytes or more).
+REST_KEY_MIN = 32
 
 
 @dataclass
@@ -184,6 +187,21 @@ class Settings:
         default="text",
         metadata={"help": "text, or json: one JSON object per line (for log shippers)"},
     )
+    rest_access_key: str | None = field(
+        default=None,
+        metadata={
+            "help": "serve the REST API of Azure SignalR Service under /api, for bearer tokens "
+            "signed (HS256) with this key, at least 32 characters (off when unset)"
+        },
+    )
+    rest_trusted_proxies: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "addresses or networks (comma separated, or *) of proxies whose "
+            "X-Forwarded-Host and X-Forwarded-Proto count when the REST API checks a "
+            "token's audience; none by default"
+        },
+    )
 
     def validate(self) -> Settings:
         """Check every value; raise SettingsError naming the first bad one."""
@@ -245,6 +263,12 @@ class Settings:
         self.log_format = self.log_format.lower()
         self.transports = canonical_transports(self.transports)
         self.cors_origins = canonical_origins(self.cors_origins)
+        if self.rest_access_key is not None and len(self.rest_access_key) < REST_KEY_MIN:
+            raise SettingsError(
+                f"--rest-access-key must be at least {REST_KEY_MIN} characters "
+                "(an Azure SignalR access key has 44)"
+            )
+        self.rest_trusted_proxies = canonical_proxies(self.rest_trusted_proxies)
         for path, spec in self.hubs.items():
             if not path.startswith("/"):
                 raise SettingsError(f"hub path {path!r} must start with '/'")
@@ -286,6 +310,26 @@ def canonical_origins(origins: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(result))
 
 
+def canonical_proxies(proxies: Sequence[str]) -> tuple[str, ...]:
+    """Trusted proxy addresses as networks (``10.0.0.1`` -> ``10.0.0.1/32``), or ``*``."""
+    result = []
+    for raw in proxies:
+        text = raw.strip()
+        if not text:
+            continue
+        if text == "*":
+            result.append(text)
+            continue
+        try:
+            result.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise SettingsError(
+                f"--rest-trusted-proxies: {raw!r} is not an address or a network "
+                "like 10.0.0.0/8 (or *)"
+            ) from None
+    return tuple(dict.fromkeys(result))
+
+
 def flag(name: str) -> str:
     """The CLI flag of a setting."""
     return "--" + name.replace("_", "-")
@@ -318,7 +362,7 @@ def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
             return dict(parse_hub_spec(part) for part in raw.split(",") if part.strip())
         if f.name in ("protocols", "redis_payload_protocols"):
             return tuple(p.strip().lower() for p in raw.split(",") if p.strip())
-        if f.name in ("transports", "cors_origins", "filters"):
+        if f.name in ("transports", "cors_origins", "filters", "rest_trusted_proxies"):
             return tuple(p.strip() for p in raw.split(",") if p.strip())
         if kind == "bool":
             low = raw.strip().lower()

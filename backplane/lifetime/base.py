@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, MutableMapping
+from collections.abc import Callable, Collection, Mapping, MutableMapping
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..protocol.messages import CompletionMessage, HubMessage
+from ..protocol.messages import CompletionMessage, HubMessage, InvocationMessage
 
 if TYPE_CHECKING:
     from ..presence import Presence
     from ..protocol import HubProtocol
+    from .usergroups import UserGroupStore
+
+# Whom ``deliver`` and ``close_connections`` address (``name`` names the group, the user or
+# the connection; it is ignored for ``TO_ALL``). The words are those of the Redis channels.
+TO_ALL = "all"
+TO_GROUP = "group"
+TO_USER = "user"
+TO_CONNECTION = "connection"
 
 
 class SerializedMessage:
@@ -114,6 +122,10 @@ class ClientConnection(Protocol):
         """End the connection from the server side."""
         ...
 
+    def close(self, error: str | None = None, allow_reconnect: bool = False) -> None:
+        """Send a Close message carrying ``error`` and end the connection."""
+        ...
+
     def add_group(self, group: str) -> None:
         """Note that the connection joined ``group``."""
         ...
@@ -137,6 +149,8 @@ class HubLifetimeManager(ABC):
     presence: Presence
     #: Seconds ``invoke()`` waits for a client result by default (``--client-result-timeout``).
     client_result_timeout: float | None = 30.0
+    #: The groups users are in (their later connections join them too), or None.
+    user_groups: UserGroupStore | None = None
 
     @abstractmethod
     async def on_connected(self, connection: ClientConnection) -> None:
@@ -202,6 +216,57 @@ class HubLifetimeManager(ABC):
     async def abort_user(self, user_id: str) -> None:
         """Disconnect every connection of a user wherever it is connected."""
 
+    async def deliver(
+        self,
+        kind: str,
+        name: str,
+        message: SerializedMessage,
+        exclude: Collection[str] | None = None,
+    ) -> None:
+        """Send a message whose bytes may be ready (per protocol) to ``kind``/``name``.
+
+        ``exclude`` applies to ``TO_ALL`` and ``TO_GROUP``. The managers send the cached
+        bytes as they are; this default decodes the message and uses the send methods.
+        """
+        decoded = message.decoded()
+        if not isinstance(decoded, InvocationMessage):
+            raise TypeError("only an invocation can be delivered")
+        target, args = decoded.target, decoded.arguments
+        if kind == TO_ALL:
+            await self.send_all(target, args, exclude)
+        elif kind == TO_GROUP:
+            await self.send_group(name, target, args, exclude)
+        elif kind == TO_USER:
+            await self.send_user(name, target, args)
+        elif kind == TO_CONNECTION:
+            await self.send_connection(name, target, args)
+        else:
+            raise ValueError(f"unknown audience {kind!r}")
+
+    async def close_connections(
+        self,
+        kind: str,
+        name: str,
+        reason: str | None = None,
+        exclude: Collection[str] | None = None,
+    ) -> None:
+        """Close the connections ``kind``/``name`` addresses, wherever they are connected.
+
+        Each gets a Close message carrying ``reason`` that does not allow a reconnect. This
+        default aborts through presence and drops the reason; the managers override it.
+        """
+        if kind == TO_CONNECTION:
+            ids = [name]
+        elif kind == TO_USER:
+            ids = await self.presence.user_connections(name)
+        elif kind == TO_GROUP:
+            ids = await self.presence.group_members(name)
+        else:
+            ids = await self.presence.connections()
+        for cid in ids:
+            if not exclude or cid not in exclude:
+                await self.abort_connection(cid)
+
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Start background work (connections to other nodes). Default: nothing."""
 
@@ -210,7 +275,7 @@ class HubLifetimeManager(ABC):
 
 
 def write_many(
-    targets: dict[str, ClientConnection],
+    targets: Mapping[str, ClientConnection],
     message: SerializedMessage,
     exclude: Collection[str] | None,
 ) -> None:
@@ -223,6 +288,22 @@ def write_many(
     else:
         for connection in list(targets.values()):
             connection.write_serialized(message)
+
+
+def close_many(
+    targets: Mapping[str, ClientConnection] | None,
+    reason: str | None,
+    exclude: Collection[str] | None,
+) -> None:
+    """Close every target except those in ``exclude``: a Close carrying ``reason`` (without
+    one: an abort), allowing no reconnect."""
+    for cid, connection in list(targets.items()) if targets else ():
+        if exclude and cid in exclude:
+            continue
+        if reason is None:
+            connection.abort()
+        else:
+            connection.close(reason, False)
 
 
 # The error text a Completion carries when the client's connection ended first (as .NET's).

@@ -7,9 +7,18 @@ from typing import Any
 
 from ..presence import MemoryPresence
 from ..protocol.messages import InvocationMessage
-from .base import ClientConnection, HubLifetimeManager, SerializedMessage, write_many
+from .base import (
+    TO_ALL,
+    TO_GROUP,
+    ClientConnection,
+    HubLifetimeManager,
+    SerializedMessage,
+    close_many,
+    write_many,
+)
 from .registry import ConnectionRegistry
 from .results import ClientResults, not_found
+from .usergroups import MemoryUserGroups, join_user_groups
 
 
 class MemoryLifetimeManager(HubLifetimeManager):
@@ -23,12 +32,20 @@ class MemoryLifetimeManager(HubLifetimeManager):
         self.users = registry.users
         self.presence = MemoryPresence(registry)
         self.client_results = ClientResults()
+        self.user_groups = MemoryUserGroups()
 
     # -- membership -------------------------------------------------------------------------
 
     async def on_connected(self, connection: ClientConnection) -> None:
-        """Register a connection that completed its handshake."""
+        """Register a connection that completed its handshake; it joins its user's groups."""
         self.registry.add(connection)
+        user = connection.user
+        await join_user_groups(
+            self.user_groups, connection, user.id if user is not None else None, self._join
+        )
+
+    async def _join(self, connection: ClientConnection, group: str) -> None:
+        self.registry.join(connection, group)
 
     async def on_disconnected(self, connection: ClientConnection) -> None:
         """Forget a connection, its groups and its user membership."""
@@ -66,7 +83,29 @@ class MemoryLifetimeManager(HubLifetimeManager):
         for connection in list(self.users.get(user_id, {}).values()):
             connection.abort()
 
+    async def close_connections(
+        self,
+        kind: str,
+        name: str,
+        reason: str | None = None,
+        exclude: Collection[str] | None = None,
+    ) -> None:
+        """Close the addressed connections with a Close carrying ``reason`` (no reconnect)."""
+        close_many(self.registry.audience(kind, name), reason, exclude)
+
     # -- fan-out ----------------------------------------------------------------------------
+
+    async def deliver(
+        self,
+        kind: str,
+        name: str,
+        message: SerializedMessage,
+        exclude: Collection[str] | None = None,
+    ) -> None:
+        """Send a message with its bytes cached per protocol to ``kind``/``name``."""
+        targets = self.registry.audience(kind, name)
+        if targets:
+            write_many(targets, message, exclude if kind in (TO_ALL, TO_GROUP) else None)
 
     @staticmethod
     def _message(method: str, args: list[Any]) -> SerializedMessage:

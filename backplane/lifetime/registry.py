@@ -9,9 +9,10 @@ with its subscriptions.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import NamedTuple
 
-from .base import ClientConnection
+from .base import TO_ALL, TO_CONNECTION, TO_GROUP, TO_USER, ClientConnection
 
 
 class Change(enum.IntEnum):
@@ -97,6 +98,19 @@ class ConnectionRegistry:
             return Change.MEMBER
         del self.groups[group]
         return Change.GROUP
+
+    def audience(self, kind: str, name: str) -> Mapping[str, ClientConnection] | None:
+        """The local connections ``kind``/``name`` addresses (``TO_ALL``, ``TO_GROUP``...)."""
+        if kind == TO_ALL:
+            return self.connections
+        if kind == TO_GROUP:
+            return self.groups.get(name)
+        if kind == TO_USER:
+            return self.users.get(name)
+        if kind == TO_CONNECTION:
+            connection = self.connections.get(name)
+            return {name: connection} if connection is not None else None
+        raise ValueError(f"unknown audience {kind!r}")
 
     def _drop_member(self, group: str, cid: str) -> bool:
         """Take ``cid`` out of ``group``'s members; True when that emptied the group."""

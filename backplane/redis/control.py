@@ -1,10 +1,13 @@
-"""The hub's control channel: aborts of connections and users wherever they are connected."""
+"""The hub's control channel: closes of connections, users, groups and the whole hub,
+wherever the connections are."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
+from ..lifetime.base import TO_ALL, TO_CONNECTION, TO_GROUP, TO_USER, close_many
 from . import wire
 
 if TYPE_CHECKING:
@@ -13,9 +16,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("hubplane.redis")
 
+# The control kind of each audience, and back.
+_KINDS = {
+    TO_CONNECTION: wire.CONTROL_ABORT_CONNECTION,
+    TO_USER: wire.CONTROL_ABORT_USER,
+    TO_GROUP: wire.CONTROL_CLOSE_GROUP,
+    TO_ALL: wire.CONTROL_CLOSE_ALL,
+}
+_AUDIENCES = {kind: audience for audience, kind in _KINDS.items()}
+
 
 class ControlChannel:
-    """Aborts one hub's local connections, and tells the other nodes to abort theirs."""
+    """Closes one hub's local connections, and tells the other nodes to close theirs."""
 
     def __init__(self, bus: RedisBus, channels: wire.Channels, registry: ConnectionRegistry):
         self.bus = bus
@@ -40,18 +52,32 @@ class ControlChannel:
             self.channels.control, wire.write_control(wire.CONTROL_ABORT_USER, user_id)
         )
 
+    def close(
+        self, audience: str, name: str, reason: str | None, exclude: Collection[str] | None
+    ) -> None:
+        """Close the addressed connections here, with a Close carrying ``reason`` that allows
+        no reconnect, and ask every other node to close theirs (a local connection is not
+        announced: it is nowhere else)."""
+        local = audience == TO_CONNECTION and name in self.registry.connections
+        self._close_local(audience, name, reason, exclude)
+        if local:
+            return
+        message = wire.ControlClose(_KINDS[audience], name, reason, tuple(exclude or ()))
+        self.bus.publish(self.channels.control, wire.write_control_close(message))
+
+    def _close_local(
+        self, audience: str, name: str, reason: str | None, exclude: Collection[str] | None
+    ) -> None:
+        close_many(self.registry.audience(audience, name), reason, exclude)
+
     def on_message(self, channel: bytes, data: bytes) -> None:
-        """Another node asks for an abort: abort what of it is ours."""
+        """Another node asks for a close: close what of it is ours."""
         try:
-            kind, target = wire.read_control(data)
+            message = wire.read_control_close(data)
         except wire.WireError as exc:
             logger.warning("dropping a malformed control message from Redis: %s", exc)
             return
-        registry = self.registry
-        if kind == wire.CONTROL_ABORT_CONNECTION:
-            connection = registry.connections.get(target)
-            if connection is not None:
-                connection.abort()
-        elif kind == wire.CONTROL_ABORT_USER:
-            for connection in list(registry.users.get(target, {}).values()):
-                connection.abort()
+        audience = _AUDIENCES.get(message.kind)
+        if audience is None:
+            return  # a kind of a newer node
+        self._close_local(audience, message.target, message.reason, message.excluded)

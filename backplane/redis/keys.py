@@ -12,6 +12,9 @@ Keys (``docs/redis-protocol.md``; ``B`` = prefix + hub wire name, ``N`` = node i
   token hashes to T (where a node finds a connection its client comes back to)
 - ``<prefix>hubplane:stats:N``: STRING, node N's figures for the admin API's cluster view
   (JSON, rewritten every second while the admin API is on, expiring by itself)
+- ``B:hubplane:user-groups:{user:U}:added`` / ``...:expires``: ZSETs of the groups of user U
+  (the REST API's user groups), scored by when each was added (µs) and when it expires (ms,
+  Redis time); both in one hash slot, touched only by the ``USER_GROUPS_*`` scripts
 
 The scripts build some of these keys themselves (from ARGV): a change of layout changes
 both the builders below and the scripts. Pub/sub channels are not keys: see ``wire.Channels``,
@@ -66,6 +69,17 @@ def resume_key(prefix: bytes, token: str) -> bytes:
 def node_stats_key(prefix: bytes, node_id: str) -> bytes:
     """The STRING of a node's latest figures (admin API; it expires by itself)."""
     return prefix + b"hubplane:stats:" + node_id.encode()
+
+
+def user_groups_keys(base: bytes, user: str) -> tuple[bytes, bytes]:
+    """The two ZSETs of a user's groups (by time added, by expiry), in one hash slot.
+
+    The hash tag ``{user:U}`` comes before anything that tells the two apart, so whatever
+    braces the prefix or the user id hold, the first tag of both names is the same, and it
+    is never empty.
+    """
+    stem = base + b":hubplane:user-groups:{user:" + user.encode() + b"}"
+    return stem + b":added", stem + b":expires"
 
 
 class PresenceKeys:
@@ -241,3 +255,82 @@ if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then
 end
 return 0
 """
+
+
+# -- user groups (the REST API's): KEYS[1] the ZSET by time added (µs), KEYS[2] by expiry (ms)
+
+# Redis's clock in ms (``now``) and µs (``now_us``), and the groups whose record is live.
+_USER_GROUPS_NOW = """
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = math.floor(now_us / 1000)
+local function live()
+  local out = {}
+  for _, g in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    local e = redis.call('ZSCORE', KEYS[2], g)
+    if e and tonumber(e) > now then out[#out + 1] = g end
+  end
+  return out
+end
+"""
+
+# Add (or renew) a record and keep the latest ARGV[3] of them. ARGV: group, ttl (ms), max.
+# Expired records go first; both keys expire with the last record.
+USER_GROUPS_ADD = (
+    _USER_GROUPS_NOW
+    + """
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+if #gone > 0 then
+  redis.call('ZREM', KEYS[1], unpack(gone))
+  redis.call('ZREM', KEYS[2], unpack(gone))
+end
+redis.call('ZADD', KEYS[1], now_us, ARGV[1])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+local n = redis.call('ZCARD', KEYS[1])
+local max = tonumber(ARGV[3])
+if n > max then
+  local old = redis.call('ZRANGE', KEYS[1], 0, n - max - 1)
+  redis.call('ZREM', KEYS[1], unpack(old))
+  redis.call('ZREM', KEYS[2], unpack(old))
+end
+local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], last[2])
+redis.call('PEXPIREAT', KEYS[2], last[2])
+return n
+"""
+)
+
+# The groups of the live records, oldest added first.
+USER_GROUPS_LIST = _USER_GROUPS_NOW + "\nreturn live()\n"
+
+# 1 when the record of ARGV[1] is live, else 0.
+USER_GROUPS_CONTAINS = (
+    _USER_GROUPS_NOW
+    + """
+local e = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if e and tonumber(e) > now then return 1 end
+return 0
+"""
+)
+
+# Drop the record of ARGV[1]; 1 when it was live.
+USER_GROUPS_REMOVE = (
+    _USER_GROUPS_NOW
+    + """
+local e = redis.call('ZSCORE', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if e and tonumber(e) > now then return 1 end
+return 0
+"""
+)
+
+# Drop every record; the groups of those that were live.
+USER_GROUPS_CLEAR = (
+    _USER_GROUPS_NOW
+    + """
+local out = live()
+redis.call('DEL', KEYS[1], KEYS[2])
+return out
+"""
+)

@@ -14,9 +14,18 @@ import time
 from collections.abc import Awaitable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..lifetime.base import ClientConnection, HubLifetimeManager, SerializedMessage, write_many
+from ..lifetime.base import (
+    TO_ALL,
+    TO_CONNECTION,
+    TO_GROUP,
+    ClientConnection,
+    HubLifetimeManager,
+    SerializedMessage,
+    write_many,
+)
 from ..lifetime.registry import Change, ConnectionRegistry
 from ..lifetime.results import ClientResults
+from ..lifetime.usergroups import join_user_groups
 from ..protocol import HubProtocol, get_protocol
 from ..protocol.messages import InvocationMessage
 from . import wire
@@ -27,6 +36,7 @@ from .groups import GroupCommands
 from .keys import PresenceKeys
 from .presence import RedisPresence
 from .results import RemoteResults
+from .usergroups import RedisUserGroups
 
 if TYPE_CHECKING:
     from .base import ClusterNode
@@ -78,6 +88,7 @@ class RedisLifetimeManager(HubLifetimeManager):
             node, self.channels, self.presence, self.client_results, self._payloads
         )
         self.control = ControlChannel(self.bus, self.channels, registry)
+        self.user_groups = RedisUserGroups(self.bus, self.channels.base)
         # Exactly once over Redis: numbers on what is published, checks on what is heard.
         self.sequence = node.published
         self.received = node.received
@@ -135,6 +146,10 @@ class RedisLifetimeManager(HubLifetimeManager):
         if first_of_user and user is not None:
             waits.append(self.bus.subscribe(self.channels.user(user.id), self._on_user))
         await asyncio.gather(*waits)
+        # After the presence entry (queued above), so a REST call adding the user to a group
+        # either lists this connection or has written the record this reads.
+        uid = user.id if user is not None else None
+        await join_user_groups(self.user_groups, connection, uid, self._add_local)
 
     async def on_disconnected(self, connection: ClientConnection) -> None:
         """Forget a local connection, its groups and its user; drop unneeded subscriptions."""
@@ -207,6 +222,16 @@ class RedisLifetimeManager(HubLifetimeManager):
     async def abort_user(self, user_id: str) -> None:
         """Disconnect every connection of a user, on every node."""
         self.control.abort_user(user_id)
+
+    async def close_connections(
+        self,
+        kind: str,
+        name: str,
+        reason: str | None = None,
+        exclude: Collection[str] | None = None,
+    ) -> None:
+        """Close the addressed connections on every node, with ``reason`` (no reconnect)."""
+        self.control.close(kind, name, reason, exclude)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -297,6 +322,22 @@ class RedisLifetimeManager(HubLifetimeManager):
             conns = self.users.get(uid)
             if conns:
                 write_many(conns, message, None)
+
+    async def deliver(
+        self,
+        kind: str,
+        name: str,
+        message: SerializedMessage,
+        exclude: Collection[str] | None = None,
+    ) -> None:
+        """Send a message whose bytes may be cached per protocol (a REST body's) as they are."""
+        if kind != TO_ALL and kind != TO_GROUP:
+            exclude = None  # as on the wire: only broadcasts and groups leave connections out
+        targets = self.registry.audience(kind, name)
+        if kind != TO_CONNECTION or not targets:
+            self._publish(self.channels.audience(kind, name), message, exclude)
+        if targets:
+            write_many(targets, message, exclude)
 
     # -- receiving ---------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -52,6 +53,30 @@ class RedisPresence(Presence):
     async def count_connections(self) -> int:
         """How many connections the hub has."""
         return int(await self._query("HLEN", self._keys.conns))
+
+    async def has_connection(self, connection_id: str) -> bool:
+        """True when presence lists the connection (on any node)."""
+        return bool(await self._query("HEXISTS", self._keys.conns, connection_id))
+
+    async def has_group_members(self, group: str) -> bool:
+        """True when ``group`` has at least one connection."""
+        return int(await self._query("SCARD", self._keys.group(group))) > 0
+
+    async def users_of(self, connection_ids: Sequence[str]) -> list[str | None]:
+        """The user of each connection, in order (None: anonymous, or unknown)."""
+        if not connection_ids:
+            return []
+        out: list[str | None] = []
+        for raw in await self._query("HMGET", self._keys.conns, *connection_ids):
+            user = None
+            if raw is not None:
+                try:
+                    record = msgpack.unpackb(raw, raw=False)
+                    user = record[1] if isinstance(record[1], str) else None
+                except Exception:
+                    user = None
+            out.append(user)
+        return out
 
     async def owner_of(self, connection_id: str) -> str | None:
         """The node that owns a connection, if presence knows it."""

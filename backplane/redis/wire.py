@@ -21,6 +21,8 @@ GROUP_REMOVE = 2
 # Kinds of message on our own control channel ``{P}:hubplane:control``.
 CONTROL_ABORT_CONNECTION = 1
 CONTROL_ABORT_USER = 2
+CONTROL_CLOSE_GROUP = 3  # every member of a group
+CONTROL_CLOSE_ALL = 4  # every connection of the hub
 
 _INT32_MAX = 2**31 - 1
 
@@ -144,6 +146,11 @@ class Channels:
     def user(self, user_id: str) -> bytes:
         """Where invocations for a user go (nodes with the user's connections subscribe)."""
         return self.base + b":user:" + user_id.encode()
+
+    def audience(self, kind: str, name: str) -> bytes:
+        """The channel of ``all``, or of ``group``/``user``/``connection`` ``name`` (the words
+        of ``lifetime.base.TO_*``)."""
+        return self.all if kind == "all" else self.base + b":%s:%s" % (kind.encode(), name.encode())
 
     def ack(self, server: str) -> bytes:
         """Where group-command acks for ``server`` go."""
@@ -355,3 +362,45 @@ def read_control(data: bytes) -> tuple[int, str]:
     """Decode a control message."""
     items = _unpack_array(data, 2, "Control")
     return _int(items[0], "Control", "the kind"), _str(items[1], "Control", "the target")
+
+
+class ControlClose:
+    """A control message with its optional elements: the Close reason and the exclusions."""
+
+    __slots__ = ("kind", "target", "reason", "excluded")
+
+    def __init__(
+        self, kind: int, target: str, reason: str | None = None, excluded: Collection[str] = ()
+    ) -> None:
+        self.kind = kind
+        self.target = target
+        self.reason = reason
+        self.excluded = excluded
+
+    def __repr__(self) -> str:
+        return (
+            f"ControlClose({self.kind}, {self.target!r}, reason={self.reason!r}, "
+            f"excluded={list(self.excluded)!r})"
+        )
+
+
+def write_control_close(close: ControlClose) -> bytes:
+    """``[kind, target, reason or nil, [excluded ids]]``: close with a reason (element 2),
+    leaving some connections alone (element 3). Older readers take the first two only."""
+    return _pack([close.kind, close.target, close.reason, list(close.excluded)])
+
+
+def read_control_close(data: bytes) -> ControlClose:
+    """Decode a control message, its optional elements included (absent: no reason, none
+    excluded)."""
+    kind = "Control"
+    items = _unpack_array(data, 2, kind, needed=4)
+    reason = _opt_str(items[2], kind, "the reason") if len(items) > 2 else None
+    excluded: list[str] = []
+    if len(items) > 3 and items[3] is not None:
+        if not isinstance(items[3], list):
+            raise WireError("Control: the excluded ids must be an array")
+        excluded = [_str(x, kind, "an excluded id") for x in items[3]]
+    return ControlClose(
+        _int(items[0], kind, "the kind"), _str(items[1], kind, "the target"), reason, excluded
+    )

@@ -32,6 +32,10 @@ class FakeConnection:
     def abort(self) -> None:
         self.aborted = True
 
+    def close(self, error: str | None = None, allow_reconnect: bool = False) -> None:
+        self.aborted = True
+        self.close_error = error
+
     def add_group(self, group: str) -> None:
         self.groups = {*self.groups, group}
 
