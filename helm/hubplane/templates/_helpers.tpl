@@ -93,7 +93,8 @@ app.kubernetes.io/component: redis
 {{- define "hubplane.secret.needed" -}}
 {{- $redis := and (not .Values.redis.existingSecret) (include "hubplane.redis.chartUrl" .) }}
 {{- $token := and (not .Values.tokenSecret.existingSecret) .Values.tokenSecret.value }}
-{{- if or $redis $token }}true{{ end }}
+{{- $rest := and (not .Values.restAccessKey.existingSecret) .Values.restAccessKey.value }}
+{{- if or $redis $token $rest }}true{{ end }}
 {{- end }}
 
 {{/*
