@@ -266,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     extra = tuple(shlex.split(args.node_args))
     today = datetime.date.today().isoformat()
-    out: Path = args.out or HERE / "results" / f"{today}-faults{'-quick' if quick else ''}"
+    # Absolute: nginx resolves its paths from its own prefix, not from here.
+    out: Path = (
+        args.out or HERE / "results" / f"{today}-faults{'-quick' if quick else ''}"
+    ).resolve()
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
     logs.mkdir(exist_ok=True)

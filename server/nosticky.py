@@ -50,6 +50,9 @@ OWNER_TTL = 24 * 3600  # seconds; the owner marks the key ENDED when the connect
 ENDED = "\x00ended"
 POST_TIMEOUT = 30.0
 REDIS_UNREACHABLE = b"Redis is unreachable"
+# How long a request finding no owner record waits for its owner to write it again (a Redis
+# restart lost it; the owner rewrites it on reconnecting).
+RECLAIM_WAIT = 2.0
 MAX_FORWARDED_BODY = 4 * 1024 * 1024
 
 
@@ -148,6 +151,12 @@ class Forwarder:
         try:
             data = msgpack.packb([request_id, self.node.node_id, token, method, body])
             receivers = await self.bus.publish_counted(channel, data)
+            deadline = loop.time() + RECLAIM_WAIT
+            while receivers == 0 and not self.node.is_dead(owner) and loop.time() < deadline:
+                # Nobody got it, so it may go again: a live owner whose subscriber is still
+                # coming back after a Redis restart listens again within moments.
+                await asyncio.sleep(0.1)
+                receivers = await self.bus.publish_counted(channel, data)
             if receivers == 0:
                 return 404, "text/plain", b"No Connection with that ID"
             self.forwarded += 1
@@ -286,6 +295,16 @@ class NoSticky:
             owned = [r.connection_id for r in self.registry.records.values() if r.owned]
             self.forwarder.reclaim(owned)
 
+    @staticmethod
+    async def _owner_after_reclaim(forwarder: Forwarder, cid: str) -> str | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECLAIM_WAIT
+        owner = None
+        while owner is None and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+            owner = await forwarder.owner(cid)
+        return owner
+
     def record_elsewhere(self, token: str) -> bool:
         """True when no connection of ``token`` runs here (its requests need Redis)."""
         record = self.registry.get(token)
@@ -336,6 +355,10 @@ class NoSticky:
         me = forwarder.node.node_id
         try:
             owner = await forwarder.owner(cid)
+            if owner is None and not start:
+                # A Redis that restarted empty lost the owner records; each owner writes its
+                # own again as soon as it reconnects: give it that moment before a 404.
+                owner = await self._owner_after_reclaim(forwarder, cid)
             if owner is None:
                 if not (start and fresh):
                     return 400 if fresh else 404
