@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from ..lifetime.base import ClientConnection
     from . import wire
     from .bus import RedisBus
+    from .durable import DurableRecorder
+    from .history import WatchedChannels
     from .keys import PresenceKeys
     from .sequence import PublishSequence, ReceiveSequence
 
@@ -84,6 +86,16 @@ class ClusterNode(Protocol):
     @property
     def received(self) -> ReceiveSequence:
         """Duplicate and gap checks on what this node hears."""
+        ...
+
+    @property
+    def history(self) -> WatchedChannels:
+        """The watched channels, where publishing keeps history."""
+        ...
+
+    @property
+    def durable(self) -> DurableRecorder | None:
+        """The records of durable connections (``--durable-resume``), or None."""
         ...
 
     async def start(self) -> None:

@@ -9,7 +9,15 @@ Keys (``docs/redis-protocol.md``; ``B`` = prefix + hub wire name, ``N`` = node i
 - ``B:hubplane:groups-of:C``: SET of the groups of connection C
 - ``<prefix>hubplane:owner:C``: the node owning connection C in the no-sticky mode (a STRING)
 - ``<prefix>hubplane:resume:{T}``: HASH id, hub, user, node of a stateful connection whose
-  token hashes to T (where a node finds a connection its client comes back to)
+  token hashes to T (where a node finds a connection its client comes back to); with
+  ``--durable-resume`` also durable, at, protocol, sent, trimmed, acked, groups and
+  ``since:<channel>``
+- ``<prefix>hubplane:resume:{T}:log``: ZSET of a durable connection's unacknowledged messages,
+  scored by their number; ``...:pos``: HASH ``<channel>\0<publisher>`` -> the last number
+  delivered (``docs/design/durable-resume.md``)
+- ``<prefix>hubplane:watched``: ZSET of the channels with a durable member, scored by when the
+  watch expires (ms, Redis time); ``<prefix>hubplane:hist:{<channel>}``: STREAM of what was
+  published on a watched channel lately (field ``m``: the invocation as published)
 
 The scripts build some of these keys themselves (from ARGV): a change of layout changes
 both the builders below and the scripts. Pub/sub channels are not keys: see ``wire.Channels``,
@@ -18,6 +26,8 @@ except two of the node's own, named here because a script counts the first one's
 - ``<prefix>hubplane:node:N``: node N subscribes to it for its whole life (nothing is
   published on it); no subscriber means N's connection closed (see ``liveness.py``)
 - ``<prefix>hubplane:purged``: the id of each node purged, published by the node that purged it
+- ``<prefix>hubplane:watch``: channels newly (or again) watched, ``msgpack [window ms, [channel,
+  ...]]``, published by the node holding their durable members
 """
 
 from __future__ import annotations
@@ -59,6 +69,31 @@ def resume_key(prefix: bytes, token: str) -> bytes:
     """
     digest = hashlib.sha256(token.encode()).hexdigest()[:32].encode()
     return prefix + b"hubplane:resume:{" + digest + b"}"
+
+
+def resume_log_key(entry: bytes) -> bytes:
+    """The ZSET of a durable connection's unacknowledged messages (beside its entry)."""
+    return entry + b":log"
+
+
+def resume_pos_key(entry: bytes) -> bytes:
+    """The HASH of where delivery to a durable connection stands (beside its entry)."""
+    return entry + b":pos"
+
+
+def watched_key(prefix: bytes) -> bytes:
+    """The ZSET of watched channels (a durable member somewhere), scored by their expiry."""
+    return prefix + b"hubplane:watched"
+
+
+def watch_channel(prefix: bytes) -> bytes:
+    """The channel announcing channels that are (still) watched."""
+    return prefix + b"hubplane:watch"
+
+
+def history_key(prefix: bytes, channel: bytes) -> bytes:
+    """The STREAM of what was published lately on a watched ``channel`` (a full channel name)."""
+    return prefix + b"hubplane:hist:{" + channel + b"}"
 
 
 class PresenceKeys:
@@ -234,3 +269,94 @@ if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then
 end
 return 0
 """
+
+# Deletes a connection's resume entry and its durable records, unless another node holds the
+# entry now (it moved there). KEYS: entry, log, positions. ARGV: this node.
+FORGET_RESUME = """
+local node = redis.call('HGET', KEYS[1], 'node')
+if node and node ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return 1
+"""
+
+# PUBLISH on a watched channel, keeping the message in the channel's history first (one
+# script: nobody sees the one without the other). KEYS: the history stream. ARGV: channel,
+# message, how long to keep history (ms). Returns PUBLISH's count.
+HISTORY_PUBLISH = (
+    _NOW
+    + """
+local keep = tonumber(ARGV[3])
+redis.call('XADD', KEYS[1], 'MINID', '~', string.format('%d', now - keep), '*', 'm', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], keep)
+return redis.call('PUBLISH', ARGV[1], ARGV[2])
+"""
+)
+
+# Watch channels (or watch them longer), forget expired watches, announce. KEYS: watched zset.
+# ARGV: announcement channel, announcement, window (ms), channel, ... Returns now (ms).
+WATCH_CHANNELS = (
+    _NOW
+    + """
+local expiry = string.format('%d', now + tonumber(ARGV[3]))
+for i = 4, #ARGV do redis.call('ZADD', KEYS[1], 'GT', expiry, ARGV[i]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return now
+"""
+)
+
+# The watched channels. KEYS: watched zset. Returns {now, channel, expiry, channel, ...}.
+WATCHED = (
+    _NOW
+    + """
+local rows = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'WITHSCORES')
+table.insert(rows, 1, now)
+return rows
+"""
+)
+
+# One batch of a durable connection's record, all or nothing (docs/design/durable-resume.md).
+# KEYS: entry, log, positions. ARGV: node, protocol ('' = unchanged), sent, client's ack,
+# acked (the last Ack sent), groups (msgpack; '' = unchanged), ttl (s), then: n channels
+# joined, those channels; n left, those; n positions, (field, number) pairs; the rest
+# (number, message) pairs for the log. Returns {1, now}; {0, 0} when another node holds the
+# entry; {-1, 0} when there is none.
+RECORD = (
+    """
+local node = redis.call('HGET', KEYS[1], 'node')
+if not node then return {-1, 0} end
+if node ~= ARGV[1] then return {0, 0} end
+"""
+    + _NOW
+    + """
+local stamp = string.format('%d', now)
+redis.call('HSET', KEYS[1], 'durable', ARGV[1], 'at', stamp)
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'protocol', ARGV[2]) end
+local function raise(key, field, value)
+  local current = tonumber(redis.call('HGET', key, field) or '0')
+  if tonumber(value) > current then redis.call('HSET', key, field, value) end
+end
+raise(KEYS[1], 'sent', ARGV[3])
+raise(KEYS[1], 'trimmed', ARGV[4])
+raise(KEYS[1], 'acked', ARGV[5])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'groups', ARGV[6]) end
+local i = 8
+local n = tonumber(ARGV[i])
+for j = 1, n do redis.call('HSETNX', KEYS[1], 'since:' .. ARGV[i + j], stamp .. '-0') end
+i = i + n + 1
+n = tonumber(ARGV[i])
+for j = 1, n do redis.call('HDEL', KEYS[1], 'since:' .. ARGV[i + j]) end
+i = i + n + 1
+n = tonumber(ARGV[i])
+for j = 1, n do raise(KEYS[3], ARGV[i + 2 * j - 1], ARGV[i + 2 * j]) end
+i = i + 2 * n + 1
+while i + 1 <= #ARGV do
+  redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
+local ttl = tonumber(ARGV[7])
+for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ttl) end
+return {1, now}
+"""
+)
