@@ -144,6 +144,15 @@ class Settings:
         default=True,
         metadata={"help": "offer stateful reconnect to clients that ask (WebSockets)"},
     )
+    durable_resume: bool = field(
+        default=False,
+        metadata={
+            "help": "with Redis: record every message of a stateful connection in Redis before "
+            "sending it, so that its client resumes on another node with nothing lost even "
+            "after this node crashes (costs a Redis call per connection per burst and holds "
+            "each delivery for a round trip; see docs/operations.md)"
+        },
+    )
     client_result_timeout: float = field(
         default=30.0, metadata={"help": "seconds invoke() waits for a client result by default"}
     )
