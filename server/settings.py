@@ -221,6 +221,10 @@ class Settings:
             raise SettingsError(
                 "--redis-url must start with redis://, rediss://, unix:// or redis+sentinel://"
             )
+        if self.durable_resume and not self.redis_url:
+            raise SettingsError(
+                "--durable-resume needs the Redis backplane: set --redis-url or REDIS_URL"
+            )
         if self.jwt_secret and self.jwt_public_key:
             raise SettingsError("--jwt-secret and --jwt-public-key exclude each other")
         if (self.jwt_secret or self.jwt_public_key) and self.authenticator:

@@ -305,6 +305,9 @@ class DurableRecorder:
         mark = outbound.mark
         buffer = connection.message_buffer
         protocol = connection.protocol
+        if protocol is None and not connection.closing:
+            outbound.release(mark)  # before the handshake: nothing to record yet
+            return
         if buffer is None or protocol is None:
             # Not stateful after all (version 1, a failed handshake): nothing to record.
             self._drop(state, let_go=True)

@@ -52,6 +52,7 @@ class Node:
         record.connection = connection
         record.transport = "WebSockets"
         self.handover.remember(record, None)
+        await asyncio.sleep(0.01)  # the handshake comes later, as over a socket
         await connection.receive(orjson.dumps({"protocol": "json", "version": 2}) + RS, False)
         assert connection.stateful
         return record, connection
