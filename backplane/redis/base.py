@@ -12,10 +12,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ..lifetime.base import ClientConnection
     from . import wire
     from .bus import RedisBus
-    from .durable import DurableRecorder
     from .history import WatchedChannels
     from .keys import PresenceKeys
     from .sequence import PublishSequence, ReceiveSequence
@@ -42,6 +43,18 @@ class NodeHub(Protocol):
     @property
     def started(self) -> bool:
         """True between the manager's start and stop."""
+        ...
+
+
+class DurableRecords(Protocol):
+    """What a hub's manager tells the node's records of durable connections (``durable.py``)."""
+
+    def changed(self, connection: ClientConnection) -> asyncio.Future[None] | None:
+        """The connection's groups changed: done once recorded (None: nothing to wait for)."""
+        ...
+
+    def forget(self, connection: ClientConnection) -> None:
+        """The connection ended here or moved away."""
         ...
 
 
@@ -94,7 +107,7 @@ class ClusterNode(Protocol):
         ...
 
     @property
-    def durable(self) -> DurableRecorder | None:
+    def durable(self) -> DurableRecords | None:
         """The records of durable connections (``--durable-resume``), or None."""
         ...
 

@@ -13,10 +13,11 @@ connection, beside its resume entry (``keys.resume_key``, one hash slot):
   number; ``:pos`` (HASH) where delivery stands on its channels (``capture.positions``).
 
 The connection's outbound buffer is gated (``OutboundBuffer.hold``): every write waits until
-the record written after it is confirmed. Once per event-loop turn each connection with new
-writes sends one ``keys.RECORD`` call (atomic: never half written) with what changed since
-the last confirmed one; one call per connection is in flight at a time, so a slow Redis makes
-the next call carry more. A Redis outage holds durable connections' output (up to
+the record written after it is confirmed. Once per event-loop turn the connections with new
+writes are recorded, each with what changed since its last confirmed record, in one
+``keys.RECORD`` call (or a few, :data:`MAX_RECORDS` connections each): each connection's
+record is atomic (never half written). One record per connection is in flight at a time, so a
+slow Redis makes the next carry more. A Redis outage holds durable connections' output (up to
 ``--max-buffer-size``, then they close as too slow) instead of letting the record fall behind.
 
 The record is fenced: a call made after another node claimed the entry changes nothing and
@@ -43,7 +44,7 @@ import msgpack
 from ..lifetime.base import ClientConnection
 from ..outbound import OutboundBuffer
 from ..stateful import MessageBuffer
-from .capture import Positions
+from .capture import Positions, positions
 from .keys import RECORD, WATCH_CHANNELS, resume_log_key, resume_pos_key
 from .outbox import BackplaneUnavailable
 
@@ -60,8 +61,14 @@ RECORD_TTL = 7 * 24 * 3600
 #: Retrying a record that failed (Redis unreachable or slow): first and longest wait.
 RETRY_FIRST = 0.05
 RETRY_MAX = 1.0
+#: How often a record's expiry is pushed back (seconds; the records live RECORD_TTL).
+EXPIRE_EVERY = 24 * 3600.0
+#: Records per script call, and about how many bytes of messages (more go in another call).
+MAX_RECORDS = 256
+MAX_RECORD_BYTES = 512 * 1024
 
 _packb = functools.partial(msgpack.packb, use_bin_type=True)
+_NONE: frozenset[bytes] = frozenset()
 
 
 class RecordedConnection(ClientConnection, Protocol):
@@ -98,6 +105,23 @@ class DurableStats:
     lost: int = 0
 
 
+@dataclass(slots=True)
+class _Sent:
+    """What one record call carries for one connection (applied to its state once confirmed)."""
+
+    mark: int
+    sent: int
+    client_ack: int
+    acked: int
+    channels: frozenset[bytes]
+    groups: frozenset[str]
+    positions: dict[bytes, dict[str, int]]
+    expire: bool
+    messages: int
+    size: int
+    waiters: list[asyncio.Future[None]]
+
+
 class _State:
     """One durable connection: what Redis has, what it is being sent."""
 
@@ -114,6 +138,7 @@ class _State:
         "recorded_channels",
         "recorded_groups",
         "protocol_recorded",
+        "expire_at",
         "dirty",
         "in_flight",
         "retry",
@@ -136,6 +161,7 @@ class _State:
         self.recorded_channels: frozenset[bytes] = frozenset()
         self.recorded_groups: frozenset[str] | None = None
         self.protocol_recorded = False
+        self.expire_at = 0.0  # when the record's expiry is to be pushed back (monotonic)
         #: Positions to record besides the node's own (those of a connection taken over).
         self.extra: Positions = {}
         #: The connection's channels now.
@@ -294,11 +320,30 @@ class DurableRecorder:
         if self._new:
             self._announce(0.0)
         pending, self._pending = self._pending, []
+        keys: list[bytes] = []
+        args: list[Any] = [self.node.node_id]
+        batch: list[tuple[_State, _Sent]] = []
+        size = 0
+        cache: Positions = {}
         for state in pending:
-            if state.live and not state.in_flight and state.retry is None:
-                self._send(state)
+            if not state.live or state.in_flight or state.retry is not None:
+                continue
+            built = self._build(state, keys, args, cache)
+            if built is None:
+                continue
+            batch.append((state, built))
+            size += built.size + 64
+            if len(batch) >= MAX_RECORDS or size >= MAX_RECORD_BYTES:
+                self._send(batch, keys, args)
+                keys, args, batch, size = [], [self.node.node_id], [], 0
+        if batch:
+            self._send(batch, keys, args)
 
-    def _send(self, state: _State) -> None:
+    def _build(
+        self, state: _State, keys: list[bytes], args: list[Any], cache: Positions
+    ) -> _Sent | None:
+        """Add ``state``'s news to a record call; None when there are none (what was written
+        may go at once) or the connection turned out not to be recorded."""
         state.dirty = False
         connection = state.connection
         outbound = connection.outbound
@@ -307,13 +352,12 @@ class DurableRecorder:
         protocol = connection.protocol
         if protocol is None and not connection.closing:
             outbound.release(mark)  # before the handshake: nothing to record yet
-            return
+            return None
         if buffer is None or protocol is None:
             # Not stateful after all (version 1, a failed handshake): nothing to record.
             self._drop(state, let_go=True)
-            return
+            return None
         buffer.hold_acks = True
-        # What changed since the last confirmed record.
         entries: list[Any] = []
         size = 0
         for number, data in reversed(buffer.replay):
@@ -326,10 +370,17 @@ class DurableRecorder:
         client_ack = buffer.client_acked
         acked = buffer.acknowledged
         channels = state.channels
-        joined = channels - state.recorded_channels
-        left = state.recorded_channels - channels
-        groups = frozenset(connection.groups)
-        positions = self._positions(state)
+        if channels is state.recorded_channels:
+            joined = left = _NONE
+        else:
+            joined = channels - state.recorded_channels
+            left = state.recorded_channels - channels
+        groups = state.recorded_groups
+        if groups is None or connection.groups != groups:
+            groups = frozenset(connection.groups)
+        positions = self._positions(state, cache)
+        now = time.monotonic()
+        expire = now >= state.expire_at
         if (
             not entries
             and sent == state.sent
@@ -340,91 +391,101 @@ class DurableRecorder:
             and not left
             and groups == state.recorded_groups
             and state.protocol_recorded
+            and not expire
         ):
             outbound.release(mark)  # nothing new: what was written may go
             _release(state.waiters)
             state.waiters = []
-            return
-        args: list[Any] = [
-            self.node.node_id,
-            "" if state.protocol_recorded else protocol.name,
-            sent,
-            client_ack,
-            acked,
-            "" if groups == state.recorded_groups else _packb(sorted(groups)),
-            RECORD_TTL,
-            len(joined),
-            *joined,
-            len(left),
-            *left,
-            sum(len(heard) for heard in positions.values()),
-        ]
+            return None
+        keys.extend(state.keys)
+        args.append("" if state.protocol_recorded else protocol.name)
+        args.append(sent)
+        args.append("" if client_ack == state.client_ack else client_ack)
+        args.append(acked)
+        args.append("" if groups == state.recorded_groups else _packb(sorted(groups)))
+        args.append(RECORD_TTL if expire else 0)
+        args.append(len(joined))
+        args.extend(joined)
+        args.append(len(left))
+        args.extend(left)
+        args.append(sum(len(heard) for heard in positions.values()))
         for channel, heard in positions.items():
             for origin, seq in heard.items():
                 args.append(channel + b"\0" + origin.encode())
                 args.append(seq)
+        args.append(len(entries) // 2)
         for i in range(len(entries) - 1, 0, -2):  # oldest first: (number, message) pairs
             number = entries[i]
             args.append(number)
             args.append(_packb([number, entries[i - 1]]))
         waiters, state.waiters = state.waiters, []
-        try:
-            future = self.bus.query_soon("EVALSHA", self._record_sha, 3, *state.keys, *args)
-        except BackplaneUnavailable:
-            state.waiters = waiters + state.waiters
-            self._failed(state)
-            return
         state.in_flight = True
-        future.add_done_callback(
-            functools.partial(
-                self._done,
-                state,
-                mark,
-                (sent, client_ack, acked, channels, groups, positions),
-                (len(entries) // 2, size),
-                waiters,
-            )
-        )
+        return _Sent(
+            mark, sent, client_ack, acked, channels, groups, positions, expire,
+            len(entries) // 2, size, waiters,
+        )  # fmt: skip
 
-    def _positions(self, state: _State) -> dict[bytes, dict[str, int]]:
-        """Where delivery stands now and Redis does not know yet (channel -> origin -> n)."""
-        now = state.manager.positions(state.connection)
-        for channel, heard in state.extra.items():
-            mine = now.setdefault(channel, {})
-            for origin, seq in heard.items():
-                if seq > mine.get(origin, 0):
-                    mine[origin] = seq
+    def _send(self, batch: list[tuple[_State, _Sent]], keys: list[bytes], args: list[Any]) -> None:
+        try:
+            future = self.bus.query_soon("EVALSHA", self._record_sha, len(keys), *keys, *args)
+        except BackplaneUnavailable:
+            for state, sent in batch:
+                state.in_flight = False
+                _release(sent.waiters)  # a group change waits for Redis no longer than this
+                self._failed(state)
+            return
+        future.add_done_callback(functools.partial(self._done, batch))
+
+    def _positions(self, state: _State, cache: Positions) -> dict[bytes, dict[str, int]]:
+        """Where delivery stands now and Redis does not know yet (channel -> origin -> n).
+
+        ``cache`` holds what the node's counters say per channel during one flush: the
+        members of a group share it.
+        """
+        manager = state.manager
         recorded = state.positions
+        extra = state.extra
         news: dict[bytes, dict[str, int]] = {}
-        for channel, heard in now.items():
+        for channel in state.channels:
+            heard = cache.get(channel)
+            if heard is None:
+                found = positions(self.node.node_id, (channel,), manager.sequence, manager.received)
+                heard = cache[channel] = found.get(channel, {})
+            more = extra.get(channel) if extra else None
+            if more:
+                heard = {**heard, **{o: n for o, n in more.items() if n > heard.get(o, 0)}}
+            if not heard:
+                continue
             known = recorded.get(channel)
             for origin, seq in heard.items():
                 if known is None or seq > known.get(origin, 0):
                     news.setdefault(channel, {})[origin] = seq
+        if extra:  # positions of channels it is no longer on, from where it came from
+            for channel, heard in extra.items():
+                if channel not in state.channels:
+                    news.setdefault(channel, {}).update(heard)
         return news
 
-    def _done(
-        self,
-        state: _State,
-        mark: int,
-        snapshot: tuple[
-            int, int, int, frozenset[bytes], frozenset[str], dict[bytes, dict[str, int]]
-        ],
-        added: tuple[int, int],
-        waiters: list[asyncio.Future[None]],
-        future: asyncio.Future[Any],
-    ) -> None:
-        state.in_flight = False
-        _release(waiters)
-        if not state.live:
-            return
+    def _done(self, batch: list[tuple[_State, _Sent]], future: asyncio.Future[Any]) -> None:
         error = future.exception() if not future.cancelled() else BackplaneUnavailable("stop")
-        if error is not None:
-            if not isinstance(error, BackplaneUnavailable):
-                logger.warning("%s: recording failed: %s", state.connection.log_name, error)
-            self._failed(state)
-            return
-        status = int(future.result()[0])
+        if error is None:
+            reply = future.result()
+            statuses = [int(status) for status in reply[1:]]
+            if len(statuses) != len(batch):
+                error = RuntimeError(f"{len(statuses)} statuses for {len(batch)} records")
+        elif not isinstance(error, BackplaneUnavailable):
+            logger.warning("recording %d connections failed: %s", len(batch), error)
+        for i, (state, sent) in enumerate(batch):
+            state.in_flight = False
+            _release(sent.waiters)
+            if not state.live:
+                continue
+            if error is not None:
+                self._failed(state)
+            else:
+                self._recorded(state, sent, statuses[i])
+
+    def _recorded(self, state: _State, sent: _Sent, status: int) -> None:
         if status == 0:
             self.stats.taken += 1
             if self.on_taken(state.connection):
@@ -441,23 +502,24 @@ class DurableRecorder:
             )
             self._drop(state, let_go=True)
             return
-        sent, client_ack, acked, channels, groups, positions = snapshot
-        state.sent, state.client_ack, state.acked = sent, client_ack, acked
-        state.recorded_channels = channels
-        state.recorded_groups = groups
+        state.sent, state.client_ack, state.acked = sent.sent, sent.client_ack, sent.acked
+        state.recorded_channels = sent.channels
+        state.recorded_groups = sent.groups
         state.protocol_recorded = True
+        if sent.expire:
+            state.expire_at = time.monotonic() + EXPIRE_EVERY
         state.extra = {}
-        for channel, heard in positions.items():
+        for channel, heard in sent.positions.items():
             state.positions.setdefault(channel, {}).update(heard)
         for channel in list(state.positions):
-            if channel not in channels:
+            if channel not in sent.channels:
                 del state.positions[channel]
         state.delay = RETRY_FIRST
         stats = self.stats
         stats.records += 1
-        stats.messages += added[0]
-        stats.bytes += added[1]
-        state.connection.outbound.release(mark)
+        stats.messages += sent.messages
+        stats.bytes += sent.size
+        state.connection.outbound.release(sent.mark)
         if state.dirty or state.waiters:
             state.dirty = False
             self._touch(state)
@@ -472,7 +534,8 @@ class DurableRecorder:
     def _retry(self, state: _State) -> None:
         state.retry = None
         if state.live and not state.in_flight:
-            self._send(state)
+            state.dirty = False
+            self._touch(state)
 
     # -- watches ------------------------------------------------------------------------------
 

@@ -315,48 +315,73 @@ return rows
 """
 )
 
-# One batch of a durable connection's record, all or nothing (docs/design/durable-resume.md).
-# KEYS: entry, log, positions. ARGV: node, protocol ('' = unchanged), sent, client's ack,
-# acked (the last Ack sent), groups (msgpack; '' = unchanged), ttl (s), then: n channels
-# joined, those channels; n left, those; n positions, (field, number) pairs; the rest
-# (number, message) pairs for the log. Returns {1, now}; {0, 0} when another node holds the
-# entry; {-1, 0} when there is none.
+# One batch of records of durable connections, each all or nothing (one script call for all
+# the connections with news in one event-loop turn: one reply to read instead of one each;
+# docs/design/durable-resume.md). KEYS: per connection its entry, log and positions. ARGV: the
+# node, then per connection: protocol ('' = unchanged), sent, trimmed (the client's ack; '' =
+# unchanged), acked (the last Ack sent), groups (msgpack; '' = unchanged), ttl (s; 0 = leave),
+# then n channels joined and those channels, n left and those, n positions and (field,
+# number) pairs, n messages and (number, message) pairs for the log.
+# Returns {now, status per connection}: 1 recorded, 0 another node holds the entry, -1 no entry.
 RECORD = (
-    """
-local node = redis.call('HGET', KEYS[1], 'node')
-if not node then return {-1, 0} end
-if node ~= ARGV[1] then return {0, 0} end
-"""
-    + _NOW
+    _NOW
     + """
 local stamp = string.format('%d', now)
-redis.call('HSET', KEYS[1], 'durable', ARGV[1], 'at', stamp)
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'protocol', ARGV[2]) end
-local function raise(key, field, value)
-  local current = tonumber(redis.call('HGET', key, field) or '0')
-  if tonumber(value) > current then redis.call('HSET', key, field, value) end
+local me = ARGV[1]
+local out = {now}
+local i = 2
+local function bulk(command, key, first, count)
+  for s = first, first + count - 1, 512 do
+    redis.call(command, key, unpack(ARGV, s, math.min(s + 511, first + count - 1)))
+  end
 end
-raise(KEYS[1], 'sent', ARGV[3])
-raise(KEYS[1], 'trimmed', ARGV[4])
-raise(KEYS[1], 'acked', ARGV[5])
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'groups', ARGV[6]) end
-local i = 8
-local n = tonumber(ARGV[i])
-for j = 1, n do redis.call('HSETNX', KEYS[1], 'since:' .. ARGV[i + j], stamp .. '-0') end
-i = i + n + 1
-n = tonumber(ARGV[i])
-for j = 1, n do redis.call('HDEL', KEYS[1], 'since:' .. ARGV[i + j]) end
-i = i + n + 1
-n = tonumber(ARGV[i])
-for j = 1, n do raise(KEYS[3], ARGV[i + 2 * j - 1], ARGV[i + 2 * j]) end
-i = i + 2 * n + 1
-while i + 1 <= #ARGV do
-  redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i + 1])
-  i = i + 2
+for c = 1, #KEYS, 3 do
+  local entry, log, pos = KEYS[c], KEYS[c + 1], KEYS[c + 2]
+  local protocol, sent, trimmed, acked = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local groups, ttl = ARGV[i + 4], tonumber(ARGV[i + 5])
+  i = i + 6
+  local joined, nj = i + 1, tonumber(ARGV[i])
+  i = i + nj + 1
+  local left, nl = i + 1, tonumber(ARGV[i])
+  i = i + nl + 1
+  local positions, np = i + 1, tonumber(ARGV[i])
+  i = i + 2 * np + 1
+  local entries, ne = i + 1, tonumber(ARGV[i])
+  i = i + 2 * ne + 1
+  local holder = redis.call('HGET', entry, 'node')
+  if not holder then
+    out[#out + 1] = -1
+  elseif holder ~= me then
+    out[#out + 1] = 0
+  else
+    local fields = {'durable', me, 'at', stamp, 'sent', sent, 'acked', acked}
+    if trimmed ~= '' then
+      fields[#fields + 1] = 'trimmed'
+      fields[#fields + 1] = trimmed
+    end
+    if protocol ~= '' then
+      fields[#fields + 1] = 'protocol'
+      fields[#fields + 1] = protocol
+    end
+    if groups ~= '' then
+      fields[#fields + 1] = 'groups'
+      fields[#fields + 1] = groups
+    end
+    redis.call('HSET', entry, unpack(fields))
+    local since = stamp .. '-0'
+    for j = 0, nj - 1 do redis.call('HSETNX', entry, 'since:' .. ARGV[joined + j], since) end
+    for j = 0, nl - 1 do redis.call('HDEL', entry, 'since:' .. ARGV[left + j]) end
+    if np > 0 then bulk('HSET', pos, positions, 2 * np) end
+    if ne > 0 then bulk('ZADD', log, entries, 2 * ne) end
+    if trimmed ~= '' then redis.call('ZREMRANGEBYSCORE', log, '-inf', trimmed) end
+    if ttl > 0 then
+      redis.call('EXPIRE', entry, ttl)
+      redis.call('EXPIRE', log, ttl)
+      redis.call('EXPIRE', pos, ttl)
+    end
+    out[#out + 1] = 1
+  end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
-local ttl = tonumber(ARGV[7])
-for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ttl) end
-return {1, now}
+return out
 """
 )
