@@ -281,13 +281,16 @@ return 1
 
 # PUBLISH on a watched channel, keeping the message in the channel's history first (one
 # script: nobody sees the one without the other). KEYS: the history stream. ARGV: channel,
-# message, how long to keep history (ms). Returns PUBLISH's count.
+# message, how long to keep history (ms). Returns PUBLISH's count. A history write that fails
+# (a full Redis) does not keep the message from being published: the hole it leaves refuses
+# the resumes that would need it (revive.py checks the numbers).
 HISTORY_PUBLISH = (
     _NOW
     + """
 local keep = tonumber(ARGV[3])
-redis.call('XADD', KEYS[1], 'MINID', '~', string.format('%d', now - keep), '*', 'm', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], keep)
+local minid = string.format('%d', now - keep)
+redis.pcall('XADD', KEYS[1], 'MINID', '~', minid, '*', 'm', ARGV[2])
+redis.pcall('PEXPIRE', KEYS[1], keep)
 return redis.call('PUBLISH', ARGV[1], ARGV[2])
 """
 )

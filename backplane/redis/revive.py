@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgpack
+from redis.exceptions import ResponseError
 
 from . import wire
 from .capture import Positions
-from .keys import history_key, resume_log_key, resume_pos_key
+from .keys import history_key, resume_log_key, resume_pos_key, watched_key
 
 if TYPE_CHECKING:
     from .bus import RedisBus
@@ -212,7 +213,13 @@ def parse_history(rows: Iterable[Any], info: Mapping[bytes, Any]) -> History:
 async def read_history(
     bus: RedisBus, prefix: bytes, since: Mapping[bytes, StreamId]
 ) -> dict[bytes, History]:
-    """The history of each channel of ``since`` after its point (one round trip)."""
+    """The history of each channel of ``since`` after its point (one round trip).
+
+    Refuses when a channel is not watched now: publishers may not have kept its history.
+    """
+    channels = list(since)
+    scores = bus.query("ZMSCORE", watched_key(prefix), *channels)
+    clock = bus.query("TIME")
     queries = []
     for channel, point in since.items():
         key = history_key(prefix, channel)
@@ -220,6 +227,16 @@ async def read_history(
         queries.append(bus.query("XRANGE", key, start, "+"))
         queries.append(bus.query("XINFO", "STREAM", key))
     replies = await asyncio.gather(*queries, return_exceptions=True)
+    try:
+        watched, now = await scores, await clock
+    except ResponseError as exc:  # ZMSCORE needs Redis 6.2, as the history does
+        raise Refused(f"this Redis keeps no history ({exc})") from exc
+    now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+    unwatched = [
+        c for c, score in zip(channels, watched, strict=True) if not score or float(score) < now_ms
+    ]
+    if unwatched:
+        raise Refused(f"no history was kept of {unwatched!r} (not watched)")
     histories = {}
     for i, channel in enumerate(since):
         rows, info = replies[2 * i], replies[2 * i + 1]

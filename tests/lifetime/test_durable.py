@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from backplane.redis.keys import history_key, resume_key, resume_log_key
+from backplane.redis.keys import history_key, resume_key, resume_log_key, watched_key
 from tests.conftest import RedisServer
 from tests.lifetime.cluster import Cluster, wait_until
 from tests.lifetime.durable import PATH, RS, Client, add_node, close, crash, publish
@@ -178,7 +178,9 @@ async def test_nothing_reaches_the_client_before_it_is_recorded(tmp_path: Path) 
         server.stop()
 
 
-@pytest.mark.parametrize("damage", ["no entry", "no log", "history gap", "not durable"])
+@pytest.mark.parametrize(
+    "damage", ["no entry", "no log", "history gap", "not watched", "not durable"]
+)
 async def test_a_resume_that_could_miss_something_is_refused(
     cluster: Cluster, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -210,12 +212,15 @@ async def test_a_resume_that_could_miss_something_is_refused(
                 "XRANGE", history_key(cluster.prefix.encode(), group), "-", "+"
             )
             await bus.query("XDEL", history_key(cluster.prefix.encode(), group), entries[-5][0])
+        elif damage == "not watched":  # the watch expired: publishers keep no history
+            await bus.query("ZREM", watched_key(cluster.prefix.encode()), group)
         refused = taker.handover.take_up(record.token, PATH, None, {}, {})
         assert await refused == 404
         why = {
             "no entry": "",
             "no log": "the log does not hold every message",
             "history gap": "are not in the history",
+            "not watched": "no history was kept of",
             "not durable": "did not hand it over (404)",
         }[damage]
         assert why in caplog.text
