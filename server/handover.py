@@ -117,7 +117,7 @@ class Handover:
         """Stop answering; takers still waiting hear 503."""
         self.calls.stop()
         if self.recorder is not None:
-            self.tasks.spawn(self.recorder.stop())
+            self.recorder.stop()
 
     # -- resume entries ----------------------------------------------------------------------
 
@@ -375,6 +375,7 @@ class Handover:
                 record.expiry = None
             connection.outbound.on_close = None
             self.registry.remove(token)
+            self._taken_since.pop(token, None)
             await connection.transport_closed(moved=True)
             connection.handler.stats.handovers += 1
             logger.info("%s: handed over to another node", connection.log_name)

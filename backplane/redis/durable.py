@@ -31,7 +31,6 @@ becomes watched and again every quarter window, so publishers keep its history.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -583,10 +582,8 @@ class DurableRecorder:
                 self._refresh_forever(), name="hubplane-durable-watch"
             )
 
-    async def stop(self) -> None:
-        """Stop announcing."""
+    def stop(self) -> None:
+        """Stop announcing (the watches expire by themselves)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

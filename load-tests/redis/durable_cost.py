@@ -57,8 +57,13 @@ async def redis_info(node: RedisNode) -> dict[str, float]:
     raw = await node.bus.query("INFO", "all")
     info: dict[str, float] = {}
     text = raw.decode() if isinstance(raw, bytes) else str(raw)
-    if isinstance(raw, dict):
-        return {k: float(v) for k, v in raw.items() if isinstance(v, int | float)}
+    if isinstance(raw, dict):  # redis-py parsed it
+        for key, value in raw.items():
+            if isinstance(value, dict) and "calls" in value:
+                value = value["calls"]
+            if isinstance(value, int | float):
+                info[key] = float(value)
+        return info
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.startswith("cmdstat_"):  # calls=N,usec=...

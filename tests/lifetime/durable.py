@@ -84,7 +84,7 @@ async def crash(node: Node) -> None:
                 await task
     redis_node._started = False
     if node.handover.recorder is not None:
-        await node.handover.recorder.stop()
+        node.handover.recorder.stop()
     bus = redis_node.bus
     for side in (bus._writer, bus._subscriber):
         side.cancel()
