@@ -100,6 +100,10 @@ class Handover:
         registry.removed_hooks.append(self._forget)
         # Recorded connections whose entry another node claimed: since when (see _taken).
         self._taken_since: dict[str, float] = {}
+        # Connections taken up from the record of a node not yet found dead: its purge, when
+        # it comes, removes their groups from presence, which are written again then.
+        self._revived: dict[str, list[HubConnection]] = {}
+        node.on_node_dead(self._node_dead)
         # --durable-resume: this node records its stateful connections.
         self.recorder: DurableRecorder | None = None
         if durable:
@@ -272,6 +276,10 @@ class Handover:
             # Recorded from now on (its groups are known now), the first record holding
             # everything sent since what Redis has: the replay, then history and capture.
             self.recorder.attach(manager, connection, key, sent=recorded, positions=delivered)
+        if revived and not self.node.is_dead(holder):
+            revived_here = self._revived.setdefault(holder, [])
+            revived_here[:] = [c for c in revived_here if not c.closing]
+            revived_here.append(connection)
         record = self.registry.moved_in(token, cid, path, user)
         record.connection = connection
         record.revived = revived
@@ -281,6 +289,16 @@ class Handover:
         how = "from its record (its node died)" if revived else "from node"
         logger.info("%s: taken over %s %s", connection.log_name, how, holder)
         return record, connection
+
+    def _node_dead(self, node_id: str) -> None:
+        for connection in self._revived.pop(node_id, ()):
+            manager = connection.handler.lifetime
+            if not isinstance(manager, RedisLifetimeManager) or connection.closing:
+                continue
+            if manager.connections.get(connection.connection_id) is connection:
+                self.node.connection_added(manager, connection)
+                for group in connection.groups:
+                    self.node.group_added(manager, connection.connection_id, group)
 
     async def _revive(
         self,

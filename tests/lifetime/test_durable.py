@@ -74,6 +74,13 @@ async def test_a_crashed_nodes_connection_is_taken_up_with_every_message_once(
         assert mine == list(range(1, len(mine) + 1)), mine
         assert [a[0] for a in client.invocations("D")] == list(range(1, 101))
         assert new.groups == {"room"}
+        # Once the dead node is purged, presence still has the connection in its group.
+        dead = holder.node.node_id
+        assert await wait_until(lambda: taker.node.is_dead(dead), 5.0)
+        await asyncio.sleep(0.1)
+        presence = taker.handler.context.presence
+        assert cid in await presence.group_members("room")
+        assert cid in await presence.connections()
         assert taker.handler.stats.resumes["after_crash"] == 0  # counted by the transport
         assert taker.handler.stats.revived_messages > 0
     finally:
