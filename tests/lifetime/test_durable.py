@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from backplane import Emitter
 from backplane.redis.keys import history_key, resume_key, resume_log_key, watched_key
 from tests.conftest import RedisServer
-from tests.lifetime.cluster import Cluster, wait_until
+from tests.lifetime.cluster import HUB, Cluster, wait_until
 from tests.lifetime.durable import PATH, RS, Client, add_node, close, crash, publish
 
 
@@ -47,6 +48,14 @@ async def test_a_crashed_nodes_connection_is_taken_up_with_every_message_once(
                 await asyncio.sleep(0.003)
 
         steady.append(asyncio.ensure_future(direct()))
+        emitter = Emitter(cluster.url, hub=HUB, channel_prefix=cluster.prefix)
+
+        async def emit() -> None:  # a service publishing to the group through Redis
+            for i in range(1, 101):
+                await emitter.clients.group("room").send("E", i)
+                await asyncio.sleep(0.003)
+
+        steady.append(asyncio.ensure_future(emit()))
         # The client reads and acknowledges part of what it saw, until its node dies.
         for turn in range(40):
             await asyncio.sleep(0.004)
@@ -73,6 +82,8 @@ async def test_a_crashed_nodes_connection_is_taken_up_with_every_message_once(
         mine = [i for n, i in client.invocations() if n == "holder"]
         assert mine == list(range(1, len(mine) + 1)), mine
         assert [a[0] for a in client.invocations("D")] == list(range(1, 101))
+        assert [a[0] for a in client.invocations("E")] == list(range(1, 101))
+        await emitter.aclose()
         assert new.groups == {"room"}
         # Once the dead node is purged, presence still has the connection in its group.
         dead = holder.node.node_id
