@@ -210,7 +210,7 @@ class HubConnection:
 
     def resume(self) -> None:
         """A new transport took over: send Sequence and the unacknowledged backlog first."""
-        self.outbound.take()  # what piled up while detached is in the replay (or is pings)
+        self.outbound.discard()  # what piled up while detached is in the replay (or is pings)
         buffer = self._buffer
         protocol = self.protocol
         assert buffer is not None and protocol is not None
@@ -581,7 +581,7 @@ class HubConnection:
         buffer = self._buffer
         if buffer is not None and not self.detached:
             # At most one Ack a tick (a second), as the reference server does.
-            ack = buffer.ack_due()
+            ack = buffer.ack_due(self._invocations)
             if ack is not None:
                 self.write_message(AckMessage(ack))
         if self.send_pings and timers.ping_due(now, options.keepalive_interval):

@@ -51,10 +51,17 @@ class _EmitterLifetime(RedisLifetimeManager):
         data = wire.write_invocation(
             self._payloads(message), exclude, origin=self.node_id, seq=seq, prev=prev
         )
-        # A publish (not a plain query) waits, like the nodes' own, for the hold after a
-        # reconnect: the nodes' subscribers come back after their writers, and a message
-        # published before they are back would reach nobody.
-        self._pending.append(asyncio.ensure_future(self.bus.publish_counted(channel, data)))
+        kept = self.history.keep(channel) if self._watched else None
+        if kept is None:
+            # A publish (not a plain query) waits, like the nodes' own, for the hold after a
+            # reconnect: the nodes' subscribers come back after their writers, and a message
+            # published before they are back would reach nobody.
+            reply = self.bus.publish_counted(channel, data)
+        else:  # a watched channel: its history keeps the message (see redis/history.py)
+            key, keep_ms = kept
+            sha = self.bus.history_sha
+            reply = self.bus.query("EVALSHA", sha, 1, key, channel, data, keep_ms)
+        self._pending.append(asyncio.ensure_future(reply))
 
     async def _confirmed(self, call: Coroutine[Any, Any, None]) -> None:
         await self.ensure_started()

@@ -71,6 +71,12 @@ class InvocationQueue:
             except Exception:  # never let one invocation stop the connection's dispatch
                 logger.exception("%s: dispatch failed", owner.log_name)
 
+    @property
+    def busy(self) -> bool:
+        """True while an invocation waits or runs."""
+        runner = self._runner
+        return bool(self._queue) or (runner is not None and not runner.done())
+
     async def idle(self) -> None:
         """Wait until the invocations received so far have answered (or the connection ends)."""
         while not self._owner.closing:

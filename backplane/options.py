@@ -9,7 +9,7 @@ from .stats import INVOCATION_BUCKETS, Buckets, Observer
 #: The outcomes invocations are counted by.
 OUTCOMES = ("ok", "error", "unknown_method", "bad_arguments", "unauthorized")
 #: The outcomes stateful reconnects are counted by.
-RESUMES = ("same_node", "other_node", "refused")
+RESUMES = ("same_node", "other_node", "after_crash", "refused")
 
 
 @dataclass(slots=True)
@@ -40,10 +40,14 @@ class HubStats:
     #: Invocations by outcome: ok, error, unknown_method, bad_arguments, unauthorized.
     invocations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     #: Stateful reconnects: resumed on this node (``same_node``), taken over from another
-    #: node (``other_node``), or refused here (the connection was not to be had).
+    #: node (``other_node``), taken up from its record after its node died (``after_crash``,
+    #: ``--durable-resume``), or refused here (the connection was not to be had).
     resumes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESUMES, 0))
     #: Connections handed over to another node, and messages sent again after a resume.
     handovers: int = 0
     replayed: int = 0
+    #: Messages a connection taken up after its node died got from its channels' history
+    #: (published while no node delivered to it).
+    revived_messages: int = 0
     #: How long non-streaming hub methods ran, in seconds.
     invocation_seconds: Observer = field(default_factory=lambda: Buckets(INVOCATION_BUCKETS))

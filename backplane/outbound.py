@@ -20,6 +20,11 @@ class OutboundBuffer:
     as one chunk (one frame, one system call), with no task switch. The sink calls
     :meth:`suspend` when the transport could not finish a write at once; later writes then
     queue until the transport's writer caught up.
+
+    A *gate* (:meth:`hold`, with ``--durable-resume``) holds every write back until its owner
+    lets it go (:meth:`release`): each write calls the gate, which records what the connection
+    sent before its bytes may leave. Writes leave in order; a write is released with all
+    those before it (:attr:`mark` numbers them).
     """
 
     __slots__ = (
@@ -34,6 +39,10 @@ class OutboundBuffer:
         "on_close",
         "_flush_pending",
         "_loop",
+        "gate",
+        "_written",
+        "_released",
+        "_taken",
     )
 
     def __init__(self, limit: int) -> None:
@@ -50,10 +59,16 @@ class OutboundBuffer:
         self.on_close: Callable[[], None] | None = None
         self._flush_pending = False
         self._loop = asyncio.get_running_loop()
+        #: Called on every write while the buffer is gated (see :meth:`hold`).
+        self.gate: Callable[[], None] | None = None
+        # While gated: writes ever queued, released, and taken (counts, not bytes).
+        self._written = 0
+        self._released = 0
+        self._taken = 0
 
     @property
     def size(self) -> int:
-        """Bytes waiting."""
+        """Bytes waiting (released or not)."""
         return self._size
 
     def write(self, data: bytes) -> bool:
@@ -62,7 +77,11 @@ class OutboundBuffer:
             return False
         self._chunks.append(data)
         self._size += len(data)
-        if self.sink is None or self.busy:
+        gate = self.gate
+        if gate is not None:
+            self._written += 1
+            gate()
+        elif self.sink is None or self.busy:
             self._wake()
         elif not self._flush_pending:
             self._flush_pending = True
@@ -74,8 +93,57 @@ class OutboundBuffer:
         sink = self.sink
         if sink is None or self.busy:
             self._wake()  # the transport's writer takes over
-        elif self._chunks:
-            sink(self.take())
+        else:
+            data = self.take()
+            if data:
+                sink(data)
+
+    def _ready_to_go(self) -> None:
+        """What a write does without a gate: hand the new bytes on."""
+        if self.sink is None or self.busy:
+            self._wake()
+        elif not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+
+    # -- the gate ---------------------------------------------------------------------------
+
+    def hold(self, gate: Callable[[], None]) -> None:
+        """From now on hold every write until it is released; ``gate()`` is told of each.
+
+        What is queued already may go.
+        """
+        self._taken = 0
+        self._written = self._released = len(self._chunks)
+        self.gate = gate
+
+    def open(self) -> None:
+        """Stop gating: everything queued may go."""
+        if self.gate is None:
+            return
+        self.gate = None
+        if self._chunks:
+            self._ready_to_go()
+
+    @property
+    def mark(self) -> int:
+        """How many writes were queued while gated (:meth:`release` takes such a number)."""
+        return self._written
+
+    @property
+    def held(self) -> int:
+        """Writes queued and not yet released (0 without a gate)."""
+        return self._written - self._released if self.gate is not None else 0
+
+    def release(self, mark: int) -> None:
+        """The writes up to ``mark`` (a past :attr:`mark`) may go."""
+        if self.gate is None or mark <= self._released:
+            return
+        self._released = min(mark, self._written)
+        if not self.closed or self._chunks:
+            self._ready_to_go()
+
+    # -- the transport's side --------------------------------------------------------------
 
     def suspend(self) -> None:
         """The sink could not finish a write: queue later writes and wake the transport."""
@@ -85,20 +153,48 @@ class OutboundBuffer:
     def _wake(self) -> None:
         self._waiter = wake(self._waiter)
 
+    def _sendable(self) -> int:
+        """How many queued writes may go now."""
+        if self.gate is None:
+            return len(self._chunks)
+        return self._released - self._taken
+
     def take(self) -> bytes:
-        """Everything pending, joined (empty when nothing is pending)."""
+        """Everything pending that may go, joined (empty when nothing may)."""
         chunks = self._chunks
         if not chunks:
             return b""
+        if self.gate is not None:
+            n = self._released - self._taken
+            if n <= 0:
+                return b""
+            if n < len(chunks):
+                out = chunks[:n]
+                del chunks[:n]
+                self._taken += n
+                data = b"".join(out)
+                self._size -= len(data)
+                self._drain_waiter = wake(self._drain_waiter)
+                return data
+            self._taken += len(chunks)
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._size = 0
         self._drain_waiter = wake(self._drain_waiter)
         return data
 
+    def discard(self) -> None:
+        """Drop everything pending, released or not (a stateful connection's new socket
+        starts from its replay)."""
+        self._chunks.clear()
+        self._size = 0
+        self._taken = self._released = self._written
+        self._drain_waiter = wake(self._drain_waiter)
+
     async def ready(self) -> None:
-        """Wait until bytes are queued, the sink is suspended, or the buffer is closed."""
-        while not self._chunks and not self.busy and not self.closed:
+        """Wait until bytes may go, the sink is suspended, or the buffer is closed and empty
+        (a closed buffer's held bytes are waited for)."""
+        while not self._sendable() and not self.busy and not (self.closed and not self._chunks):
             waiter = self._waiter
             if waiter is None:
                 waiter = self._waiter = self._loop.create_future()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from typing import Protocol
 
 from .protocol import (
     CancelInvocationMessage,
@@ -35,6 +36,15 @@ TRACKED = frozenset(
 REPLAY_MIN = 4 * 1024 * 1024
 
 
+class Invocations(Protocol):
+    """The connection's invocation queue, as far as acknowledgements care."""
+
+    @property
+    def busy(self) -> bool:
+        """True while an invocation waits or runs."""
+        ...
+
+
 class MessageBuffer:
     """Sequence numbers, acknowledgements and the replay of one stateful connection."""
 
@@ -47,6 +57,7 @@ class MessageBuffer:
         "_incoming_next",
         "_acked",
         "awaiting_sequence",
+        "hold_acks",
     )
 
     def __init__(self, limit: int = REPLAY_MIN) -> None:
@@ -64,6 +75,10 @@ class MessageBuffer:
         self._acked = 0
         #: After a reconnect nothing the client sends counts before its Sequence message.
         self.awaiting_sequence = False
+        #: Acknowledge only while no invocation waits or runs (``--durable-resume``): an
+        #: invocation the client saw acknowledged has its completion recorded, so after a
+        #: crash the client sends again exactly those whose completion may be missing.
+        self.hold_acks = False
 
     # -- outgoing ---------------------------------------------------------------------------
 
@@ -73,6 +88,11 @@ class MessageBuffer:
         self.replay.append((self.sent, data))
         self.size += len(data)
         return self.size <= self.limit
+
+    @property
+    def client_acked(self) -> int:
+        """The number of the last outgoing message the client acknowledged (or could have)."""
+        return self.replay[0][0] - 1 if self.replay else self.sent
 
     def ack(self, sequence_id: int) -> None:
         """The client has every message up to ``sequence_id``: forget them."""
@@ -117,12 +137,20 @@ class MessageBuffer:
         """The socket dropped: what arrives before the client's Sequence is stale."""
         self.awaiting_sequence = True
 
-    def ack_due(self) -> int | None:
-        """The number to acknowledge, when there is something new since the last Ack."""
+    def ack_due(self, invocations: Invocations | None = None) -> int | None:
+        """The number to acknowledge, when there is something new since the last Ack (and,
+        with :attr:`hold_acks`, no invocation of ``invocations`` waits or runs)."""
+        if self.hold_acks and invocations is not None and invocations.busy:
+            return None
         if self.received > self._acked:
             self._acked = self.received
             return self.received
         return None
+
+    @property
+    def acknowledged(self) -> int:
+        """The number in the last Ack sent to the client."""
+        return self._acked
 
     # -- moving to another node ---------------------------------------------------------------
 

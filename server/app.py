@@ -103,6 +103,8 @@ class Hubplane:
                 {path: e.handler for path, e in self.endpoints.items()},
                 self.tasks,
                 owners=self.signer is not None,
+                durable=settings.durable_resume,
+                disconnect_timeout=settings.disconnect_timeout,
             )
             if self.redis_node is not None
             else None

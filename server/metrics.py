@@ -42,6 +42,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from backplane.handler import OUTCOMES, HubConnectionHandler
+from backplane.redis.durable import DurableStats
 from backplane.stats import BATCH_BUCKETS, INVOCATION_BUCKETS, ROUND_TRIP_BUCKETS, Buckets
 
 if TYPE_CHECKING:
@@ -99,6 +100,14 @@ _GAUGES: dict[str, tuple[str, str]] = {
         "Commands waiting for the node's Redis writer (held while Redis is unreachable).",
         "livesum",
     ),
+    "hubplane_durable_connections": (
+        "Stateful connections recorded in Redis on this node (--durable-resume).",
+        "livesum",
+    ),
+    "hubplane_durable_watched_channels": (
+        "Channels this node watches for its recorded connections (publishers keep history).",
+        "livesum",
+    ),
     "hubplane_ready": ("1 when /readyz answers 200.", "livemin"),
     "hubplane_draining": ("1 while the node drains before it stops.", "livemax"),
     "hubplane_build_info": ("The hubplane version; always 1.", "livemax"),
@@ -126,6 +135,15 @@ _COUNTERS: dict[str, str] = {
         "connection closed) or heartbeat (its heartbeat went stale)."
     ),
     "hubplane_forwarded_requests": "Requests forwarded to the node that owns the connection.",
+    "hubplane_durable_records": "Records of durable connections confirmed by Redis.",
+    "hubplane_durable_recorded_messages": "Messages added to durable connections' records.",
+    "hubplane_durable_record_failures": (
+        "Records that failed (Redis unreachable or slow) and were retried."
+    ),
+    "hubplane_history_publishes": "Messages published on watched channels with history.",
+    "hubplane_revived_messages": (
+        "Messages a connection taken up after its node died got from its channels' history."
+    ),
 }
 _HISTOGRAMS: dict[str, tuple[str, tuple[float, ...]]] = {
     "hubplane_invocation_duration_seconds": (
@@ -245,6 +263,7 @@ def read(hubplane: MetricsSource, histograms: bool = True) -> _Families:
             out.counter("hubplane_resumes", {"hub": hub, "outcome": outcome}, n)
         out.counter("hubplane_handovers", {"hub": hub}, stats.handovers)
         out.counter("hubplane_replayed_messages", {"hub": hub}, stats.replayed)
+        out.counter("hubplane_revived_messages", {"hub": hub}, stats.revived_messages)
         if histograms and isinstance(stats.invocation_seconds, Buckets):
             out.histogram(
                 "hubplane_invocation_duration_seconds", {"hub": hub}, stats.invocation_seconds
@@ -266,6 +285,16 @@ def read(hubplane: MetricsSource, histograms: bool = True) -> _Families:
         out.counter("hubplane_backplane_gaps", {}, heard.gaps)
         for signal, count in list(node.dead_nodes.items()):
             out.counter("hubplane_backplane_dead_nodes", {"signal": signal}, count)
+        out.counter("hubplane_history_publishes", {}, node.history.kept)
+        # Zero without --durable-resume (dashboards and alerts see the same families).
+        recorder = node.durable
+        dstats = recorder.stats if recorder is not None else DurableStats()
+        out.gauge("hubplane_durable_connections", {}, recorder.connections if recorder else 0)
+        watched = len(recorder.watching) if recorder is not None else 0
+        out.gauge("hubplane_durable_watched_channels", {}, watched)
+        out.counter("hubplane_durable_records", {}, dstats.records)
+        out.counter("hubplane_durable_recorded_messages", {}, dstats.messages)
+        out.counter("hubplane_durable_record_failures", {}, dstats.failures)
         if histograms and isinstance(bstats.batch_sizes, Buckets):
             out.histogram("hubplane_backplane_batch_size", {}, bstats.batch_sizes)
         if histograms and isinstance(bstats.round_trips, Buckets):

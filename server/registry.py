@@ -38,6 +38,7 @@ class ConnectionRecord:
         "drop",
         "moving",
         "moved",
+        "revived",
     )
 
     def __init__(self, connection_id: str, token: str, hub_path: str, user: User | None) -> None:
@@ -60,6 +61,8 @@ class ConnectionRecord:
         self.drop: Callable[[], None] | None = None
         self.moving = False
         self.moved = False
+        # Taken up from its record after the node holding it died (--durable-resume).
+        self.revived = False
 
 
 class ConnectionRegistry:

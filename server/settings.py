@@ -148,6 +148,15 @@ class Settings:
         default=True,
         metadata={"help": "offer stateful reconnect to clients that ask (WebSockets)"},
     )
+    durable_resume: bool = field(
+        default=False,
+        metadata={
+            "help": "with Redis: record every message of a stateful connection in Redis before "
+            "sending it, so that its client resumes on another node with nothing lost even "
+            "after this node crashes (costs a Redis call per connection per burst and holds "
+            "each delivery for a round trip; see docs/operations.md)"
+        },
+    )
     client_result_timeout: float = field(
         default=30.0, metadata={"help": "seconds invoke() waits for a client result by default"}
     )
@@ -241,6 +250,10 @@ class Settings:
         ):
             raise SettingsError(
                 "--redis-url must start with redis://, rediss://, unix:// or redis+sentinel://"
+            )
+        if self.durable_resume and not self.redis_url:
+            raise SettingsError(
+                "--durable-resume needs the Redis backplane: set --redis-url or REDIS_URL"
             )
         if self.jwt_secret and self.jwt_public_key:
             raise SettingsError("--jwt-secret and --jwt-public-key exclude each other")

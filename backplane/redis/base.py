@@ -12,9 +12,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ..lifetime.base import ClientConnection
     from . import wire
     from .bus import RedisBus
+    from .history import WatchedChannels
     from .keys import PresenceKeys
     from .sequence import PublishSequence, ReceiveSequence
 
@@ -40,6 +43,18 @@ class NodeHub(Protocol):
     @property
     def started(self) -> bool:
         """True between the manager's start and stop."""
+        ...
+
+
+class DurableRecords(Protocol):
+    """What a hub's manager tells the node's records of durable connections (``durable.py``)."""
+
+    def changed(self, connection: ClientConnection) -> asyncio.Future[None] | None:
+        """The connection's groups changed: done once recorded (None: nothing to wait for)."""
+        ...
+
+    def forget(self, connection: ClientConnection) -> None:
+        """The connection ended here or moved away."""
         ...
 
 
@@ -84,6 +99,16 @@ class ClusterNode(Protocol):
     @property
     def received(self) -> ReceiveSequence:
         """Duplicate and gap checks on what this node hears."""
+        ...
+
+    @property
+    def history(self) -> WatchedChannels:
+        """The watched channels, where publishing keeps history."""
+        ...
+
+    @property
+    def durable(self) -> DurableRecords | None:
+        """The records of durable connections (``--durable-resume``), or None."""
         ...
 
     async def start(self) -> None:

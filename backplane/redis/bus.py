@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .connect import BACKOFF_FIRST, BACKOFF_MAX, REPLY_TIMEOUT, connect_redis, safe_url
-from .keys import PUBLISH_MANY
+from .keys import HISTORY_PUBLISH, PUBLISH_MANY
 from .outbox import (
     KEEP,
     MAX_BATCH,
@@ -91,8 +91,10 @@ class RedisBus:
         self.connect_wait = 5.0
         # The queueing calls go straight to the outbox: no extra call per message.
         self.publish = outbox.publish
+        self.publish_history = outbox.publish_history
         self.command = outbox.command
         self._writer.register_script(PUBLISH_MANY)
+        self.history_sha = self._writer.register_script(HISTORY_PUBLISH)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -238,6 +240,16 @@ class RedisBus:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._outbox.query(args, future)
         return await future
+
+    def query_soon(self, *args: Any) -> asyncio.Future[Any]:
+        """:meth:`query` without a coroutine: the future of the reply (for callbacks).
+
+        Raises :class:`BackplaneUnavailable` at once while Redis is unreachable; the future
+        fails with it when Redis stops answering.
+        """
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._outbox.query(args, future)
+        return future
 
     async def publish_counted(self, channel: bytes, data: bytes) -> int:
         """PUBLISH (in order with the other publishes) and return how many received it.

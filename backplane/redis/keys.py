@@ -9,7 +9,15 @@ Keys (``docs/redis-protocol.md``; ``B`` = prefix + hub wire name, ``N`` = node i
 - ``B:hubplane:groups-of:C``: SET of the groups of connection C
 - ``<prefix>hubplane:owner:C``: the node owning connection C in the no-sticky mode (a STRING)
 - ``<prefix>hubplane:resume:{T}``: HASH id, hub, user, node of a stateful connection whose
-  token hashes to T (where a node finds a connection its client comes back to)
+  token hashes to T (where a node finds a connection its client comes back to); with
+  ``--durable-resume`` also durable, at, protocol, sent, trimmed, acked, groups and
+  ``since:<channel>``
+- ``<prefix>hubplane:resume:{T}:log``: ZSET of a durable connection's unacknowledged messages,
+  scored by their number; ``...:pos``: HASH ``<channel>\0<publisher>`` -> the last number
+  delivered (``docs/design/durable-resume.md``)
+- ``<prefix>hubplane:watched``: ZSET of the channels with a durable member, scored by when the
+  watch expires (ms, Redis time); ``<prefix>hubplane:hist:{<channel>}``: STREAM of what was
+  published on a watched channel lately (field ``m``: the invocation as published)
 - ``<prefix>hubplane:stats:N``: STRING, node N's figures for the admin API's cluster view
   (JSON, rewritten every second while the admin API is on, expiring by itself)
 - ``B:hubplane:user-groups:{user:U}:added`` / ``...:expires``: ZSETs of the groups of user U
@@ -23,6 +31,8 @@ except two of the node's own, named here because a script counts the first one's
 - ``<prefix>hubplane:node:N``: node N subscribes to it for its whole life (nothing is
   published on it); no subscriber means N's connection closed (see ``liveness.py``)
 - ``<prefix>hubplane:purged``: the id of each node purged, published by the node that purged it
+- ``<prefix>hubplane:watch``: channels newly (or again) watched, ``msgpack [window ms, [channel,
+  ...]]``, published by the node holding their durable members
 """
 
 from __future__ import annotations
@@ -80,6 +90,31 @@ def user_groups_keys(base: bytes, user: str) -> tuple[bytes, bytes]:
     """
     stem = base + b":hubplane:user-groups:{user:" + user.encode() + b"}"
     return stem + b":added", stem + b":expires"
+
+
+def resume_log_key(entry: bytes) -> bytes:
+    """The ZSET of a durable connection's unacknowledged messages (beside its entry)."""
+    return entry + b":log"
+
+
+def resume_pos_key(entry: bytes) -> bytes:
+    """The HASH of where delivery to a durable connection stands (beside its entry)."""
+    return entry + b":pos"
+
+
+def watched_key(prefix: bytes) -> bytes:
+    """The ZSET of watched channels (a durable member somewhere), scored by their expiry."""
+    return prefix + b"hubplane:watched"
+
+
+def watch_channel(prefix: bytes) -> bytes:
+    """The channel announcing channels that are (still) watched."""
+    return prefix + b"hubplane:watch"
+
+
+def history_key(prefix: bytes, channel: bytes) -> bytes:
+    """The STREAM of what was published lately on a watched ``channel`` (a full channel name)."""
+    return prefix + b"hubplane:hist:{" + channel + b"}"
 
 
 class PresenceKeys:
@@ -331,6 +366,126 @@ USER_GROUPS_CLEAR = (
     + """
 local out = live()
 redis.call('DEL', KEYS[1], KEYS[2])
+return out
+"""
+)
+
+
+# Deletes a connection's resume entry and its durable records, unless another node holds the
+# entry now (it moved there). KEYS: entry, log, positions. ARGV: this node.
+FORGET_RESUME = """
+local node = redis.call('HGET', KEYS[1], 'node')
+if node and node ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return 1
+"""
+
+# PUBLISH on a watched channel, keeping the message in the channel's history first (one
+# script: nobody sees the one without the other). KEYS: the history stream. ARGV: channel,
+# message, how long to keep history (ms). Returns PUBLISH's count. A history write that fails
+# (a full Redis) does not keep the message from being published: the hole it leaves refuses
+# the resumes that would need it (revive.py checks the numbers).
+HISTORY_PUBLISH = (
+    _NOW
+    + """
+local keep = tonumber(ARGV[3])
+local minid = string.format('%d', now - keep)
+redis.pcall('XADD', KEYS[1], 'MINID', '~', minid, '*', 'm', ARGV[2])
+redis.pcall('PEXPIRE', KEYS[1], keep)
+return redis.call('PUBLISH', ARGV[1], ARGV[2])
+"""
+)
+
+# Watch channels (or watch them longer), forget expired watches, announce. KEYS: watched zset.
+# ARGV: announcement channel, announcement, window (ms), channel, ... Returns now (ms).
+WATCH_CHANNELS = (
+    _NOW
+    + """
+local expiry = string.format('%d', now + tonumber(ARGV[3]))
+for i = 4, #ARGV do redis.call('ZADD', KEYS[1], 'GT', expiry, ARGV[i]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return now
+"""
+)
+
+# The watched channels. KEYS: watched zset. Returns {now, channel, expiry, channel, ...}.
+WATCHED = (
+    _NOW
+    + """
+local rows = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'WITHSCORES')
+table.insert(rows, 1, now)
+return rows
+"""
+)
+
+# One batch of records of durable connections, each all or nothing (one script call for all
+# the connections with news in one event-loop turn: one reply to read instead of one each;
+# docs/design/durable-resume.md). KEYS: per connection its entry, log and positions. ARGV: the
+# node, then per connection: protocol ('' = unchanged), sent, trimmed (the client's ack; '' =
+# unchanged), acked (the last Ack sent), groups (msgpack; '' = unchanged), ttl (s; 0 = leave),
+# then n channels joined and those channels, n left and those, n positions and (field,
+# number) pairs, n messages and (number, message) pairs for the log.
+# Returns {now, status per connection}: 1 recorded, 0 another node holds the entry, -1 no entry.
+RECORD = (
+    _NOW
+    + """
+local stamp = string.format('%d', now)
+local me = ARGV[1]
+local out = {now}
+local i = 2
+local function bulk(command, key, first, count)
+  for s = first, first + count - 1, 512 do
+    redis.call(command, key, unpack(ARGV, s, math.min(s + 511, first + count - 1)))
+  end
+end
+for c = 1, #KEYS, 3 do
+  local entry, log, pos = KEYS[c], KEYS[c + 1], KEYS[c + 2]
+  local protocol, sent, trimmed, acked = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local groups, ttl = ARGV[i + 4], tonumber(ARGV[i + 5])
+  i = i + 6
+  local joined, nj = i + 1, tonumber(ARGV[i])
+  i = i + nj + 1
+  local left, nl = i + 1, tonumber(ARGV[i])
+  i = i + nl + 1
+  local positions, np = i + 1, tonumber(ARGV[i])
+  i = i + 2 * np + 1
+  local entries, ne = i + 1, tonumber(ARGV[i])
+  i = i + 2 * ne + 1
+  local holder = redis.call('HGET', entry, 'node')
+  if not holder then
+    out[#out + 1] = -1
+  elseif holder ~= me then
+    out[#out + 1] = 0
+  else
+    local fields = {'durable', me, 'at', stamp, 'sent', sent, 'acked', acked}
+    if trimmed ~= '' then
+      fields[#fields + 1] = 'trimmed'
+      fields[#fields + 1] = trimmed
+    end
+    if protocol ~= '' then
+      fields[#fields + 1] = 'protocol'
+      fields[#fields + 1] = protocol
+    end
+    if groups ~= '' then
+      fields[#fields + 1] = 'groups'
+      fields[#fields + 1] = groups
+    end
+    redis.call('HSET', entry, unpack(fields))
+    local since = stamp .. '-0'
+    for j = 0, nj - 1 do redis.call('HSETNX', entry, 'since:' .. ARGV[joined + j], since) end
+    for j = 0, nl - 1 do redis.call('HDEL', entry, 'since:' .. ARGV[left + j]) end
+    if np > 0 then bulk('HSET', pos, positions, 2 * np) end
+    if ne > 0 then bulk('ZADD', log, entries, 2 * ne) end
+    if trimmed ~= '' then redis.call('ZREMRANGEBYSCORE', log, '-inf', trimmed) end
+    if ttl > 0 then
+      redis.call('EXPIRE', entry, ttl)
+      redis.call('EXPIRE', log, ttl)
+      redis.call('EXPIRE', pos, ttl)
+    end
+    out[#out + 1] = 1
+  end
+end
 return out
 """
 )

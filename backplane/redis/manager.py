@@ -92,6 +92,9 @@ class RedisLifetimeManager(HubLifetimeManager):
         # Exactly once over Redis: numbers on what is published, checks on what is heard.
         self.sequence = node.published
         self.received = node.received
+        # Watched channels keep history (``history.py``): bound for the publishing path.
+        self.history = node.history
+        self._watched = node.history.channels
         # Connections moving here from another node: what arrives for them meanwhile; then,
         # once moved, what their former node delivered already (copies still on their way).
         self._captures: dict[str, Capture] = {}
@@ -154,6 +157,9 @@ class RedisLifetimeManager(HubLifetimeManager):
     async def on_disconnected(self, connection: ClientConnection) -> None:
         """Forget a local connection, its groups and its user; drop unneeded subscriptions."""
         cid = connection.connection_id
+        durable = self.node.durable
+        if durable is not None:
+            durable.forget(connection)
         removal = self.registry.remove(connection)
         if removal is None:
             return
@@ -180,15 +186,28 @@ class RedisLifetimeManager(HubLifetimeManager):
         if not change:
             return
         self.node.group_added(self, connection.connection_id, group)
+        recorded = self._recorded(connection)
         if change is Change.GROUP:
             await self.bus.subscribe(self.channels.group(group), self._on_group)
+        if recorded is not None:
+            await recorded
 
     def _remove_local(self, connection: ClientConnection, group: str) -> None:
+        self._leave(connection, group)
+
+    def _leave(self, connection: ClientConnection, group: str) -> asyncio.Future[None] | None:
         change = self.registry.leave(connection, group)
         if change is Change.GROUP:
             self._unsubscribe(self.channels.group(group))
-        if change:
-            self.node.group_removed(self, connection.connection_id, group)
+        if not change:
+            return None
+        self.node.group_removed(self, connection.connection_id, group)
+        return self._recorded(connection)
+
+    def _recorded(self, connection: ClientConnection) -> asyncio.Future[None] | None:
+        """A durable connection's groups changed: done once its record says so."""
+        durable = self.node.durable
+        return durable.changed(connection) if durable is not None else None
 
     async def add_to_group(self, connection_id: str, group: str) -> None:
         """Add a connection, wherever it is connected, to a group."""
@@ -202,7 +221,9 @@ class RedisLifetimeManager(HubLifetimeManager):
         """Remove a connection, wherever it is connected, from a group."""
         connection = self.connections.get(connection_id)
         if connection is not None:
-            self._remove_local(connection, group)
+            recorded = self._leave(connection, group)
+            if recorded is not None:
+                await recorded
         else:
             await self.group_commands.send(wire.GROUP_REMOVE, connection_id, group)
 
@@ -247,12 +268,11 @@ class RedisLifetimeManager(HubLifetimeManager):
         seq, prev = self.sequence.next(channel, time.monotonic())
         if self._captures:
             self._offer(channel, self.node_id, seq, message, exclude)
-        self.bus.publish(
-            channel,
-            wire.write_invocation(
-                self._payloads(message), exclude, origin=self.node_id, seq=seq, prev=prev
-            ),
+        data = wire.write_invocation(
+            self._payloads(message), exclude, origin=self.node_id, seq=seq, prev=prev
         )
+        if not (self._watched and channel in self._watched and self.history.publish(channel, data)):
+            self.bus.publish(channel, data)
 
     @staticmethod
     def _message(method: str, args: list[Any]) -> SerializedMessage:
@@ -449,7 +469,15 @@ class RedisLifetimeManager(HubLifetimeManager):
                 excluded = {cid} if excluded is None else excluded | {cid}
         return excluded
 
-    def _channels_of(self, cid: str, user: str | None, groups: Collection[str]) -> list[bytes]:
+    def channels_for(self, connection: ClientConnection) -> list[bytes]:
+        """Every channel that reaches ``connection``: all, its own, its groups', its user's."""
+        user = connection.user
+        return self.channels_of(
+            connection.connection_id, user.id if user is not None else None, connection.groups
+        )
+
+    def channels_of(self, cid: str, user: str | None, groups: Collection[str]) -> list[bytes]:
+        """Every channel that reaches connection ``cid`` of ``user`` in ``groups``."""
         ch = self.channels
         out = [ch.all, ch.connection(cid), *(ch.group(g) for g in groups)]
         if user is not None:
@@ -458,15 +486,11 @@ class RedisLifetimeManager(HubLifetimeManager):
 
     def positions(self, connection: ClientConnection) -> Positions:
         """Where delivery to ``connection`` stands on each of its channels (see capture.py)."""
-        user = connection.user
-        channels = self._channels_of(
-            connection.connection_id, user.id if user is not None else None, connection.groups
-        )
-        return positions(self.node_id, channels, self.sequence, self.received)
+        return positions(self.node_id, self.channels_for(connection), self.sequence, self.received)
 
     async def capture(self, cid: str, user: str | None, groups: Collection[str]) -> Capture:
         """Subscribe to a moving connection's channels and hold what arrives for it."""
-        capture = self._captures[cid] = Capture(cid, self._channels_of(cid, user, groups))
+        capture = self._captures[cid] = Capture(cid, self.channels_of(cid, user, groups))
         ch = self.channels
         waits = [self._subscribe_connection(cid)]
         capture.subscribed.append(ch.connection(cid))
@@ -483,6 +507,23 @@ class RedisLifetimeManager(HubLifetimeManager):
             self.end_capture(cid)
             raise
         return capture
+
+    async def extend_capture(self, cid: str, groups: Collection[str]) -> None:
+        """Capture ``groups`` too for a moving connection (its groups changed meanwhile)."""
+        capture = self._captures.get(cid)
+        if capture is None:
+            return
+        ch = self.channels
+        new = [g for g in groups if ch.group(g) not in capture.channels]
+        if not new:
+            return
+        capture.channels = capture.channels | {ch.group(g) for g in new}
+        waits = []
+        for group in new:
+            if group not in self.groups:
+                waits.append(self.bus.subscribe(ch.group(group), self._on_group))
+                capture.subscribed.append(ch.group(group))
+        await asyncio.gather(*waits)
 
     def end_capture(self, cid: str) -> None:
         """The move failed: drop what was held and the subscriptions no one else needs."""

@@ -27,12 +27,14 @@ from ..lifetime.base import ClientConnection
 from ..presence import new_node_id
 from . import keys
 from .bus import BackplaneUnavailable, RedisBus
+from .history import WatchedChannels
 from .liveness import DeadNodes, PurgeGuard, recent_ms
 from .sequence import PublishSequence, ReceiveSequence
 from .watch import NodeWatcher
 
 if TYPE_CHECKING:
     from .base import NodeHub
+    from .durable import DurableRecorder
     from .manager import RedisLifetimeManager
 
 logger = logging.getLogger("hubplane.redis")
@@ -86,6 +88,11 @@ class RedisNode:
         #: The numbers on what this node publishes, and duplicate/gap checks on what it hears.
         self.published = PublishSequence()
         self.received = ReceiveSequence()
+        #: Watched channels: publishing there keeps history (``history.py``).
+        self.history = WatchedChannels(self.bus, self.prefix)
+        #: With ``--durable-resume``: records of this node's stateful connections (set by the
+        #: server).
+        self.durable: DurableRecorder | None = None
         self.deaths = DeadNodes()
         self.guard = PurgeGuard(recent_ms(heartbeat, timeout), int(timeout * 1000))
         self.watcher = NodeWatcher(
@@ -123,6 +130,7 @@ class RedisNode:
             bus = self.bus
             await bus.start()
             await bus.subscribe(keys.purged_channel(self.prefix), self._on_purged)
+            await self.history.start()
             if self.presence_enabled:
                 # Nothing is published there: Redis counting this subscription is the point.
                 await bus.subscribe(keys.node_channel(self.prefix, self.node_id), _ignore)
@@ -138,6 +146,7 @@ class RedisNode:
         if not self._started:
             return
         self._started = False
+        self.history.stop()
         for task in (self._heartbeat_task, self._watch_task):
             if task is not None:
                 task.cancel()

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from ..errors import HubplaneError
 from ..stats import BATCH_BUCKETS, ROUND_TRIP_BUCKETS, Buckets, Observer
-from .keys import PUBLISH_MANY, script_sha
+from .keys import HISTORY_PUBLISH, PUBLISH_MANY, script_sha
 
 # Commands per pipeline round trip; larger bursts take several.
 MAX_BATCH = 2048  # default of Outbox.max_batch
@@ -101,6 +101,7 @@ class Outbox:
         "max_batch",
         "publish_script",
         "publish_sha",
+        "history_sha",
         "writer_up",
         "reader_up",
         "last_error",
@@ -121,6 +122,7 @@ class Outbox:
         #: Send runs of publishes as one Lua call (False: one PUBLISH command each).
         self.publish_script = True
         self.publish_sha = script_sha(PUBLISH_MANY)
+        self.history_sha = script_sha(HISTORY_PUBLISH)
         #: The connections' state, as the writer and the subscriber last reported it.
         self.writer_up = False
         self.reader_up = False
@@ -137,6 +139,14 @@ class Outbox:
 
     def publish(self, channel: bytes, data: bytes) -> None:
         """Queue a PUBLISH (kept through an outage, up to the buffer bound)."""
+        self._publish(("PUBLISH", channel, data))
+
+    def publish_history(self, key: bytes, channel: bytes, data: bytes, keep_ms: int) -> None:
+        """Queue a PUBLISH on a watched channel that keeps the message in the channel's
+        history ``key`` for ``keep_ms`` first (``keys.HISTORY_PUBLISH``); kept like a PUBLISH."""
+        self._publish(("EVALSHA", self.history_sha, 1, key, channel, data, keep_ms))
+
+    def _publish(self, args: tuple[Any, ...]) -> None:
         queue = self._queue
         if not (self.writer_up and self.reader_up):
             # Either side down means Redis is (about to be found) unreachable.
@@ -146,7 +156,7 @@ class Outbox:
                 if len(queue) >= self.buffer_limit:
                     self.stats.dropped += 1
                     return
-        queue.append(Command(PUBLISH, ("PUBLISH", channel, data), None))
+        queue.append(Command(PUBLISH, args, None))
         if len(queue) == 1:
             self._wake()
 
@@ -236,28 +246,32 @@ class Outbox:
         # and one command is packed and one reply parsed instead of hundreds.
         script = self.publish_script
         groups: list[list[Command]] = []
+        runs: list[bool] = []  # per group: a run of plain PUBLISHes
         run: list[Command] = []
         for cmd in batch:
-            if cmd.kind == PUBLISH and cmd.future is None and script:
+            # A plain PUBLISH (three arguments; not a history publish, not a counted one).
+            if cmd.kind == PUBLISH and cmd.future is None and script and len(cmd.args) == 3:
                 run.append(cmd)
                 continue
             if run:
                 groups.append(run)
+                runs.append(True)
                 run = []
             groups.append([cmd])
+            runs.append(False)
         if run:
             groups.append(run)
+            runs.append(True)
         commands: list[tuple[Any, ...]] = []
-        for group in groups:
-            first = group[0]
-            if first.kind == PUBLISH and first.future is None and script:
+        for group, is_run in zip(groups, runs, strict=True):
+            if is_run:
                 args: list[Any] = ["EVALSHA", self.publish_sha, 0]
                 for cmd in group:
                     args.append(cmd.args[1])
                     args.append(cmd.args[2])
                 commands.append(tuple(args))
             else:
-                commands.append(first.args)
+                commands.append(group[0].args)
         return batch, groups, commands
 
     def put_back(self, batch: list[Command]) -> None:

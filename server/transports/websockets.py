@@ -172,7 +172,7 @@ class WebSocketEndpoint:
             self._await_reconnect(record, connection)
             return
         logger.info("%s: resumed on a new WebSocket", connection.log_name)
-        _count_resume(connection, "other_node")
+        _count_resume(connection, "after_crash" if record.revived else "other_node")
         connection.resume()
         await self._run(record, connection, receive, send)
 

@@ -46,7 +46,7 @@ STICKY: Doc = {
     "podDisruptionBudget": {"enabled": True, "minAvailable": 2},
 }
 NO_STICKY: Doc = {
-    "redis": {"existingSecret": "my-redis", "existingSecretKey": "url"},
+    "redis": {"existingSecret": "my-redis", "existingSecretKey": "url", "durableResume": True},
     "tokenSecret": {"existingSecret": "my-token"},
     "workers": 2,
     "drainTimeout": 120,
@@ -121,8 +121,11 @@ def test_environment(rendered: tuple[Doc, list[Doc]]) -> None:
         ref = m.check_redis_url_from_secret(docs, deployment, EXISTING_SECRETS)
         if redis.get("existingSecret"):
             assert ref == {"name": redis["existingSecret"], "key": redis["existingSecretKey"]}
+        durable = "true" if redis.get("durableResume") else "false"
+        assert env["HUBPLANE_DURABLE_RESUME"] == durable
     else:
         assert "REDIS_URL" not in env, "no Redis configured: the pod runs standalone"
+        assert "HUBPLANE_DURABLE_RESUME" not in env, "it needs Redis"
     token = values.get("tokenSecret", {})
     if token:
         ref = env["HUBPLANE_TOKEN_SECRET"]["secretKeyRef"]

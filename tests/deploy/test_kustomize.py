@@ -33,6 +33,7 @@ def test_builds_and_validates(
     env = m.env_of(docs, m.container(deployment))
     assert env["HUBPLANE_HOST"] == "0.0.0.0"
     assert env["HUBPLANE_PORT"] == "8000"
+    assert env["HUBPLANE_DURABLE_RESUME"] == "false"  # off by default (docs/operations.md)
     token = env["HUBPLANE_TOKEN_SECRET"]["secretKeyRef"]
     assert token["optional"] is True, "no-sticky mode only when the Secret exists"
 
