@@ -141,6 +141,12 @@ class Handover:
             assert connection is not None
             self.recorder.attach(manager, connection, key)  # no-op when attached already
 
+    def closing(self, record: ConnectionRecord) -> None:
+        """The server ends a stateful connection: its resume entry is deleted first. The
+        command is queued ahead of the connection's next record, and with --durable-resume the
+        Close waits behind that record, so no node can revive what the server ended."""
+        self._forget(record)
+
     def _forget(self, record: ConnectionRecord) -> None:
         self._taken_since.pop(record.token, None)
         if record.stateful and record.connection is not None:

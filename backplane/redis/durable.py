@@ -391,6 +391,7 @@ class DurableRecorder:
             and groups == state.recorded_groups
             and state.protocol_recorded
             and not expire
+            and not connection.closing  # its Close waits for its entry's deletion (handover.py)
         ):
             outbound.release(mark)  # nothing new: what was written may go
             _release(state.waiters)
@@ -491,6 +492,9 @@ class DurableRecorder:
                 self._drop(state)
                 return
             self._failed(state)  # a handover is under way: it ends this connection, or not
+            return
+        if status < 0 and state.connection.closing:
+            self._drop(state, let_go=True)  # ended by the server: its entry went first
             return
         if status < 0:
             self.stats.lost += 1

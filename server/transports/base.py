@@ -87,6 +87,10 @@ class Mover(Protocol):
         """Note a stateful connection where any node finds it when its client comes back."""
         ...
 
+    def closing(self, record: ConnectionRecord) -> None:
+        """The server ends the connection: its resume entry goes before its Close does."""
+        ...
+
     async def take_up(
         self,
         token: str,

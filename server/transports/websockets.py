@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -186,7 +187,13 @@ class WebSocketEndpoint:
         record.drop = functools.partial(drop_socket, send, task)
         detached = False
         try:
-            detached = await run_websocket(connection, receive, send)
+            mover = self.mover
+            on_closing = (
+                functools.partial(mover.closing, record)
+                if mover is not None and record.stateful
+                else None
+            )
+            detached = await run_websocket(connection, receive, send, on_closing)
         finally:
             record.run_task = None
             record.drop = None
@@ -257,7 +264,12 @@ def _count_resume(connection: HubConnection, outcome: str) -> None:
         stats.replayed += len(buffer.replay)
 
 
-async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> bool:
+async def run_websocket(
+    connection: HubConnection,
+    receive: Any,
+    send: Any,
+    on_closing: Callable[[], None] | None = None,
+) -> bool:
     """Pump frames in and out until either side ends the connection.
 
     Returns True when a stateful connection lost its socket without a close handshake (or
@@ -288,6 +300,8 @@ async def run_websocket(connection: HubConnection, receive: Any, send: Any) -> b
             main.cancel()
 
     def _closing() -> None:
+        if on_closing is not None:
+            on_closing()  # before the Close can reach the client (see Mover.closing)
         state["timer"] = loop.call_later(CLOSE_TIMEOUT + SEND_TIMEOUT, _give_up)
         start_writer()  # it flushes what is left and sends the close frame
 

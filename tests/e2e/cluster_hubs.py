@@ -47,6 +47,10 @@ class ClusterHub(Hub):
     async def echo(self, value: Any) -> Any:
         return value
 
+    async def quit(self) -> None:
+        """The server ends the caller's connection (a Close, no reconnect)."""
+        self.context.abort()
+
     # --- groups ------------------------------------------------------------------
     async def join(self, group: str) -> None:
         await self.groups.add(self.context.connection_id, group)

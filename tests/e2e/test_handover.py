@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from websockets.exceptions import InvalidStatus
 
+from backplane.redis.keys import resume_key
 from tests.e2e.balancer import Nginx
 from tests.e2e.cluster_hubs import HUB_PATH
 from tests.e2e.raw import RS, RawClient
@@ -178,3 +180,32 @@ def test_a_dropped_stateful_socket_resumes_on_another_live_node_for_its_user_onl
             assert who["user"] == "alice"
         finally:
             resumed.close()
+
+
+def test_a_connection_the_server_ends_loses_its_resume_entry_before_its_close(
+    hubplane_server: Any, redis_server: Any
+) -> None:
+    """No node may revive what the server ended: with --durable-resume the Close waits behind
+    the deletion of the connection's resume entry."""
+    prefix = f"handover-{uuid.uuid4().hex[:8]}:"
+    extra = ["--token-secret", "s3cret", "--durable-resume"]
+    (node,) = start_nodes(hubplane_server, redis_server.url, 1, prefix, extra)
+    token = _negotiate(node, "alice")
+    client = RawClient(_socket_url(node, token, "alice"))
+    store = redis.Redis.from_url(redis_server.url)
+    key = resume_key(prefix.encode(), token)
+    try:
+        client.send_text(json.dumps({"protocol": "json", "version": 2}) + RS)
+        assert client.read_handshake() == {}
+        client.invoke("Whoami", invocation_id="w")
+        assert client.completion()["invocationId"] == "w"
+        eventually(lambda: store.hget(key, "durable"), bool, 5, "the connection's record")
+        client.invoke("Quit", invocation_id="q")
+        close = client.next_message()
+        # The moment the Close arrived (before the socket's own close), the entry was gone.
+        gone = store.exists(key) == 0
+        assert close.get("type") == 7, close
+        assert gone
+    finally:
+        client.close()
+        store.close()
