@@ -92,9 +92,7 @@ class Hubplane:
         self.nosticky = NoSticky(
             self.registry, self.sessions, self.signer, self.redis_node, settings.disconnect_timeout
         )
-        node = self.redis_node
-        if node is not None and self.signer is not None:
-            self.sessions.unreachable = lambda: not node.bus.connected
+        self.sessions.unreachable = self.nosticky.cut_off
         # With Redis: stateful connections move to whichever node their client comes back to.
         self.handover = (
             Handover(

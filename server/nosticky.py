@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -273,6 +274,8 @@ class NoSticky:
         self.node = node
         self.disconnect_timeout = disconnect_timeout
         self.forwarder: Forwarder | None = None
+        # When this node's Redis connection last came back (see cut_off).
+        self._back_at: float | None = None
 
     async def start(self) -> None:
         """With a signer and Redis: listen for forwarded requests, release ended connections."""
@@ -290,7 +293,23 @@ class NoSticky:
         self.registry.removed_hooks.append(lambda record: forwarder.release(record.connection_id))
         self.node.bus.on_reconnect(self._reclaim)
 
+    def _recently_back(self) -> bool:
+        back = self._back_at
+        return back is not None and time.monotonic() - back < RECLAIM_WAIT + 3.0
+
+    def cut_off(self) -> bool:
+        """True while requests for this node's connections may not reach it: Redis is down,
+        or came back less than a disconnect timeout ago (the clients' requests stuck on other
+        nodes meanwhile are still finding their way); idle long-polling sessions are kept."""
+        if self.forwarder is None or self.node is None:
+            return False
+        if not self.node.bus.connected:
+            return True
+        back = self._back_at
+        return back is not None and time.monotonic() - back < self.disconnect_timeout
+
     async def _reclaim(self) -> None:
+        self._back_at = time.monotonic()
         if self.forwarder is not None:
             owned = [r.connection_id for r in self.registry.records.values() if r.owned]
             self.forwarder.reclaim(owned)
@@ -355,9 +374,10 @@ class NoSticky:
         me = forwarder.node.node_id
         try:
             owner = await forwarder.owner(cid)
-            if owner is None and not start:
+            if owner is None and (not (start and fresh) or self._recently_back()):
                 # A Redis that restarted empty lost the owner records; each owner writes its
-                # own again as soon as it reconnects: give it that moment before a 404.
+                # own again as soon as it reconnects: give it that moment before a 404 (or
+                # before claiming a connection that may still run elsewhere).
                 owner = await self._owner_after_reclaim(forwarder, cid)
             if owner is None:
                 if not (start and fresh):

@@ -244,15 +244,17 @@ def test_sigterm_answers_running_invocations_then_closes_with_reconnect(
         assert node.proc is not None
         sent_at = time.monotonic()
         node.proc.send_signal(signal.SIGTERM)
-        # readiness turns false at once and new clients are refused
+        # readiness turns false at once and new clients are refused: 503 while the listener
+        # is still open, then the refused connection itself (it stops listening at once, so
+        # that reconnecting clients reach other nodes)
         status, body, _ = eventually(
             lambda: http("GET", node.url + "/readyz", timeout=1.0),
-            lambda r: r[0] == 503,
+            lambda r: r[0] in (0, 503),
             1.0,
             "readiness false after SIGTERM",
         )
-        assert "draining" in body
-        assert http("POST", node.url + HUB_PATH + "/negotiate?negotiateVersion=1")[0] == 503
+        assert status == 0 or "draining" in body
+        assert http("POST", node.url + HUB_PATH + "/negotiate?negotiateVersion=1")[0] in (0, 503)
         # the invocation the server had taken answers before the Close
         reply = slow.result(timeout=5)
         assert reply.ok, reply
