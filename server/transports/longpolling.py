@@ -22,7 +22,7 @@ from starlette.responses import Response
 from backplane import HubConnection
 
 from ..httputil import NO_CACHE, no_cache
-from .http import SEND_TIMEOUT, HttpSession, forget, wait_disconnect
+from .http import SEND_TIMEOUT, HttpSession, close_connection, forget, wait_disconnect
 
 if TYPE_CHECKING:
     from ..registry import ConnectionRecord
@@ -88,7 +88,7 @@ class LongPollingSession(HttpSession):
             current[0].set_result("ended")
         if not forget(self.store, self):
             return None
-        return self.store.spawn(self.connection.transport_closed())
+        return self.store.spawn(close_connection(self))
 
     async def poll(self, receive: Any, send: Any) -> None:
         """Answer one poll (not the first) of this connection."""
