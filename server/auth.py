@@ -12,6 +12,7 @@ query token is never accepted on other routes. :func:`bearer_token` reads either
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +24,25 @@ AuthResult = User | str | None
 Authenticator = Callable[[HTTPConnection], AuthResult | Awaitable[AuthResult]]
 
 QUERY_TOKEN = "access_token"
+
+logger = logging.getLogger("hubplane.auth")
+
+
+class AuthenticationFailed(Exception):
+    """A credential was presented and is not valid: the request gets 401.
+
+    Authenticators raise it for a refused token; the refusal is one warning line with its
+    reason (keep the token out of the message). Any other exception from an authenticator
+    is a fault of the authenticator and is logged with its traceback.
+    """
+
+
+def log_refusal(exc: Exception, where: str) -> None:
+    """Log why an authenticator refused a request ``where`` (e.g. ``"at negotiate"``)."""
+    if isinstance(exc, AuthenticationFailed):
+        logger.warning("authentication refused %s: %s", where, exc)
+    else:
+        logger.error("the authenticator failed %s", where, exc_info=exc)
 
 
 def query_token(request: HTTPConnection) -> str | None:
