@@ -3,18 +3,23 @@ payloads never, and tokens are masked in any app built with ``create_app``."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
 import httpx
 import jwt
+import msgpack
 import pytest
 import websockets
 
 from backplane import Hub
+from backplane.protocol import InvocationMessage
+from backplane.protocol.messagepack import write_varint
 from server import Settings, create_app
 from server.jwt_auth import JwtAuthenticator
+from tests.hub.helpers import Client, make_handler
 
 from .util import serve_app
 
@@ -70,3 +75,43 @@ async def test_a_refused_jwt_is_one_warning_line(caplog: pytest.LogCaptureFixtur
         (refusal,) = records_at_warning(caplog)
         assert refusal.exc_info is None and "on a WebSocket upgrade" in refusal.getMessage()
         assert expired not in caplog.text
+
+
+async def test_a_failed_fan_out_encode_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    handler = make_handler(Plain)
+    clients = [Client(handler, f"c{i}", "json") for i in range(5)]
+    for client in clients:
+        await client.handshake()
+    caplog.clear()
+    await clients[0].send(InvocationMessage("Unsendable", [], "1"))
+    assert [m.invocation_id for m in await clients[0].wait_messages(1)] == ["1"]  # type: ignore[attr-defined]
+    errors = records_at_warning(caplog)
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert errors[0].getMessage() == (
+        "cannot encode InvocationMessage 'Msg' for json clients, who do not get it: "
+        "TypeError: Type is not JSON serializable: Opaque"
+    )
+    assert PAYLOAD not in caplog.text
+
+
+async def test_payloads_stay_out_of_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    handler = make_handler(Plain)
+    c = Client(handler, "c1", "json")
+    await c.handshake()
+    caplog.clear()
+    await c.send(InvocationMessage("Unanswerable", [], "1"))  # its Completion cannot be encoded
+    for _ in range(100):
+        if c.conn.closing:
+            break
+        await asyncio.sleep(0.01)
+    assert c.conn.closing
+    assert "cannot encode a CompletionMessage" in caplog.text
+    # A MessagePack frame with data after its message: msgpack's error carries what it read.
+    m = Client(handler, "c2", "messagepack")
+    await m.handshake()
+    body = msgpack.packb([1, {}, "2", "Echo", [PAYLOAD]]) + msgpack.packb(PAYLOAD)
+    await m.conn.receive(write_varint(len(body)) + body, True)
+    assert m.conn.closing
+    assert "received extra data" in caplog.text
+    assert PAYLOAD not in caplog.text
