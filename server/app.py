@@ -23,6 +23,7 @@ from backplane import Hub, HubConnectionHandler, HubContext
 from backplane.filters import FilterSpec
 from backplane.redis.node import RedisNode
 
+from . import logs
 from .admin import admin_routes
 from .admission import NodeAdmission
 from .auth import Authenticator
@@ -71,6 +72,7 @@ class Hubplane:
         filters: Sequence[FilterSpec] = (),
     ) -> None:
         self.settings = settings
+        logs.protect()  # tokens masked in the logs of any app, not only the CLI's
         # Draining and the identity hook: what every entry point checks first.
         self.admission = NodeAdmission(authenticator)
         self.registry = ConnectionRegistry()
@@ -209,6 +211,7 @@ class Hubplane:
 
     async def startup(self) -> None:
         """Start lifetime managers, timers, then the user's startup hooks."""
+        logs.protect()  # again: loggers named since the app was made
         await self.lifecycle.startup()
         logger.info("hubplane started: hubs %s", ", ".join(self.endpoints) or "(none)")
 

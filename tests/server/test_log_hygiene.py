@@ -4,6 +4,7 @@ payloads never, and tokens are masked in any app built with ``create_app``."""
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 from typing import Any
@@ -115,3 +116,37 @@ async def test_payloads_stay_out_of_the_logs(caplog: pytest.LogCaptureFixture) -
     assert m.conn.closing
     assert "received extra data" in caplog.text
     assert PAYLOAD not in caplog.text
+
+
+def test_create_app_masks_tokens_whatever_the_logging_setup() -> None:
+    create_app({"/hubs/plain": Plain}, settings=Settings())
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)  # a handler of the application's, unguarded
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    root = logging.getLogger()
+    access = logging.getLogger("uvicorn.access")  # uvicorn's config may stop its propagation
+    levels = (root.level, access.level)
+    for logger in (root, access):
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        access.info(
+            '%s - "%s %s HTTP/%s" %d',
+            "127.0.0.1:5000",
+            "GET",
+            "/hubs/plain?id=TOKEN-ONE&access_token=TOKEN-TWO",
+            "1.1",
+            200,
+        )
+        try:
+            raise ValueError("Authorization: Bearer TOKEN-THREE")
+        except ValueError:
+            logging.getLogger("hubplane.server").exception("a request failed")
+    finally:
+        for logger, level in zip((root, access), levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+    text = out.getvalue()
+    assert "/hubs/plain?id=***&access_token=***" in text
+    assert "Bearer ***" in text
+    assert "TOKEN-" not in text
