@@ -24,7 +24,7 @@ from .runner import (
     reuse_port_supported,
     stop_with_parent,
 )
-from .settings import Settings, add_arguments, build_settings
+from .settings import SECRETS, Settings, add_arguments, build_settings, env_name, flag
 
 logger = logging.getLogger("hubplane.cli")
 
@@ -152,7 +152,7 @@ def serve(argv: Sequence[str]) -> int:
         print(f"hubplane: error: {exc}", file=sys.stderr)
         return 2
     if settings.workers > 1:
-        return run_workers(argv, settings)
+        return run_workers(args, settings)
     config = uvicorn.Config(app, **_uvicorn_options(settings))  # configures uvicorn's logging
     logs.guard_handlers()
     server = HubplaneServer(config, settings.drain_timeout)
@@ -196,7 +196,32 @@ def check_workers(settings: Settings) -> None:
         )
 
 
-def run_workers(argv: Sequence[str], settings: Settings) -> int:
+def worker_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The command line of a worker and the variables added to its environment.
+
+    The worker gets the supervisor's flags again, but the secrets among them (``SECRETS``)
+    travel as ``HUBPLANE_*`` variables: a process's command line is readable by every user
+    of the host (``ps``), its environment only by its owner.
+    """
+    command = [sys.executable, "-m", "server.cli", "serve"]
+    env: dict[str, str] = {}
+    for name, value in vars(args).items():
+        if value is None or name == "workers":
+            continue
+        if name in SECRETS:
+            env[env_name(name)] = str(value)
+        elif name == "hubs":
+            command += [arg for spec in value for arg in ("--hub", spec)]
+        elif name == "filters":
+            command += [arg for spec in value for arg in ("--filter", spec)]
+        elif isinstance(value, bool):
+            command.append(flag(name) if value else "--no-" + flag(name)[2:])
+        else:
+            command.append(f"{flag(name)}={value}")
+    return [*command, "--workers", "1"], env
+
+
+def run_workers(args: argparse.Namespace, settings: Settings) -> int:
     """Supervise ``settings.workers`` children, each ``hubplane serve ... --workers 1``.
 
     The workers share one directory of Prometheus multiprocess files (a fresh one unless
@@ -207,9 +232,9 @@ def run_workers(argv: Sequence[str], settings: Settings) -> int:
 
     from .metrics import MULTIPROC_ENV
 
-    # The last --workers flag wins, and flags win over HUBPLANE_WORKERS.
-    command = [sys.executable, "-m", "server.cli", "serve", *argv, "--workers", "1"]
+    command, secrets = worker_command(args)
     env = dict(os.environ)
+    env.update(secrets)
     made_dir = None
     if not env.get(MULTIPROC_ENV):
         made_dir = env[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="hubplane-metrics-")

@@ -21,6 +21,9 @@ LOG_FORMATS = ("text", "json")
 TRANSPORTS = ("WebSockets", "ServerSentEvents", "LongPolling")
 # The shortest REST access key accepted (HS256 wants a key of 32 bytes or more).
 REST_KEY_MIN = 32
+# Settings that hold secrets (a Redis URL may carry a password): never on a command line the
+# server writes itself (a worker's), where any user of the host can read it.
+SECRETS = ("admin_token", "jwt_secret", "token_secret", "rest_access_key", "redis_url")
 
 
 @dataclass
