@@ -18,6 +18,7 @@ from .runner import (
     EXIT_STARTUP,
     SUPERVISOR_ENV,
     WORKER_ENV,
+    HubplaneConfig,
     HubplaneServer,
     WorkerSupervisor,
     listen_sockets,
@@ -118,6 +119,10 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         # uvicorn's records go through our handler: the node in every line, secrets masked.
         "log_config": None,
     }
+    if settings.forwarded_allow_ips:
+        # One list of trusted proxies for uvicorn's X-Forwarded-For/-Proto and for ours.
+        allowed = settings.forwarded_allow_ips
+        options["forwarded_allow_ips"] = "*" if "*" in allowed else list(allowed)
     if importlib.util.find_spec("uvloop") is not None:
         options["loop"] = "uvloop"
     if importlib.util.find_spec("httptools") is not None:
@@ -131,7 +136,6 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 def serve(argv: Sequence[str]) -> int:
     """Run ``hubplane serve``."""
-    import uvicorn
 
     parser = argparse.ArgumentParser(
         prog="hubplane serve",
@@ -153,7 +157,7 @@ def serve(argv: Sequence[str]) -> int:
         return 2
     if settings.workers > 1:
         return run_workers(args, settings)
-    config = uvicorn.Config(app, **_uvicorn_options(settings))  # configures uvicorn's logging
+    config = HubplaneConfig(app, **_uvicorn_options(settings))  # configures uvicorn's logging
     logs.guard_handlers()
     server = HubplaneServer(config, settings.drain_timeout)
     if not worker:

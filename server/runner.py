@@ -25,6 +25,8 @@ from typing import Any
 
 import uvicorn
 
+from .proxies import RawPeer
+
 logger = logging.getLogger("hubplane.runner")
 
 #: Set by the supervisor in each child's environment: ``"k/N"`` (this is worker k of N).
@@ -42,6 +44,18 @@ def find_hubplane(app: Any) -> Any:
     """The ``Hubplane`` state object of an app made by ``create_app`` (or None)."""
     state = getattr(app, "state", None)
     return getattr(state, "hubplane", None) if state is not None else None
+
+
+class HubplaneConfig(uvicorn.Config):
+    """uvicorn's settings; the app it loads notes the TCP peer of every request first.
+
+    uvicorn's proxy headers replace a trusted proxy's address by the client's; the checks of
+    ``--forwarded-allow-ips`` need the proxy's (``proxies.py``).
+    """
+
+    def load(self) -> None:
+        super().load()
+        self.loaded_app = RawPeer(self.loaded_app)
 
 
 class HubplaneServer(uvicorn.Server):

@@ -197,13 +197,18 @@ class Settings:
             "signed (HS256) with this key, at least 32 characters (off when unset)"
         },
     )
-    rest_trusted_proxies: tuple[str, ...] = field(
+    forwarded_allow_ips: tuple[str, ...] = field(
         default=(),
         metadata={
-            "help": "addresses or networks (comma separated, or *) of proxies whose "
-            "X-Forwarded-Host and X-Forwarded-Proto count when the REST API checks a "
-            "token's audience; none by default"
+            "help": "addresses or networks (comma separated, or *) of the reverse proxies "
+            "whose X-Forwarded-Host, -Proto and -For are believed: by the WebSocket origin "
+            "check, the REST API's audience check and uvicorn (client address, scheme; it "
+            "then trusts these instead of its FORWARDED_ALLOW_IPS); none by default"
         },
+    )
+    rest_trusted_proxies: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "the former name of --forwarded-allow-ips; both lists count"},
     )
 
     def validate(self) -> Settings:
@@ -271,7 +276,12 @@ class Settings:
                 f"--rest-access-key must be at least {REST_KEY_MIN} characters "
                 "(an Azure SignalR access key has 44)"
             )
-        self.rest_trusted_proxies = canonical_proxies(self.rest_trusted_proxies)
+        self.rest_trusted_proxies = canonical_proxies(
+            self.rest_trusted_proxies, "--rest-trusted-proxies"
+        )
+        self.forwarded_allow_ips = canonical_proxies(
+            (*self.forwarded_allow_ips, *self.rest_trusted_proxies), "--forwarded-allow-ips"
+        )
         for path, spec in self.hubs.items():
             if not path.startswith("/"):
                 raise SettingsError(f"hub path {path!r} must start with '/'")
@@ -313,7 +323,9 @@ def canonical_origins(origins: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(result))
 
 
-def canonical_proxies(proxies: Sequence[str]) -> tuple[str, ...]:
+def canonical_proxies(
+    proxies: Sequence[str], option: str = "--forwarded-allow-ips"
+) -> tuple[str, ...]:
     """Trusted proxy addresses as networks (``10.0.0.1`` -> ``10.0.0.1/32``), or ``*``."""
     result = []
     for raw in proxies:
@@ -327,8 +339,7 @@ def canonical_proxies(proxies: Sequence[str]) -> tuple[str, ...]:
             result.append(str(ipaddress.ip_network(text, strict=False)))
         except ValueError:
             raise SettingsError(
-                f"--rest-trusted-proxies: {raw!r} is not an address or a network "
-                "like 10.0.0.0/8 (or *)"
+                f"{option}: {raw!r} is not an address or a network like 10.0.0.0/8 (or *)"
             ) from None
     return tuple(dict.fromkeys(result))
 
@@ -354,6 +365,8 @@ def parse_hub_spec(text: str) -> tuple[str, str]:
     return path, spec.strip()
 
 
+# Settings given as comma-separated lists.
+LISTS = ("transports", "cors_origins", "filters", "rest_trusted_proxies", "forwarded_allow_ips")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -365,7 +378,7 @@ def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
             return dict(parse_hub_spec(part) for part in raw.split(",") if part.strip())
         if f.name in ("protocols", "redis_payload_protocols"):
             return tuple(p.strip().lower() for p in raw.split(",") if p.strip())
-        if f.name in ("transports", "cors_origins", "filters", "rest_trusted_proxies"):
+        if f.name in LISTS:
             return tuple(p.strip() for p in raw.split(",") if p.strip())
         if kind == "bool":
             low = raw.strip().lower()
