@@ -264,15 +264,37 @@ class Hubplane:
                 routes.append(WebSocketRoute(base + "/", ws))
                 routes.append(Route(base + "/", http, methods=HTTP_METHODS))
         routes.extend(self.health.routes())
+        if self.settings.admin_port is None:
+            routes.extend(self.operator_routes())
+        if self.rest is not None:
+            routes.append(Mount("/api", app=self.rest))
+        return routes
+
+    def operator_routes(self) -> list[BaseRoute]:
+        """``/metrics``, the dashboard and the admin API, as the settings turn them on.
+
+        On the main listener, or with ``--admin-port`` on a listener of their own
+        (:meth:`admin_app`), where the hubs' clients cannot reach them.
+        """
+        routes: list[BaseRoute] = []
         if self.metrics is not None:
             routes.append(Route("/metrics", self.metrics.endpoint, methods=["GET"]))
         if self.settings.dashboard:
             routes.extend(dashboard_routes())  # before the admin API's catch-all
         if self.settings.admin_token:
             routes.extend(admin_routes(self))
-        if self.rest is not None:
-            routes.append(Mount("/api", app=self.rest))
         return routes
+
+    def admin_app(self) -> Starlette:
+        """The app of the ``--admin-port`` listener: the operator routes and health.
+
+        It has no lifespan of its own: the main app's starts and stops the hubs. Serve it
+        beside the main app (``hubplane serve`` does, in the same process), never alone.
+        """
+        app = Starlette(routes=[*self.health.routes(), *self.operator_routes()])
+        app.router.redirect_slashes = False
+        app.state.hubplane = self
+        return app
 
 
 def _bind_path(

@@ -157,41 +157,69 @@ def serve(argv: Sequence[str]) -> int:
         return 2
     if settings.workers > 1:
         return run_workers(args, settings)
+    sockets: list[Any] | None = None
+    if worker or settings.admin_port is not None:
+        # Bound here: the admin listener's port must be known before the app is made.
+        try:
+            sockets, app = bind_listeners(settings, app, reuse_port=bool(worker))
+        except OSError as exc:
+            logger.error("%s cannot listen: %s", f"worker {worker}" if worker else "hubplane", exc)
+            return EXIT_STARTUP if worker else 1
     config = HubplaneConfig(app, **_uvicorn_options(settings))  # configures uvicorn's logging
     logs.guard_handlers()
     server = HubplaneServer(config, settings.drain_timeout)
-    if not worker:
-        server.run()
-        return 0
-    try:
-        sockets = listen_sockets(settings.host, settings.port)
-    except OSError as exc:
-        logger.error(
-            "worker %s cannot listen on %s:%d: %s", worker, settings.host, settings.port, exc
+    if worker:
+        supervisor = os.environ.get(SUPERVISOR_ENV, "")
+        stop_with_parent(server, int(supervisor) if supervisor.isdigit() else os.getppid())
+    if sockets is not None:
+        logger.info(
+            "%s (pid %d) serving on %s",
+            f"worker {worker}" if worker else "hubplane",
+            os.getpid(),
+            ", ".join(describe_listener(sock) for sock in sockets),
         )
-        return EXIT_STARTUP
-    supervisor = os.environ.get(SUPERVISOR_ENV, "")
-    stop_with_parent(server, int(supervisor) if supervisor.isdigit() else os.getppid())
-    logger.info(
-        "worker %s (pid %d) serving on http://%s:%d",
-        worker,
-        os.getpid(),
-        settings.host,
-        settings.port,
-    )
     try:
         server.run(sockets=sockets)
     except KeyboardInterrupt:  # a second Ctrl+C forwarded by the supervisor: no traceback
-        return 130
+        if worker:
+            return 130
+        raise
     return 0
+
+
+def bind_listeners(settings: Settings, app: Any, reuse_port: bool) -> tuple[list[Any], Any]:
+    """The listening sockets (``--port``, and ``--admin-port`` if set) and the app serving them.
+
+    With an admin port, the app is :class:`~server.listeners.Listeners`: the hubs on one
+    listener, ``/metrics``, the admin API and the dashboard on the other.
+    """
+    from .listeners import Listeners
+
+    sockets = listen_sockets(settings.host, settings.port, reuse_port)
+    if settings.admin_port is None:
+        return sockets, app
+    try:
+        admin = listen_sockets(settings.admin_host, settings.admin_port, reuse_port)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    ports = {sock.getsockname()[1] for sock in admin}
+    return [*sockets, *admin], Listeners(app, app.state.hubplane.admin_app(), ports)
+
+
+def describe_listener(sock: Any) -> str:
+    """``http://127.0.0.1:8000`` for a bound socket."""
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def check_workers(settings: Settings) -> None:
     """Refuse ``--workers N`` settings that cannot work (Redis is checked by the settings)."""
-    if settings.port == 0:
+    if settings.port == 0 or settings.admin_port == 0:
         raise SettingsError(
-            "--port 0 cannot be used with --workers > 1: each worker would listen on a "
-            "different free port; choose a port"
+            "--port 0 and --admin-port 0 cannot be used with --workers > 1: each worker "
+            "would listen on a different free port; choose a port"
         )
     if not reuse_port_supported():
         raise SettingsError(

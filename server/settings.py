@@ -179,6 +179,16 @@ class Settings:
         },
     )
     metrics: bool = field(default=True, metadata={"help": "serve Prometheus metrics at /metrics"})
+    admin_port: int | None = field(
+        default=None,
+        metadata={
+            "help": "serve /metrics, the admin API and the dashboard on a listener of their "
+            "own on this port (0: any free port), and not on --port; unset: on --port"
+        },
+    )
+    admin_host: str = field(
+        default="127.0.0.1", metadata={"help": "address the --admin-port listener binds"}
+    )
     dashboard: bool = field(
         default=False,
         metadata={
@@ -226,6 +236,14 @@ class Settings:
                 raise SettingsError(f"{flag(name)} must be a positive number of seconds")
         if not 0 <= self.port <= 65535:
             raise SettingsError("--port must be between 0 and 65535")
+        if self.admin_port is not None:
+            if not 0 <= self.admin_port <= 65535:
+                raise SettingsError("--admin-port must be between 0 and 65535")
+            if self.admin_port == self.port and self.port != 0:
+                raise SettingsError(
+                    "--admin-port must differ from --port (leave it unset to serve the admin "
+                    "API, /metrics and the dashboard on --port)"
+                )
         if self.max_message_size < 0:
             raise SettingsError("--max-message-size must be 0 (no limit) or a number of bytes")
         if self.max_buffer_size < 1024:
@@ -387,7 +405,7 @@ def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
             if low in _FALSE:
                 return False
             raise ValueError(raw)
-        if kind == "int":
+        if kind in ("int", "int | None"):
             return int(raw)
         if kind == "float":
             return float(raw)

@@ -557,7 +557,8 @@ def test_secrets_reach_the_workers_by_environment_not_command_line(
         "--rest-access-key": "rest-" + "r" * 32,
         "--jwt-secret": "jwt-" + "j" * 32,
     }
-    extra = ["--workers", "2", "--redis-url", redis_server.url]
+    admin_port = free_port()
+    extra = ["--workers", "2", "--redis-url", redis_server.url, "--admin-port", str(admin_port)]
     for name, value in secrets.items():
         extra += [name, value]
     server = hubplane_server(
@@ -579,8 +580,10 @@ def test_secrets_reach_the_workers_by_environment_not_command_line(
             assert value not in cmdline, cmdline
         assert f"HUBPLANE_ADMIN_TOKEN={secrets['--admin-token']}" in environ
         assert f"HUBPLANE_REDIS_URL={redis_server.url}" in environ
-    # ... and the workers use them: each connection answers the admin token.
+    # ... and the workers use them: each connection to the admin listener (which every
+    # worker shares, as the main one) answers the admin token.
     headers = {"Authorization": f"Bearer {secrets['--admin-token']}"}
+    admin_url = f"http://127.0.0.1:{admin_port}"
     for _ in range(4):  # new connections land on either worker
-        with httpx.Client(base_url=server.url, headers=headers, trust_env=False) as http:
+        with httpx.Client(base_url=admin_url, headers=headers, trust_env=False) as http:
             assert http.get("/_hubplane/hubs").status_code == 200
