@@ -20,21 +20,14 @@ from starlette.requests import HTTPConnection, Request
 
 from backplane import User
 
+from .errors import AuthenticationFailed as AuthenticationFailed  # re-exported
+
 AuthResult = User | str | None
 Authenticator = Callable[[HTTPConnection], AuthResult | Awaitable[AuthResult]]
 
 QUERY_TOKEN = "access_token"
 
 logger = logging.getLogger("hubplane.auth")
-
-
-class AuthenticationFailed(Exception):
-    """A credential was presented and is not valid: the request gets 401.
-
-    Authenticators raise it for a refused token; the refusal is one warning line with its
-    reason (keep the token out of the message). Any other exception from an authenticator
-    is a fault of the authenticator and is logged with its traceback.
-    """
 
 
 def log_refusal(exc: Exception, where: str) -> None:
