@@ -17,6 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
 from backplane import HubConnection
+from backplane.lifetime.base import DISCONNECTED
 from backplane.waiters import wake
 
 if TYPE_CHECKING:
@@ -132,6 +133,9 @@ async def close_connection(session: HttpSession, error: Exception | None = None)
     """
     handshaking = session.handshaking
     if handshaking is not None:
+        # A client result on_connected awaits can no longer come: fail it now, not at its
+        # timeout (the tear-down would fail it too, but only after on_connected).
+        session.connection.fail_results(DISCONNECTED)
         await asyncio.shield(handshaking)
     await session.connection.transport_closed(error)
 

@@ -38,6 +38,19 @@ class SlowStart(Hub):
         EVENTS.append(("disconnected", self.context.connection_id))
 
 
+class AsksOnConnect(Hub):
+    async def on_connected(self) -> None:
+        EVENTS.append(("connecting", self.context.connection_id))
+        try:
+            await self.clients.caller.invoke("Name")  # the client never answers
+        except Exception as exc:
+            EVENTS.append(("asked", type(exc).__name__))
+        EVENTS.append(("connected", self.context.connection_id))
+
+    async def on_disconnected(self, exception: Exception | None) -> None:
+        EVENTS.append(("disconnected", self.context.connection_id))
+
+
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -91,6 +104,30 @@ async def test_sse_ended_during_on_connected_runs_on_disconnected_once() -> None
 
 async def test_long_polling_deleted_during_on_connected_runs_on_disconnected_once() -> None:
     await ended_during_on_connected("longpolling")
+
+
+async def test_a_client_result_on_connected_awaits_fails_when_the_transport_ends() -> None:
+    EVENTS.clear()
+    app = create_app({"/hubs/asks": AsksOnConnect}, settings=Settings())  # results wait 30 s
+    async with (
+        serve_app(app) as host,
+        httpx.AsyncClient(base_url=f"http://{host}", timeout=10) as http,
+    ):
+        n = (await http.post("/hubs/asks/negotiate?negotiateVersion=1")).json()
+        cid = n["connectionId"]
+        url = f"/hubs/asks?id={n['connectionToken']}"
+        async with http.stream("GET", url, headers={"accept": "text/event-stream"}) as stream:
+            assert stream.status_code == 200
+            post = asyncio.create_task(http.post(url, content=HANDSHAKE))
+            await until(lambda: ("connecting", cid) in EVENTS)
+        assert (await asyncio.wait_for(post, 5)).status_code == 200
+        await until(lambda: ("disconnected", cid) in EVENTS, timeout=3)
+        assert EVENTS == [
+            ("connecting", cid),
+            ("asked", "ClientDisconnectedError"),
+            ("connected", cid),
+            ("disconnected", cid),
+        ]
 
 
 # --------------------------------------------------------------------------- a lost poll
