@@ -146,8 +146,7 @@ class HubConnection:
             return
         try:
             data = message.get(protocol)
-        except Exception:
-            logger.exception("%s: cannot encode a message from the backplane", self.log_name)
+        except Exception:  # logged once for every recipient (SerializedMessage.get)
             return
         if self._buffer is not None:
             self._track(data)
@@ -165,7 +164,7 @@ class HubConnection:
         except Exception as exc:
             # A value the protocol cannot encode: end the connection as the reference does
             # when a write fails, rather than leaving the client waiting for a reply.
-            logger.exception("%s: cannot encode %r", self.log_name, message)
+            logger.exception("%s: cannot encode a %s", self.log_name, type(message).__name__)
             self._close_error = exc
             self.close(CLOSE_ERROR, allow_reconnect=True)
             return

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any
 
 from .authorization import AuthorizationRule, class_rules, method_rules
+from .binding import Check, parameter_check
 from .errors import HubException, HubRegistrationError
 from .hub import HUB_METHOD_ATTR, Hub
 from .tasks import maybe_await as maybe_await  # re-exported: hooks may be sync or async
@@ -47,6 +48,7 @@ class HubMethod:
         "stream_params",
         "returns_value",
         "rules",
+        "checks",
     )
 
     def __init__(self, name: str, func: Callable[..., Any]) -> None:
@@ -72,6 +74,8 @@ class HubMethod:
         )
         params = list(inspect.signature(func).parameters.values())[1:]  # drop self
         self.stream_params: list[int] = []
+        # The argument type checks, in argument order (stream parameters get no argument).
+        checks: list[Check] = []
         min_args = 0
         max_args: int | None = 0
         index = 0
@@ -84,6 +88,11 @@ class HubMethod:
             if _is_stream_annotation(hints.get(param.name)):
                 self.stream_params.append(index)
             else:
+                position = index - len(self.stream_params)
+                annotation = hints.get(param.name, Any)
+                check = parameter_check(position, annotation, param.default is None)
+                if check is not None:
+                    checks.append(check)
                 if param.default is param.empty:
                     min_args += 1
                 if max_args is not None:
@@ -91,6 +100,7 @@ class HubMethod:
             index += 1
         self.min_args = min_args
         self.max_args = max_args
+        self.checks = tuple(checks)
         # @authorize rules of the hub class and of this method (filled by HubDescriptor).
         self.rules: list[AuthorizationRule] = method_rules(func)
 
@@ -178,6 +188,17 @@ def binding_error(target: str, method: HubMethod, given: int, detailed: bool) ->
         text += (
             f" InvalidDataException: Invocation provides {given} argument(s) but target "
             f"expects {method.expected_args()}."
+        )
+    return text
+
+
+def type_binding_error(target: str, detailed: bool) -> str:
+    """The Completion error for arguments whose types do not match the method's annotations."""
+    text = f"Failed to invoke '{target}' due to an error on the server."
+    if detailed:
+        text += (
+            " InvalidDataException: Error binding arguments. Make sure that the types of the "
+            "provided values match the types of the hub method being invoked."
         )
     return text
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import dispatch
 from .authorization import allowed, unauthorized_error
+from .binding import arguments_fit
 from .dispatch import HubMethod
 from .errors import HubException
 from .filters import HubInvocationContext, HubLifetimeContext
@@ -128,6 +129,8 @@ class HubDispatcher:
             return dispatch.binding_error(
                 message.target, method, given, self.handler.options.detailed_errors
             )
+        if method.checks and not arguments_fit(method.checks, message.arguments):
+            return dispatch.type_binding_error(message.target, self.handler.options.detailed_errors)
         streams = len(message.stream_ids or ())
         if streams != len(method.stream_params):
             return (

@@ -6,6 +6,7 @@ answers for one hub across the whole cluster (or the one node, with the in-memor
 
 from __future__ import annotations
 
+import bisect
 import socket
 import time
 import uuid
@@ -29,6 +30,16 @@ class Presence(ABC):
     @abstractmethod
     async def connections(self) -> list[str]:
         """The ids of every connection of the hub."""
+
+    async def connections_page(self, after: str | None, limit: int) -> tuple[list[str], bool]:
+        """Up to ``limit`` connection ids in id order, those after ``after`` (when given),
+        and whether more follow.
+
+        This default sorts every id; a manager with an ordered index may answer cheaper.
+        """
+        ids = sorted(await self.connections())
+        start = 0 if after is None else bisect.bisect_right(ids, after)
+        return ids[start : start + limit], start + limit < len(ids)
 
     @abstractmethod
     async def group_members(self, group: str) -> list[str]:

@@ -32,6 +32,9 @@ logger = logging.getLogger("hubplane.admin")
 PREFIX = "/_hubplane"
 
 _NO_STORE = {"cache-control": "no-store"}
+# Connection ids per page of /_hubplane/connections: by default, and at most.
+PAGE_SIZE = 1000
+MAX_PAGE_SIZE = 10000
 
 
 class AdminSource(Protocol):
@@ -144,10 +147,27 @@ class AdminApi:
         return {"hub": path, "nodes": await presence.nodes()}
 
     async def connections(self, request: Request) -> Any:
-        """``GET /_hubplane/connections``: the ids of a hub's connections."""
+        """``GET /_hubplane/connections?limit=&cursor=``: a page of a hub's connection ids.
+
+        Ids in order, at most ``limit`` (default and most: ``PAGE_SIZE``, ``MAX_PAGE_SIZE``),
+        after ``cursor``; ``next`` is the cursor of the next page (null on the last), ``count``
+        the hub's connections in all.
+        """
         path, presence = self.hub(request)
-        ids = sorted(await presence.connections())
-        return {"hub": path, "count": len(ids), "connections": ids}
+        limit = PAGE_SIZE
+        raw = query_value(request, "limit")
+        if raw is not None:
+            if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+                raise AdminError(400, f"limit must be a number from 1 to {MAX_PAGE_SIZE}")
+            limit = int(raw)
+        cursor = query_value(request, "cursor") or None
+        ids, more = await presence.connections_page(cursor, limit)
+        return {
+            "hub": path,
+            "count": await presence.count_connections(),
+            "connections": ids,
+            "next": ids[-1] if more and ids else None,
+        }
 
     async def group(self, request: Request) -> Any:
         """``GET /_hubplane/groups/{group}``: the connections in a group."""

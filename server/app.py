@@ -23,16 +23,16 @@ from backplane import Hub, HubConnectionHandler, HubContext
 from backplane.filters import FilterSpec
 from backplane.redis.node import RedisNode
 
+from . import logs
 from .admin import admin_routes
 from .admission import NodeAdmission
 from .auth import Authenticator
-from .cors import CorsLayer, origin_allowed
+from .cors import CorsLayer
 from .handover import Handover
 from .health import Health
 from .httputil import json_response as json_response
 from .httputil import normalize_path as normalize_path
 from .httputil import query_value as query_value
-from .httputil import scope_header
 from .hubhttp import HubHttp
 from .hubs import HubEndpoint as HubEndpoint
 from .hubs import build_endpoints, hub_options, redis_node
@@ -42,6 +42,8 @@ from .metrics import Metrics
 from .negotiate import Negotiator
 from .nodestats import NodeStats
 from .nosticky import Forwarder, NoSticky
+from .origins import WebSocketGate
+from .proxies import TrustedProxies
 from .registry import ConnectionRegistry
 from .rest.api import RestApi
 from .sessions import HttpSessions
@@ -49,7 +51,7 @@ from .settings import Settings, canonical_origins, canonical_transports
 from .tasks import BackgroundTasks
 from .tokens import TokenSigner
 from .transports.http import HttpSession
-from .transports.websockets import WebSocketEndpoint, reject
+from .transports.websockets import WebSocketEndpoint
 from .web import dashboard_routes
 
 logger = logging.getLogger("hubplane.server")
@@ -71,6 +73,7 @@ class Hubplane:
         filters: Sequence[FilterSpec] = (),
     ) -> None:
         self.settings = settings
+        logs.protect()  # tokens masked in the logs of any app, not only the CLI's
         # Draining and the identity hook: what every entry point checks first.
         self.admission = NodeAdmission(authenticator)
         self.registry = ConnectionRegistry()
@@ -79,6 +82,8 @@ class Hubplane:
         # The transports offered and accepted, in negotiate's order.
         self.transports = canonical_transports(settings.transports)
         self.cors_origins = canonical_origins(settings.cors_origins)
+        # Reverse proxies whose X-Forwarded-* headers count (--forwarded-allow-ips).
+        self.proxies = TrustedProxies(settings.forwarded_allow_ips)
         self.on_startup = list(on_startup)
         # Owns the tasks transports start from callbacks; cancelled at shutdown.
         self.tasks = BackgroundTasks()
@@ -209,6 +214,7 @@ class Hubplane:
 
     async def startup(self) -> None:
         """Start lifetime managers, timers, then the user's startup hooks."""
+        logs.protect()  # again: loggers named since the app was made
         await self.lifecycle.startup()
         logger.info("hubplane started: hubs %s", ", ".join(self.endpoints) or "(none)")
 
@@ -244,8 +250,13 @@ class Hubplane:
                 self.tasks,
                 self.handover,
             )
-            if "WebSockets" not in self.transports or self.cors_origins:
-                ws = WebSocketGate(ws, self)
+            # Every upgrade passes the origin rules first (origins.py): once per connection.
+            ws = WebSocketGate(
+                ws,
+                "WebSockets" in self.transports,
+                frozenset(self.cors_origins),
+                self.proxies,
+            )
             routes.append(Route(base + "/negotiate", negotiate, methods=["POST"]))
             routes.append(WebSocketRoute(base or "/", ws))
             routes.append(Route(base or "/", http, methods=HTTP_METHODS))
@@ -253,15 +264,37 @@ class Hubplane:
                 routes.append(WebSocketRoute(base + "/", ws))
                 routes.append(Route(base + "/", http, methods=HTTP_METHODS))
         routes.extend(self.health.routes())
+        if self.settings.admin_port is None:
+            routes.extend(self.operator_routes())
+        if self.rest is not None:
+            routes.append(Mount("/api", app=self.rest))
+        return routes
+
+    def operator_routes(self) -> list[BaseRoute]:
+        """``/metrics``, the dashboard and the admin API, as the settings turn them on.
+
+        On the main listener, or with ``--admin-port`` on a listener of their own
+        (:meth:`admin_app`), where the hubs' clients cannot reach them.
+        """
+        routes: list[BaseRoute] = []
         if self.metrics is not None:
             routes.append(Route("/metrics", self.metrics.endpoint, methods=["GET"]))
         if self.settings.dashboard:
             routes.extend(dashboard_routes())  # before the admin API's catch-all
         if self.settings.admin_token:
             routes.extend(admin_routes(self))
-        if self.rest is not None:
-            routes.append(Mount("/api", app=self.rest))
         return routes
+
+    def admin_app(self) -> Starlette:
+        """The app of the ``--admin-port`` listener: the operator routes and health.
+
+        It has no lifespan of its own: the main app's starts and stops the hubs. Serve it
+        beside the main app (``hubplane serve`` does, in the same process), never alone.
+        """
+        app = Starlette(routes=[*self.health.routes(), *self.operator_routes()])
+        app.router.redirect_slashes = False
+        app.state.hubplane = self
+        return app
 
 
 def _bind_path(
@@ -272,37 +305,6 @@ def _bind_path(
         return await fn(request)
 
     return endpoint
-
-
-class WebSocketGate:
-    """Refuses hub WebSocket upgrades before the transport runs.
-
-    404 when WebSockets are not among ``--transports``; 403 when ``--cors-origins`` is set and
-    the upgrade carries an ``Origin`` not in it (browsers apply no CORS to WebSockets, so a
-    page from anywhere could otherwise open one with the user's cookies). Requests without an
-    ``Origin`` (non-browser clients) pass. Only installed when one of the two applies, so the
-    WebSocket path of a default server is unchanged.
-    """
-
-    def __init__(self, endpoint: Any, hubplane: Hubplane) -> None:
-        self.endpoint = endpoint
-        self.enabled = "WebSockets" in hubplane.transports
-        self.origins = frozenset(hubplane.cors_origins)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        status, text = 0, ""
-        if not self.enabled:
-            status, text = 404, "WebSockets transport not supported by this end point type"
-        elif self.origins:
-            origin = scope_header(scope, b"origin")
-            if origin is not None and not origin_allowed(origin, self.origins):
-                status, text = 403, "Origin not allowed"
-        if not status:
-            await self.endpoint(scope, receive, send)
-            return
-        first = await receive()
-        if first["type"] == "websocket.connect":
-            await reject(scope, send, status, text)
 
 
 class HubplaneApp(Starlette):

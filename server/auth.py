@@ -12,6 +12,7 @@ query token is never accepted on other routes. :func:`bearer_token` reads either
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,10 +20,22 @@ from starlette.requests import HTTPConnection, Request
 
 from backplane import User
 
+from .errors import AuthenticationFailed as AuthenticationFailed  # re-exported
+
 AuthResult = User | str | None
 Authenticator = Callable[[HTTPConnection], AuthResult | Awaitable[AuthResult]]
 
 QUERY_TOKEN = "access_token"
+
+logger = logging.getLogger("hubplane.auth")
+
+
+def log_refusal(exc: Exception, where: str) -> None:
+    """Log why an authenticator refused a request ``where`` (e.g. ``"at negotiate"``)."""
+    if isinstance(exc, AuthenticationFailed):
+        logger.warning("authentication refused %s: %s", where, exc)
+    else:
+        logger.error("the authenticator failed %s", where, exc_info=exc)
 
 
 def query_token(request: HTTPConnection) -> str | None:

@@ -18,13 +18,14 @@ from .runner import (
     EXIT_STARTUP,
     SUPERVISOR_ENV,
     WORKER_ENV,
+    HubplaneConfig,
     HubplaneServer,
     WorkerSupervisor,
     listen_sockets,
     reuse_port_supported,
     stop_with_parent,
 )
-from .settings import Settings, add_arguments, build_settings
+from .settings import SECRETS, Settings, add_arguments, build_settings, env_name, flag
 
 logger = logging.getLogger("hubplane.cli")
 
@@ -118,6 +119,10 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         # uvicorn's records go through our handler: the node in every line, secrets masked.
         "log_config": None,
     }
+    if settings.forwarded_allow_ips:
+        # One list of trusted proxies for uvicorn's X-Forwarded-For/-Proto and for ours.
+        allowed = settings.forwarded_allow_ips
+        options["forwarded_allow_ips"] = "*" if "*" in allowed else list(allowed)
     if importlib.util.find_spec("uvloop") is not None:
         options["loop"] = "uvloop"
     if importlib.util.find_spec("httptools") is not None:
@@ -131,7 +136,6 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 def serve(argv: Sequence[str]) -> int:
     """Run ``hubplane serve``."""
-    import uvicorn
 
     parser = argparse.ArgumentParser(
         prog="hubplane serve",
@@ -152,42 +156,70 @@ def serve(argv: Sequence[str]) -> int:
         print(f"hubplane: error: {exc}", file=sys.stderr)
         return 2
     if settings.workers > 1:
-        return run_workers(argv, settings)
-    config = uvicorn.Config(app, **_uvicorn_options(settings))  # configures uvicorn's logging
+        return run_workers(args, settings)
+    sockets: list[Any] | None = None
+    if worker or settings.admin_port is not None:
+        # Bound here: the admin listener's port must be known before the app is made.
+        try:
+            sockets, app = bind_listeners(settings, app, reuse_port=bool(worker))
+        except OSError as exc:
+            logger.error("%s cannot listen: %s", f"worker {worker}" if worker else "hubplane", exc)
+            return EXIT_STARTUP if worker else 1
+    config = HubplaneConfig(app, **_uvicorn_options(settings))  # configures uvicorn's logging
     logs.guard_handlers()
     server = HubplaneServer(config, settings.drain_timeout)
-    if not worker:
-        server.run()
-        return 0
-    try:
-        sockets = listen_sockets(settings.host, settings.port)
-    except OSError as exc:
-        logger.error(
-            "worker %s cannot listen on %s:%d: %s", worker, settings.host, settings.port, exc
+    if worker:
+        supervisor = os.environ.get(SUPERVISOR_ENV, "")
+        stop_with_parent(server, int(supervisor) if supervisor.isdigit() else os.getppid())
+    if sockets is not None:
+        logger.info(
+            "%s (pid %d) serving on %s",
+            f"worker {worker}" if worker else "hubplane",
+            os.getpid(),
+            ", ".join(describe_listener(sock) for sock in sockets),
         )
-        return EXIT_STARTUP
-    supervisor = os.environ.get(SUPERVISOR_ENV, "")
-    stop_with_parent(server, int(supervisor) if supervisor.isdigit() else os.getppid())
-    logger.info(
-        "worker %s (pid %d) serving on http://%s:%d",
-        worker,
-        os.getpid(),
-        settings.host,
-        settings.port,
-    )
     try:
         server.run(sockets=sockets)
     except KeyboardInterrupt:  # a second Ctrl+C forwarded by the supervisor: no traceback
-        return 130
+        if worker:
+            return 130
+        raise
     return 0
+
+
+def bind_listeners(settings: Settings, app: Any, reuse_port: bool) -> tuple[list[Any], Any]:
+    """The listening sockets (``--port``, and ``--admin-port`` if set) and the app serving them.
+
+    With an admin port, the app is :class:`~server.listeners.Listeners`: the hubs on one
+    listener, ``/metrics``, the admin API and the dashboard on the other.
+    """
+    from .listeners import Listeners
+
+    sockets = listen_sockets(settings.host, settings.port, reuse_port)
+    if settings.admin_port is None:
+        return sockets, app
+    try:
+        admin = listen_sockets(settings.admin_host, settings.admin_port, reuse_port)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    ports = {sock.getsockname()[1] for sock in admin}
+    return [*sockets, *admin], Listeners(app, app.state.hubplane.admin_app(), ports)
+
+
+def describe_listener(sock: Any) -> str:
+    """``http://127.0.0.1:8000`` for a bound socket."""
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def check_workers(settings: Settings) -> None:
     """Refuse ``--workers N`` settings that cannot work (Redis is checked by the settings)."""
-    if settings.port == 0:
+    if settings.port == 0 or settings.admin_port == 0:
         raise SettingsError(
-            "--port 0 cannot be used with --workers > 1: each worker would listen on a "
-            "different free port; choose a port"
+            "--port 0 and --admin-port 0 cannot be used with --workers > 1: each worker "
+            "would listen on a different free port; choose a port"
         )
     if not reuse_port_supported():
         raise SettingsError(
@@ -196,7 +228,32 @@ def check_workers(settings: Settings) -> None:
         )
 
 
-def run_workers(argv: Sequence[str], settings: Settings) -> int:
+def worker_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The command line of a worker and the variables added to its environment.
+
+    The worker gets the supervisor's flags again, but the secrets among them (``SECRETS``)
+    travel as ``HUBPLANE_*`` variables: a process's command line is readable by every user
+    of the host (``ps``), its environment only by its owner.
+    """
+    command = [sys.executable, "-m", "server.cli", "serve"]
+    env: dict[str, str] = {}
+    for name, value in vars(args).items():
+        if value is None or name == "workers":
+            continue
+        if name in SECRETS:
+            env[env_name(name)] = str(value)
+        elif name == "hubs":
+            command += [arg for spec in value for arg in ("--hub", spec)]
+        elif name == "filters":
+            command += [arg for spec in value for arg in ("--filter", spec)]
+        elif isinstance(value, bool):
+            command.append(flag(name) if value else "--no-" + flag(name)[2:])
+        else:
+            command.append(f"{flag(name)}={value}")
+    return [*command, "--workers", "1"], env
+
+
+def run_workers(args: argparse.Namespace, settings: Settings) -> int:
     """Supervise ``settings.workers`` children, each ``hubplane serve ... --workers 1``.
 
     The workers share one directory of Prometheus multiprocess files (a fresh one unless
@@ -207,9 +264,9 @@ def run_workers(argv: Sequence[str], settings: Settings) -> int:
 
     from .metrics import MULTIPROC_ENV
 
-    # The last --workers flag wins, and flags win over HUBPLANE_WORKERS.
-    command = [sys.executable, "-m", "server.cli", "serve", *argv, "--workers", "1"]
+    command, secrets = worker_command(args)
     env = dict(os.environ)
+    env.update(secrets)
     made_dir = None
     if not env.get(MULTIPROC_ENV):
         made_dir = env[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="hubplane-metrics-")

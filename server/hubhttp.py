@@ -16,7 +16,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from backplane import HubConnection, User
 
-from .auth import authenticate, refusal_text
+from .auth import authenticate, log_refusal, refusal_text
 from .httputil import AsgiResponse, no_cache, query_value, refuse
 from .transports.http import HttpSession, receive_post, request_headers
 from .transports.longpolling import LongPollingSession, PollResponse, first_poll_response
@@ -171,8 +171,8 @@ class HubHttp:
         """The request's user, or the refusal (authenticator failure, ``@authorize``)."""
         try:
             user = await authenticate(self.admission.authenticator, request)
-        except Exception:
-            logger.exception("authenticator failed on a %s request", request.method)
+        except Exception as exc:
+            log_refusal(exc, f"on a {request.method} request")
             return refuse(transport, 401, "Authentication failed")
         refusal = await self.endpoints[path].handler.refuses(user)
         if refusal is not None:

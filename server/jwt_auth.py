@@ -19,16 +19,13 @@ from starlette.requests import HTTPConnection
 
 from backplane import User
 
+from .auth import AuthenticationFailed as AuthenticationFailed  # re-exported
 from .auth import bearer_token
 from .errors import SettingsError
 
 logger = logging.getLogger("hubplane.auth")
 
 UserIdProvider = Callable[[Mapping[str, Any]], str | None]
-
-
-class AuthenticationFailed(Exception):
-    """A token was presented but is not valid (the request gets 401)."""
 
 
 def roles_of(claims: Mapping[str, Any]) -> list[str]:
@@ -97,9 +94,8 @@ class JwtAuthenticator:
                 options={"verify_aud": self.audience is not None, "require": ["exp"]},
             )
         except jwt.InvalidTokenError as exc:
-            # The reason is logged (never the token); the client only gets 401.
-            logger.info("refused a JWT: %s", exc)
-            raise AuthenticationFailed(str(exc)) from exc
+            # The reason is logged once by the caller (never the token); the client gets 401.
+            raise AuthenticationFailed(f"invalid JWT: {exc}") from None
         return claims
 
     async def __call__(self, request: HTTPConnection) -> User | None:

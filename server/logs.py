@@ -39,7 +39,32 @@ class ScrubFilter(logging.Filter):
             record.args = tuple(scrub(a) if isinstance(a, str) else a for a in args)
         elif isinstance(args, dict):
             record.args = {k: scrub(v) if isinstance(v, str) else v for k, v in args.items()}
+        if record.exc_info and not record.exc_text:
+            # Formatters print ``exc_text`` when it is set: the traceback, masked.
+            record.exc_text = scrub(_FORMATTER.formatException(record.exc_info))
         return True
+
+
+_FORMATTER = logging.Formatter()
+# The loggers whose records may carry a token: uvicorn's (the access log has query strings)
+# and every one of hubplane's (``hubplane.*``).
+_GUARDED = ("uvicorn", "uvicorn.error", "uvicorn.access", "hubplane")
+
+
+def protect() -> None:
+    """Mask secrets in the records of hubplane's and uvicorn's loggers, whatever the handlers.
+
+    A filter on a logger sees the records made by that logger, before any handler, so this
+    holds for apps made with ``create_app`` and served under any logging configuration (the
+    CLI also guards the handlers, see :func:`guard_handlers`). Loggers named later are
+    covered when it runs again (``create_app`` and the app's startup both call it).
+    """
+    names = set(_GUARDED)
+    names.update(n for n in logging.root.manager.loggerDict if n.startswith("hubplane."))
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ScrubFilter) for f in logger.filters):
+            logger.addFilter(ScrubFilter())
 
 
 FORMAT = "%(asctime)s %(levelname)s [%(node)s] %(name)s: %(message)s"

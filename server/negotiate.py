@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from .auth import authenticate, refusal_text
+from .auth import authenticate, log_refusal, refusal_text
 from .httputil import json_response, query_value
 
 if TYPE_CHECKING:
@@ -62,8 +62,8 @@ class Negotiator:
             version = min(version, 1)
         try:
             user = await authenticate(self.admission.authenticator, request)
-        except Exception:
-            logger.exception("authenticator failed at negotiate")
+        except Exception as exc:
+            log_refusal(exc, "at negotiate")
             return PlainTextResponse("Authentication failed", status_code=401)
         refusal = await endpoint.handler.refuses(user)
         if refusal is not None:

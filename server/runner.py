@@ -25,6 +25,8 @@ from typing import Any
 
 import uvicorn
 
+from .proxies import RawPeer
+
 logger = logging.getLogger("hubplane.runner")
 
 #: Set by the supervisor in each child's environment: ``"k/N"`` (this is worker k of N).
@@ -42,6 +44,18 @@ def find_hubplane(app: Any) -> Any:
     """The ``Hubplane`` state object of an app made by ``create_app`` (or None)."""
     state = getattr(app, "state", None)
     return getattr(state, "hubplane", None) if state is not None else None
+
+
+class HubplaneConfig(uvicorn.Config):
+    """uvicorn's settings; the app it loads notes the TCP peer of every request first.
+
+    uvicorn's proxy headers replace a trusted proxy's address by the client's; the checks of
+    ``--forwarded-allow-ips`` need the proxy's (``proxies.py``).
+    """
+
+    def load(self) -> None:
+        super().load()
+        self.loaded_app = RawPeer(self.loaded_app)
 
 
 class HubplaneServer(uvicorn.Server):
@@ -119,8 +133,9 @@ def reuse_port_supported() -> bool:
     return hasattr(socket, "SO_REUSEPORT")
 
 
-def listen_sockets(host: str, port: int) -> list[socket.socket]:
-    """TCP sockets bound to ``host:port`` with ``SO_REUSEPORT`` (uvicorn calls listen).
+def listen_sockets(host: str, port: int, reuse_port: bool = True) -> list[socket.socket]:
+    """TCP sockets bound to ``host:port``, with ``SO_REUSEPORT`` for workers (uvicorn calls
+    listen).
 
     Like uvicorn's own binding, a name such as ``localhost`` gets one socket per address it
     resolves to, and an empty host means every interface.
@@ -142,7 +157,8 @@ def listen_sockets(host: str, port: int) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
                 # the IPv4 address of the same name has its own socket
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

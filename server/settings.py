@@ -21,6 +21,9 @@ LOG_FORMATS = ("text", "json")
 TRANSPORTS = ("WebSockets", "ServerSentEvents", "LongPolling")
 # The shortest REST access key accepted (HS256 wants a key of 32 bytes or more).
 REST_KEY_MIN = 32
+# Settings that hold secrets (a Redis URL may carry a password): never on a command line the
+# server writes itself (a worker's), where any user of the host can read it.
+SECRETS = ("admin_token", "jwt_secret", "token_secret", "rest_access_key", "redis_url")
 
 
 @dataclass
@@ -185,6 +188,16 @@ class Settings:
         },
     )
     metrics: bool = field(default=True, metadata={"help": "serve Prometheus metrics at /metrics"})
+    admin_port: int | None = field(
+        default=None,
+        metadata={
+            "help": "serve /metrics, the admin API and the dashboard on a listener of their "
+            "own on this port (0: any free port), and not on --port; unset: on --port"
+        },
+    )
+    admin_host: str = field(
+        default="127.0.0.1", metadata={"help": "address the --admin-port listener binds"}
+    )
     dashboard: bool = field(
         default=False,
         metadata={
@@ -203,13 +216,18 @@ class Settings:
             "signed (HS256) with this key, at least 32 characters (off when unset)"
         },
     )
-    rest_trusted_proxies: tuple[str, ...] = field(
+    forwarded_allow_ips: tuple[str, ...] = field(
         default=(),
         metadata={
-            "help": "addresses or networks (comma separated, or *) of proxies whose "
-            "X-Forwarded-Host and X-Forwarded-Proto count when the REST API checks a "
-            "token's audience; none by default"
+            "help": "addresses or networks (comma separated, or *) of the reverse proxies "
+            "whose X-Forwarded-Host, -Proto and -For are believed: by the WebSocket origin "
+            "check, the REST API's audience check and uvicorn (client address, scheme; it "
+            "then trusts these instead of its FORWARDED_ALLOW_IPS); none by default"
         },
+    )
+    rest_trusted_proxies: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "the former name of --forwarded-allow-ips; both lists count"},
     )
 
     def validate(self) -> Settings:
@@ -227,6 +245,14 @@ class Settings:
                 raise SettingsError(f"{flag(name)} must be a positive number of seconds")
         if not 0 <= self.port <= 65535:
             raise SettingsError("--port must be between 0 and 65535")
+        if self.admin_port is not None:
+            if not 0 <= self.admin_port <= 65535:
+                raise SettingsError("--admin-port must be between 0 and 65535")
+            if self.admin_port == self.port and self.port != 0:
+                raise SettingsError(
+                    "--admin-port must differ from --port (leave it unset to serve the admin "
+                    "API, /metrics and the dashboard on --port)"
+                )
         if self.max_message_size < 0:
             raise SettingsError("--max-message-size must be 0 (no limit) or a number of bytes")
         if self.max_buffer_size < 1024:
@@ -281,7 +307,12 @@ class Settings:
                 f"--rest-access-key must be at least {REST_KEY_MIN} characters "
                 "(an Azure SignalR access key has 44)"
             )
-        self.rest_trusted_proxies = canonical_proxies(self.rest_trusted_proxies)
+        self.rest_trusted_proxies = canonical_proxies(
+            self.rest_trusted_proxies, "--rest-trusted-proxies"
+        )
+        self.forwarded_allow_ips = canonical_proxies(
+            (*self.forwarded_allow_ips, *self.rest_trusted_proxies), "--forwarded-allow-ips"
+        )
         for path, spec in self.hubs.items():
             if not path.startswith("/"):
                 raise SettingsError(f"hub path {path!r} must start with '/'")
@@ -323,7 +354,9 @@ def canonical_origins(origins: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(result))
 
 
-def canonical_proxies(proxies: Sequence[str]) -> tuple[str, ...]:
+def canonical_proxies(
+    proxies: Sequence[str], option: str = "--forwarded-allow-ips"
+) -> tuple[str, ...]:
     """Trusted proxy addresses as networks (``10.0.0.1`` -> ``10.0.0.1/32``), or ``*``."""
     result = []
     for raw in proxies:
@@ -337,8 +370,7 @@ def canonical_proxies(proxies: Sequence[str]) -> tuple[str, ...]:
             result.append(str(ipaddress.ip_network(text, strict=False)))
         except ValueError:
             raise SettingsError(
-                f"--rest-trusted-proxies: {raw!r} is not an address or a network "
-                "like 10.0.0.0/8 (or *)"
+                f"{option}: {raw!r} is not an address or a network like 10.0.0.0/8 (or *)"
             ) from None
     return tuple(dict.fromkeys(result))
 
@@ -364,6 +396,8 @@ def parse_hub_spec(text: str) -> tuple[str, str]:
     return path, spec.strip()
 
 
+# Settings given as comma-separated lists.
+LISTS = ("transports", "cors_origins", "filters", "rest_trusted_proxies", "forwarded_allow_ips")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -375,7 +409,7 @@ def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
             return dict(parse_hub_spec(part) for part in raw.split(",") if part.strip())
         if f.name in ("protocols", "redis_payload_protocols"):
             return tuple(p.strip().lower() for p in raw.split(",") if p.strip())
-        if f.name in ("transports", "cors_origins", "filters", "rest_trusted_proxies"):
+        if f.name in LISTS:
             return tuple(p.strip() for p in raw.split(",") if p.strip())
         if kind == "bool":
             low = raw.strip().lower()
@@ -384,7 +418,7 @@ def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
             if low in _FALSE:
                 return False
             raise ValueError(raw)
-        if kind == "int":
+        if kind in ("int", "int | None"):
             return int(raw)
         if kind == "float":
             return float(raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, MutableMapping
 from collections.abc import Set as AbstractSet
@@ -21,6 +22,8 @@ TO_GROUP = "group"
 TO_USER = "user"
 TO_CONNECTION = "connection"
 
+logger = logging.getLogger("hubplane.lifetime")
+
 
 class SerializedMessage:
     """One hub message with its bytes cached per protocol, so N recipients cost one encode.
@@ -29,17 +32,39 @@ class SerializedMessage:
     missing from those bytes is served by decoding one that is there and re-encoding.
     """
 
-    __slots__ = ("message", "_cache")
+    __slots__ = ("message", "_cache", "_failed")
 
     def __init__(self, message: HubMessage | None, cache: dict[str, bytes] | None = None) -> None:
         self.message = message
         self._cache: dict[str, bytes] = cache if cache is not None else {}
+        # Why a protocol could not encode it (made when one fails: it is logged once).
+        self._failed: dict[str, str] | None = None
 
     def get(self, protocol: HubProtocol) -> bytes:
-        """The framed bytes for ``protocol``, encoded at most once."""
+        """The framed bytes for ``protocol``, encoded at most once.
+
+        Raises ValueError when they cannot be made; the first failure per protocol is logged
+        (the message's kind and target, never its arguments), later recipients fail quietly.
+        """
         data = self._cache.get(protocol.name)
         if data is None:
-            data = protocol.write_message(self.decoded())
+            failed = self._failed
+            if failed is not None and protocol.name in failed:
+                raise ValueError(failed[protocol.name])
+            try:
+                data = protocol.write_message(self.decoded())
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                if failed is None:
+                    failed = self._failed = {}
+                failed[protocol.name] = reason
+                logger.error(
+                    "cannot encode %s for %s clients, who do not get it: %s",
+                    _describe(self.message),
+                    protocol.name,
+                    reason,
+                )
+                raise ValueError(reason) from None
             self._cache[protocol.name] = data
         return data
 
@@ -62,6 +87,15 @@ class SerializedMessage:
                     "requested protocol available."
                 )
         return self.message
+
+
+def _describe(message: HubMessage | None) -> str:
+    """How a log line names a message: its kind and target, never its arguments."""
+    if message is None:
+        return "a message from another node"
+    target = getattr(message, "target", None)
+    kind = type(message).__name__
+    return f"{kind} {target!r}" if isinstance(target, str) else kind
 
 
 class ClientUser(Protocol):

@@ -296,7 +296,10 @@ def _parse_one(body: memoryview) -> HubMessage | None:
     try:
         items = _unpackb(body, raw=False, timestamp=3, strict_map_key=False)
     except Exception as exc:  # msgpack errors, ValueError, TypeError (unhashable keys), ...
-        raise ProtocolError(f"Invalid MessagePack hub message: {exc!r}") from None
+        # The exception's text, not its repr: msgpack's ExtraData carries the data it read.
+        raise ProtocolError(
+            f"Invalid MessagePack hub message: {type(exc).__name__}: {exc}"
+        ) from None
     if type(items) is not list or not items:
         raise ProtocolError("Invalid payload: a hub message must be a non-empty array.")
     message_type = items[0]

@@ -57,7 +57,7 @@ class RestApi:
         for context in hubs.values():
             if context.lifetime.user_groups is not None:
                 context.lifetime.user_groups.apply_on_connect = True
-        proxies = TrustedProxies(settings.rest_trusted_proxies)
+        proxies = TrustedProxies(settings.forwarded_allow_ips)
         return cls(hubs, TokenVerifier(settings.rest_access_key, proxies))
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:

@@ -4,19 +4,19 @@
 The audience is the URL the token was made for, compared with the request's ignoring the
 query string and the port (the Management SDK signs ``scheme://host/path?api-version=...``
 without the port), scheme and host case-insensitively, paths percent-decoded. Behind a proxy
-listed in ``--rest-trusted-proxies``, ``X-Forwarded-Host`` and ``X-Forwarded-Proto`` give the
+listed in ``--forwarded-allow-ips``, ``X-Forwarded-Host`` and ``X-Forwarded-Proto`` give the
 URL the caller saw. A verified token is remembered (bounded), so a caller that reuses one
 pays for its signature once; its expiry and audience are checked on every request.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import time
-from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from ..proxies import TrustedProxies as TrustedProxies  # re-exported
+from ..proxies import forwarded
 from . import hs256
 from .errors import RestError
 from .request import RestRequest
@@ -54,39 +54,12 @@ def _host_only(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-class TrustedProxies:
-    """The peers whose forwarded headers count (``--rest-trusted-proxies``)."""
-
-    def __init__(self, networks: Sequence[str]) -> None:
-        self.everyone = "*" in networks
-        self.networks = [ipaddress.ip_network(n) for n in networks if n != "*"]
-
-    def __contains__(self, address: str | None) -> bool:
-        if self.everyone:
-            return True
-        if not address or not self.networks:
-            return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.networks)
-
-
 def request_audience(request: RestRequest, proxies: TrustedProxies) -> str:
     """The normalized URL of ``request`` as its caller addressed it."""
     scope = request.scope
     headers = request.headers
-    scheme = str(scope.get("scheme", "http"))
-    host = headers.get("host")
-    client = scope.get("client")
-    if (proxies.everyone or proxies.networks) and (client[0] if client else None) in proxies:
-        forwarded_host = headers.get("x-forwarded-host")
-        if forwarded_host:
-            host = forwarded_host.split(",", 1)[0]
-        forwarded_proto = headers.get("x-forwarded-proto")
-        if forwarded_proto:
-            scheme = forwarded_proto.split(",", 1)[0].strip()
+    scheme = forwarded(scope, b"x-forwarded-proto", proxies) or str(scope.get("scheme", "http"))
+    host = forwarded(scope, b"x-forwarded-host", proxies) or headers.get("host")
     if not host:
         server = scope.get("server")
         host = str(server[0]) if server else "localhost"

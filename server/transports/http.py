@@ -17,6 +17,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
 from backplane import HubConnection
+from backplane.lifetime.base import DISCONNECTED
+from backplane.waiters import wake
 
 if TYPE_CHECKING:
     from ..registry import ConnectionRecord
@@ -30,7 +32,7 @@ SEND_TIMEOUT = 10.0  # ASP.NET Core TransportSendTimeout: one blocked write ends
 class HttpSession:
     """One SSE or long-polling connection: its record and live connection."""
 
-    __slots__ = ("record", "connection", "post_lock", "ended")
+    __slots__ = ("record", "connection", "post_lock", "ended", "handshaking")
 
     def __init__(self, record: ConnectionRecord, connection: HubConnection) -> None:
         self.record = record
@@ -39,6 +41,9 @@ class HttpSession:
         # a time; another client must not interleave two bodies' bytes).
         self.post_lock = asyncio.Lock()
         self.ended = False
+        # Set while bytes that may complete the handshake are fed: the handshake runs the
+        # hub's on_connected, and the tear-down waits for it (see close_connection).
+        self.handshaking: asyncio.Future[None] | None = None
 
 
 async def wait_disconnect(receive: Any) -> None:
@@ -94,15 +99,45 @@ async def receive_post(request: Request, session: HttpSession) -> Response:
         try:
             async for chunk in request.stream():
                 if chunk:
-                    await connection.receive(chunk, None)
-                    if connection.closing:
-                        # The client sent Close, or bad input ended the connection: the rest
-                        # of the body has nowhere to go.
+                    await feed(session, chunk)
+                    if connection.closing or session.ended:
+                        # The client sent Close, bad input or the transport ended the
+                        # connection: the rest of the body has nowhere to go.
                         break
         except ClientDisconnect:
             logger.debug("%s: the client went away during a POST", connection.log_name)
             return PlainTextResponse("", status_code=400)
     return PlainTextResponse("")
+
+
+async def feed(session: HttpSession, chunk: bytes) -> None:
+    """Feed ``chunk`` to the connection, noting when it may run the handshake."""
+    connection = session.connection
+    if connection.protocol is not None:
+        await connection.receive(chunk, None)
+        return
+    session.handshaking = asyncio.get_running_loop().create_future()
+    try:
+        await connection.receive(chunk, None)
+    finally:
+        session.handshaking = wake(session.handshaking)
+
+
+async def close_connection(session: HttpSession, error: Exception | None = None) -> None:
+    """Tear the connection down (``on_disconnected`` runs), after a handshake being fed.
+
+    The GET that ends an SSE or long-polling connection is not the request that feeds its
+    handshake: torn down while the hub's ``on_connected`` still ran, the connection would
+    never run ``on_disconnected`` (nor leave the lifetime manager's tables, had those not
+    been written yet). So the tear-down waits for the handshake's ``on_connected`` to end.
+    """
+    handshaking = session.handshaking
+    if handshaking is not None:
+        # A client result on_connected awaits can no longer come: fail it now, not at its
+        # timeout (the tear-down would fail it too, but only after on_connected).
+        session.connection.fail_results(DISCONNECTED)
+        await asyncio.shield(handshaking)
+    await session.connection.transport_closed(error)
 
 
 def forget(store: SessionStore, session: HttpSession) -> bool:
@@ -118,4 +153,4 @@ def forget(store: SessionStore, session: HttpSession) -> bool:
 async def end_session(store: SessionStore, session: HttpSession, error: Exception | None) -> None:
     """Forget the connection and tear it down (``on_disconnected`` runs), once."""
     if forget(store, session):
-        await session.connection.transport_closed(error)
+        await close_connection(session, error)

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from backplane import HubConnection
 
 from ..httputil import NO_CACHE, no_cache
-from .http import SEND_TIMEOUT, HttpSession, forget, wait_disconnect
+from .http import SEND_TIMEOUT, HttpSession, close_connection, forget, wait_disconnect
 
 if TYPE_CHECKING:
     from ..registry import ConnectionRecord
@@ -41,7 +41,7 @@ MAX_SUPERSEDE_ROUNDS = 10
 class LongPollingSession(HttpSession):
     """A long-polling connection: the poll in progress and the inactivity timer."""
 
-    __slots__ = ("store", "ready", "current", "expiry")
+    __slots__ = ("store", "ready", "current", "expiry", "unsent")
 
     def __init__(
         self, store: SessionStore, record: ConnectionRecord, connection: HubConnection
@@ -55,6 +55,9 @@ class LongPollingSession(HttpSession):
         # The poll in progress: (its stop signal, resolved when it has answered).
         self.current: tuple[asyncio.Future[str], asyncio.Future[None]] | None = None
         self.expiry: asyncio.TimerHandle | None = None
+        # A batch taken for a poll whose response did not reach the client: the next poll
+        # sends it first (it was taken from the buffer before anything queued there now).
+        self.unsent = b""
         self.arm_expiry()
 
     def arm_expiry(self) -> None:
@@ -88,7 +91,7 @@ class LongPollingSession(HttpSession):
             current[0].set_result("ended")
         if not forget(self.store, self):
             return None
-        return self.store.spawn(self.connection.transport_closed())
+        return self.store.spawn(close_connection(self))
 
     async def poll(self, receive: Any, send: Any) -> None:
         """Answer one poll (not the first) of this connection."""
@@ -138,14 +141,8 @@ class LongPollingSession(HttpSession):
             if stop.done():
                 await respond(send, 204, b"text/plain")
                 return
-            data = outbound.take()
-            if data:
-                try:
-                    async with asyncio.timeout(SEND_TIMEOUT):
-                        await respond(send, 200, b"application/octet-stream", data)
-                except TimeoutError:
-                    logger.info("%s: send timed out, aborting", self.connection.log_name)
-                    self.end()
+            if self.unsent or outbound.size:
+                await self._send_batch(watcher, send)
                 return
             if outbound.closed:
                 # Everything was delivered and the connection is over.
@@ -165,6 +162,34 @@ class LongPollingSession(HttpSession):
             )
             if watcher in finished:
                 return  # the client went away (it aborts its poll when it stops)
+
+    async def _send_batch(self, watcher: asyncio.Task[None], send: Any) -> None:
+        """Answer with everything pending; what does not reach the client stays pending.
+
+        A client that went away is noticed before the batch is taken (one turn of the loop
+        lets a disconnect the server has seen reach ``watcher``) and while the response is
+        written (a write waiting for a slow socket when the client leaves: uvicorn then
+        drops the response without a word). A send that raises (ASGI servers may raise
+        ``OSError`` for a closed connection) or is cancelled keeps the batch too.
+        """
+        await asyncio.sleep(0)
+        if watcher.done():
+            return
+        data = self.unsent + self.connection.outbound.take()
+        self.unsent = b""
+        delivered = False
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await respond(send, 200, b"application/octet-stream", data)
+            delivered = not watcher.done()
+        except TimeoutError:
+            logger.info("%s: send timed out, aborting", self.connection.log_name)
+            self.end()
+        except OSError:
+            logger.debug("%s: the client left during a poll", self.connection.log_name)
+        finally:
+            if not delivered:
+                self.unsent = data
 
 
 def first_poll_response() -> Response:

@@ -18,7 +18,7 @@ from starlette.requests import HTTPConnection
 
 from backplane import HubConnection, HubConnectionHandler, User
 
-from ..auth import authenticate, refusal_text
+from ..auth import authenticate, log_refusal, refusal_text
 from .http import SEND_TIMEOUT, LazyHeaders
 
 if TYPE_CHECKING:
@@ -74,8 +74,8 @@ class WebSocketEndpoint:
             # Not kept in a local: this frame lives as long as the connection, and the
             # request caches its parsed headers and query (about 1 KB per idle connection).
             user = await authenticate(admission.authenticator, HTTPConnection(scope))
-        except Exception:
-            logger.exception("authenticator failed on a WebSocket upgrade")
+        except Exception as exc:
+            log_refusal(exc, "on a WebSocket upgrade")
             await reject(scope, send, 401, "Authentication failed")
             return
         refusal = await self.handler.refuses(user)

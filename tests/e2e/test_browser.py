@@ -211,3 +211,41 @@ def test_dashboard_shows_every_live_node_and_updates(
         dash.close()
         for chat in chats:
             chat.close()
+
+
+def opens(page: Page, url: str) -> str:
+    """``open`` or ``refused``: what becomes of a WebSocket the page opens to ``url``."""
+    return str(
+        page.evaluate(
+            "new Promise(resolve => { const ws = new WebSocket(" + json.dumps(url) + ");"
+            " ws.onopen = () => { ws.close(); resolve('open'); };"
+            " ws.onerror = () => resolve('refused'); })"
+        )
+    )
+
+
+def test_cookies_reach_a_hub_socket_from_its_own_site_only(
+    browser: Browser, nodes: list[Any]
+) -> None:
+    """Cross-site WebSocket hijacking: both nodes are on 127.0.0.1, so a cookie set by a page of
+    one is sent to the other too, and a page of one node is another origin for the other."""
+    one, two = nodes
+    # A page of node one without a CSP (the demo's would stop sockets to other ports).
+    page = browser.open("site-one", one.url + "/healthz")
+    own, other = (n.url.replace("http://", "ws://") + HUB for n in (one, two))
+    try:
+        assert opens(page, other) == "open"  # no cookies: a token client, never refused
+        page.evaluate("document.cookie = 'session=s3cret; path=/'")
+        assert opens(page, own) == "open"  # its own site, with cookies
+        assert opens(page, other) == "refused"  # another origin, with cookies: 403
+        # The demo page keeps working with a cookie of its own site.
+        demo = open_demo(browser, "with-cookie", one.url + "/?name=erin")
+        try:
+            demo.evaluate("document.cookie = 'session=s3cret; path=/'")
+            demo.goto(one.url + "/?name=erin")
+            demo.wait("document.body.dataset.state === 'connected'", timeout=15)
+            assert demo.errors() == []
+        finally:
+            demo.close()
+    finally:
+        page.close()

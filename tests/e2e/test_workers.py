@@ -543,3 +543,47 @@ async def test_metrics_add_up_every_worker(hubplane_server: Any, redis_server: A
             with contextlib.suppress(Exception):
                 await client.close()
     assert server.stop(timeout=20) == 0
+
+
+def test_secrets_reach_the_workers_by_environment_not_command_line(
+    hubplane_server: Any, redis_server: Any
+) -> None:
+    """A command line is readable by every user of the host; secrets stay off the workers'."""
+    import httpx
+
+    secrets = {
+        "--admin-token": "admin-" + "a" * 20,
+        "--token-secret": "token-" + "t" * 20,
+        "--rest-access-key": "rest-" + "r" * 32,
+        "--jwt-secret": "jwt-" + "j" * 32,
+    }
+    admin_port = free_port()
+    extra = ["--workers", "2", "--redis-url", redis_server.url, "--admin-port", str(admin_port)]
+    for name, value in secrets.items():
+        extra += [name, value]
+    server = hubplane_server(
+        HUBS, extra_args=extra, env={"HUBPLANE_CHANNEL_PREFIX": f"secrets-{server_tag()}:"}
+    )
+
+    def all_started() -> set[int] | None:
+        found = children_of(server.proc.pid)
+        _WORKER_PIDS.update(found)
+        return found if len(found) == 2 else None
+
+    pids = wait_for(all_started, 15)
+    assert pids
+    for pid in pids:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+        environ = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+        assert "serve" in cmdline and "--workers\x001" in cmdline
+        for value in (*secrets.values(), redis_server.url):
+            assert value not in cmdline, cmdline
+        assert f"HUBPLANE_ADMIN_TOKEN={secrets['--admin-token']}" in environ
+        assert f"HUBPLANE_REDIS_URL={redis_server.url}" in environ
+    # ... and the workers use them: each connection to the admin listener (which every
+    # worker shares, as the main one) answers the admin token.
+    headers = {"Authorization": f"Bearer {secrets['--admin-token']}"}
+    admin_url = f"http://127.0.0.1:{admin_port}"
+    for _ in range(4):  # new connections land on either worker
+        with httpx.Client(base_url=admin_url, headers=headers, trust_env=False) as http:
+            assert http.get("/_hubplane/hubs").status_code == 200

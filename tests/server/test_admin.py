@@ -183,6 +183,7 @@ async def test_presence_answers_after_clients_connect_and_join() -> None:
                 "hub": "/hubs/rooms",
                 "count": 4,
                 "connections": sorted([a1, a2, b, n]),
+                "next": None,
             }
             # the hub path may be given without its leading slash or with a trailing one
             assert (await get("/_hubplane/connections", hub="hubs/other/"))["connections"] == [e]
@@ -259,7 +260,12 @@ async def test_hub_is_optional_with_one_hub() -> None:
             cid = await client.call("my_id")
             await client.call("join", "g")
             r = await http.get("/_hubplane/connections")
-            assert r.json() == {"hub": "/hubs/rooms", "count": 1, "connections": [cid]}
+            assert r.json() == {
+                "hub": "/hubs/rooms",
+                "count": 1,
+                "connections": [cid],
+                "next": None,
+            }
             assert (await http.get("/_hubplane/groups/g")).json()["connections"] == [cid]
             assert (await http.get("/_hubplane/users/cy")).json()["online"] is True
             assert (await http.get(f"/_hubplane/connections/{cid}/groups")).json()["groups"] == [
@@ -346,3 +352,32 @@ async def test_backplane_state_on_a_single_node() -> None:
         assert (
             await http.get("/_hubplane/backplane", headers={"Authorization": ""})
         ).status_code == 401
+
+
+async def test_connections_come_in_pages() -> None:
+    async with (
+        serve_app(app_with()) as host,
+        httpx.AsyncClient(base_url=f"http://{host}", headers=AUTH) as http,
+    ):
+        clients = [await Client.connect(f"ws://{host}/hubs/rooms") for _ in range(5)]
+        try:
+            ids = sorted([await c.call("my_id") for c in clients])
+            pages: list[list[str]] = []
+            cursor: str | None = None
+            for _ in range(5):
+                params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+                body = (await http.get("/_hubplane/connections", params=params)).json()
+                assert body["count"] == 5
+                pages.append(body["connections"])
+                cursor = body["next"]
+                if cursor is None:
+                    break
+            assert pages == [ids[0:2], ids[2:4], ids[4:]]
+            last = await http.get("/_hubplane/connections", params={"cursor": ids[-1]})
+            assert last.json()["connections"] == [] and last.json()["next"] is None
+            for bad in ("0", "x", "10001", "-1"):
+                r = await http.get("/_hubplane/connections", params={"limit": bad})
+                assert r.status_code == 400 and "limit" in r.json()["error"]
+        finally:
+            for c in clients:
+                await c.close()

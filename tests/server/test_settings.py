@@ -141,3 +141,14 @@ async def test_demo_page_is_served_only_for_the_demo_hub() -> None:
     hubs = build_app(settings_from_cli(["--hub", "/hubs/x=server.demo:DemoHub"], environ={}))
     async with serve_app(hubs) as host, httpx.AsyncClient(base_url=f"http://{host}") as http:
         assert (await http.get("/")).status_code == 404
+
+
+def test_forwarded_allow_ips_and_its_former_name() -> None:
+    both = settings_from_cli(
+        ["--forwarded-allow-ips", "10.0.0.1,*", "--rest-trusted-proxies", "192.168.0.0/16"], {}
+    )
+    assert both.forwarded_allow_ips == ("10.0.0.1/32", "*", "192.168.0.0/16")
+    env = settings_from_cli([], {"HUBPLANE_FORWARDED_ALLOW_IPS": "::1"})
+    assert env.forwarded_allow_ips == ("::1/128",)
+    with pytest.raises(SettingsError, match="--forwarded-allow-ips"):
+        settings_from_cli(["--forwarded-allow-ips", "proxy.local"], {})
