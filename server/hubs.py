@@ -50,6 +50,7 @@ def redis_node(settings: Settings) -> RedisNode | None:
         payload_protocols=settings.redis_payload_protocols,
     )
     node.bus.reply_timeout = settings.redis_reply_timeout
+    node.bus.queue_limit = settings.redis_queue_limit
     return node
 
 

@@ -113,7 +113,13 @@ _COUNTERS: dict[str, str] = {
     "hubplane_backplane_published": "Messages published to Redis.",
     "hubplane_backplane_received": "Messages received from Redis.",
     "hubplane_backplane_buffered": "Publishes that had to be held through a Redis outage.",
-    "hubplane_backplane_dropped": "Publishes dropped because the outage buffer was full.",
+    "hubplane_backplane_dropped": (
+        "Publishes and kept state writes dropped because the outage buffer was full."
+    ),
+    "hubplane_backplane_queue_dropped": (
+        "Commands dropped because the Redis writer's queue was full while Redis was reachable "
+        "(--redis-queue-limit: Redis slower than the node)."
+    ),
     "hubplane_backplane_reconnects": "Reconnections to Redis.",
     "hubplane_backplane_errors": "Redis commands that failed.",
     "hubplane_resumes": "Stateful reconnects: resumed here, taken from another node, refused.",
@@ -259,6 +265,7 @@ def read(hubplane: MetricsSource, histograms: bool = True) -> _Families:
         out.counter("hubplane_backplane_received", {}, bstats.received)
         out.counter("hubplane_backplane_buffered", {}, bstats.buffered)
         out.counter("hubplane_backplane_dropped", {}, bstats.dropped)
+        out.counter("hubplane_backplane_queue_dropped", {}, bstats.overflowed)
         out.counter("hubplane_backplane_reconnects", {}, bstats.reconnects)
         out.counter("hubplane_backplane_errors", {}, bstats.errors)
         heard = node.received.stats

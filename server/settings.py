@@ -112,6 +112,13 @@ class Settings:
         default=10000,
         metadata={"help": "publishes kept while Redis is unreachable; older ones are dropped"},
     )
+    redis_queue_limit: int = field(
+        default=100_000,
+        metadata={
+            "help": "commands queued for Redis while it is reachable; beyond it the oldest "
+            "publish is dropped and counted (a Redis slower than the node)"
+        },
+    )
     redis_reply_timeout: float = field(
         default=2.5,
         metadata={
@@ -236,6 +243,8 @@ class Settings:
             )
         if self.redis_buffer < 0:
             raise SettingsError("--redis-buffer must be 0 or more")
+        if self.redis_queue_limit < 1:
+            raise SettingsError("--redis-queue-limit must be at least 1")
         if self.redis_url and not self.redis_url.startswith(
             ("redis://", "rediss://", "unix://", "redis+sentinel://")
         ):
