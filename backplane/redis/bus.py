@@ -182,6 +182,15 @@ class RedisBus:
         self._subscriber.reply_timeout = value
 
     @property
+    def confirm_timeout(self) -> float:
+        """Seconds Redis has to confirm a SUBSCRIBE before it is sent again (see subscribe)."""
+        return self._subscriber.confirm_timeout
+
+    @confirm_timeout.setter
+    def confirm_timeout(self, value: float) -> None:
+        self._subscriber.confirm_timeout = value
+
+    @property
     def ping_interval(self) -> float:
         """Seconds between keep-alive PINGs on the idle subscriber connection."""
         return self._subscriber.ping_interval
@@ -271,7 +280,8 @@ class RedisBus:
         """Deliver messages on ``channel`` to ``handler(channel, data)``.
 
         With ``confirm`` (and Redis reachable) this returns once Redis has confirmed the
-        subscription, so a message published right after cannot be missed.
+        subscription, so a message published right after cannot be missed; a confirmation
+        that is late is sent for again, and raises :class:`BackplaneUnavailable` in the end.
         """
         await self._subscriber.subscribe(channel, handler, confirm)
 

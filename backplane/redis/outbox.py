@@ -67,6 +67,8 @@ class BusStats:
     dropped: int = 0
     #: Commands dropped because the queue was at ``queue_limit`` while Redis was reachable.
     overflowed: int = 0
+    #: SUBSCRIBEs sent again because Redis did not confirm them in time.
+    resubscribes: int = 0
     reconnects: int = 0
     batches: int = 0
     errors: int = 0
