@@ -154,6 +154,7 @@ class RedisLifetimeManager(HubLifetimeManager):
     async def on_disconnected(self, connection: ClientConnection) -> None:
         """Forget a local connection, its groups and its user; drop unneeded subscriptions."""
         cid = connection.connection_id
+        groups = tuple(connection.groups)  # presence removes them too: every key is named
         removal = self.registry.remove(connection)
         if removal is None:
             return
@@ -162,7 +163,8 @@ class RedisLifetimeManager(HubLifetimeManager):
             self._unsubscribe(self.channels.group(group))
         if removal.user is not None:
             self._unsubscribe(self.channels.user(removal.user))
-        self.node.connection_removed(self, cid)
+        user = connection.user
+        self.node.connection_removed(self, cid, user.id if user is not None else None, groups)
 
     def _subscribe_connection(self, cid: str) -> Awaitable[None]:
         def on_message(channel: bytes, data: bytes) -> None:
