@@ -42,6 +42,7 @@ class HubConnectionHandler:
         self.options = options or HubOptions()
         self.lifetime = lifetime if lifetime is not None else MemoryLifetimeManager()
         self.lifetime.client_result_timeout = self.options.client_result_timeout
+        self.lifetime.max_groups_per_connection = self.options.max_groups_per_connection
         self.group_manager = GroupManager(self.lifetime)
         # A typed hub's client protocol (Hub[ChatClient]): proxies send its methods by name.
         self.client_interface = client_interface(hub_client_type(hub_type))

@@ -10,6 +10,9 @@ from .stats import INVOCATION_BUCKETS, Buckets, Observer
 OUTCOMES = ("ok", "error", "unknown_method", "bad_arguments", "unauthorized")
 #: The outcomes stateful reconnects are counted by.
 RESUMES = ("same_node", "other_node", "refused")
+#: The limits whose refusals are counted: streams and negotiations here, groups in the
+#: lifetime manager's registry.
+LIMITS = ("groups", "streams", "negotiations")
 
 
 @dataclass(slots=True)
@@ -25,6 +28,13 @@ class HubOptions:
     protocols: tuple[str, ...] = ("json", "messagepack")
     client_result_timeout: float | None = 30.0
     close_on_token_expiry: bool = False
+    #: Groups one connection may be in on its node (a join past it fails: LimitExceededError).
+    max_groups_per_connection: int = 1000
+    #: Server-to-client streams and upload streams one connection may have open together.
+    max_streams_per_connection: int = 100
+    #: Items an upload stream buffers before the connection stops reading (ASP.NET Core's
+    #: StreamBufferCapacity).
+    stream_buffer_capacity: int = 10
 
 
 @dataclass(slots=True)
@@ -45,5 +55,7 @@ class HubStats:
     #: Connections handed over to another node, and messages sent again after a resume.
     handovers: int = 0
     replayed: int = 0
+    #: Streams refused by ``max_streams_per_connection``, negotiations by the server's bound.
+    refusals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LIMITS, 0))
     #: How long non-streaming hub methods ran, in seconds.
     invocation_seconds: Observer = field(default_factory=lambda: Buckets(INVOCATION_BUCKETS))

@@ -110,6 +110,10 @@ _COUNTERS: dict[str, str] = {
     "hubplane_messages_sent": "Hub messages queued to clients.",
     "hubplane_invocations": "Hub method invocations by outcome.",
     "hubplane_slow_clients": "Connections closed because their outbound buffer overflowed.",
+    "hubplane_limit_refusals": (
+        "Requests refused by a limit: a group join past --max-groups-per-connection, a stream "
+        "past --max-streams-per-connection, a negotiate past --max-pending-negotiations."
+    ),
     "hubplane_backplane_published": "Messages published to Redis.",
     "hubplane_backplane_received": "Messages received from Redis.",
     "hubplane_backplane_buffered": "Publishes that had to be held through a Redis outage.",
@@ -247,6 +251,11 @@ def read(hubplane: MetricsSource, histograms: bool = True) -> _Families:
             labels = {"hub": hub, "outcome": outcome}
             out.counter("hubplane_invocations", labels, stats.invocations.get(outcome, 0))
         out.counter("hubplane_slow_clients", {"hub": hub}, stats.slow_clients)
+        refusals = dict(stats.refusals)
+        registry = getattr(handler.lifetime, "registry", None)
+        refusals["groups"] = getattr(registry, "refused", 0)
+        for limit, n in refusals.items():
+            out.counter("hubplane_limit_refusals", {"hub": hub, "limit": limit}, n)
         for outcome, n in stats.resumes.items():
             out.counter("hubplane_resumes", {"hub": hub, "outcome": outcome}, n)
         out.counter("hubplane_handovers", {"hub": hub}, stats.handovers)

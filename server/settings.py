@@ -56,6 +56,27 @@ class Settings:
         default=1024 * 1024,
         metadata={"help": "bytes queued for one client before it is dropped as too slow"},
     )
+    max_groups_per_connection: int = field(
+        default=1000,
+        metadata={
+            "help": "groups one connection may be in; a join past it fails (the caller gets "
+            "an error naming this setting, the connection stays)"
+        },
+    )
+    max_streams_per_connection: int = field(
+        default=100,
+        metadata={
+            "help": "server-to-client streams and client uploads one connection may have "
+            "open together; one more fails its invocation"
+        },
+    )
+    stream_buffer_capacity: int = field(
+        default=10,
+        metadata={
+            "help": "items an upload stream buffers before the server stops reading the "
+            "connection until the hub method takes some (as ASP.NET Core's StreamBufferCapacity)"
+        },
+    )
     detailed_errors: bool = field(
         default=False,
         metadata={"help": "send exception details to clients (development only)"},
@@ -229,6 +250,13 @@ class Settings:
             raise SettingsError("--max-message-size must be 0 (no limit) or a number of bytes")
         if self.max_buffer_size < 1024:
             raise SettingsError("--max-buffer-size must be at least 1024 bytes")
+        for name in (
+            "max_groups_per_connection",
+            "max_streams_per_connection",
+            "stream_buffer_capacity",
+        ):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{flag(name)} must be at least 1")
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         self.log_level = self.log_level.lower()

@@ -178,7 +178,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         self.received.forget_channel(channel)
 
     async def _add_local(self, connection: ClientConnection, group: str) -> None:
-        change = self.registry.join(connection, group)
+        change = self.registry.join(connection, group, self.max_groups_per_connection)
         if not change:
             return
         self.node.group_added(self, connection.connection_id, group)
