@@ -85,7 +85,12 @@ class RedisLifetimeManager(HubLifetimeManager):
             unknown_owner_grace=UNKNOWN_OWNER_GRACE,
         )
         self.remote_results = RemoteResults(
-            node, self.channels, self.presence, self.client_results, self._payloads
+            node,
+            self.channels,
+            self.presence,
+            self.client_results,
+            self._payloads,
+            lambda: self.client_result_timeout,
         )
         self.control = ControlChannel(self.bus, self.channels, registry)
         self.user_groups = RedisUserGroups(self.bus, self.channels.base)
