@@ -93,6 +93,13 @@ class Settings:
             "before its first request, a stateful one while its client comes back"
         },
     )
+    max_pending_negotiations: int = field(
+        default=10_000,
+        metadata={
+            "help": "negotiated connections this node holds before a transport starts them; "
+            "past it negotiate answers 503 (each is held up to --disconnect-timeout)"
+        },
+    )
     ws_per_message_deflate: bool = field(
         default=False,
         metadata={"help": "enable WebSocket per-message compression (costs ~50 KB per connection)"},
@@ -254,6 +261,7 @@ class Settings:
             "max_groups_per_connection",
             "max_streams_per_connection",
             "stream_buffer_capacity",
+            "max_pending_negotiations",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{flag(name)} must be at least 1")
