@@ -14,6 +14,7 @@ from .errors import (
     HubException,
     HubplaneError,
     HubRegistrationError,
+    LimitExceededError,
     ProtocolError,
 )
 from .filters import HubFilter, HubInvocationContext, HubLifetimeContext
@@ -55,6 +56,7 @@ __all__ = [
     "HubOptions",
     "HubRegistrationError",
     "HubplaneError",
+    "LimitExceededError",
     "MemoryLifetimeManager",
     "ProtocolError",
     "SerializedMessage",

@@ -38,7 +38,7 @@ from .protocol import (
 )
 from .stateful import REPLAY_MIN, TRACKED, MessageBuffer
 from .streams import StreamTracker
-from .timers import ConnectionTimers
+from .timers import CLIENT_TIMEOUT, ConnectionTimers
 from .user import User
 from .waiters import wake
 
@@ -118,7 +118,7 @@ class HubConnection:
         self._connected = False  # the hub's on_connected succeeded
         self._torn_down = False
         self._timers = ConnectionTimers(
-            asyncio.get_running_loop().time(), handler.options.keepalive_interval
+            asyncio.get_running_loop().time(), handler.options.keepalive_interval, handler.clock
         )
         # Made when first needed: most connections never stream, many never invoke.
         self._invocations: InvocationQueue | None = None
@@ -135,7 +135,7 @@ class HubConnection:
         self.detached = False
         self._buffer: MessageBuffer | None = None
         self._replay_waiter: asyncio.Future[None] | None = None
-        handler.connections[connection_id] = self
+        handler.add_connection(self)  # its timers run from the next tick
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -566,17 +566,16 @@ class HubConnection:
 
     # -- timers ----------------------------------------------------------------------------
 
-    def tick(self, now: float) -> None:
-        """Run the timers: handshake timeout, keep-alive pings, client timeout."""
+    def tick(self, now: float) -> float | None:
+        """Run the timers; returns when they are next due (None once the connection ends)."""
         if self._closing:
-            return
+            return None
         options = self.handler.options
         timers = self._timers
-        timers.observe(now)
         if self.protocol is None:
             if timers.handshake_expired(now, options.handshake_timeout):
                 self._handshake_failed(CANCELED)
-            return
+            return now  # every tick until the handshake
         buffer = self._buffer
         if buffer is not None and not self.detached:
             # At most one Ack a tick (a second), as the reference server does.
@@ -590,10 +589,10 @@ class HubConnection:
             # with a fresh token.
             logger.info("%s: the user's token expired", self.log_name)
             self.close(None, allow_reconnect=True)
-            return
+            return None
         if timers.client_timed_out(now, options.client_timeout):
             logger.info("%s: client timeout", self.log_name)
-            self._close_error = TimeoutError(
-                "Client hasn't sent a message/ping within the configured client timeout."
-            )
+            self._close_error = TimeoutError(CLIENT_TIMEOUT)
             self.close(CLOSE_ERROR, allow_reconnect=True)
+        # Every tick for a stateful connection (its Acks), else when the timers are due.
+        return now if buffer is not None else timers.next_due(now, options, self.send_pings)

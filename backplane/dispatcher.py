@@ -18,7 +18,7 @@ from . import dispatch
 from .authorization import allowed, unauthorized_error
 from .binding import arguments_fit
 from .dispatch import HubMethod
-from .errors import HubException
+from .errors import HubException, LimitExceededError
 from .filters import HubInvocationContext, HubLifetimeContext
 from .hub import Hub, ServedConnection
 from .protocol import (
@@ -88,6 +88,10 @@ def _complete_error(connection: DispatchedConnection, invocation_id: str, error:
     connection.write_message(CompletionMessage(invocation_id, error))
 
 
+def _stream_ids(message: Call) -> tuple[str, ...]:
+    return tuple(message.stream_ids or ())
+
+
 class HubDispatcher:
     """Finds, checks and runs the hub method of each invocation, and answers it."""
 
@@ -140,6 +144,21 @@ class HubDispatcher:
             )
         return None
 
+    def streams_refused(self, connection: DispatchedConnection, message: Call) -> str | None:
+        """The Completion error when the streams ``message`` opens (its uploads, and itself
+        for a stream invocation) would pass ``max_streams_per_connection``; else None."""
+        opening = len(message.stream_ids or ()) + isinstance(message, StreamInvocationMessage)
+        limit = self.handler.options.max_streams_per_connection
+        open_now = connection.stream_tracker.open_count
+        if open_now + opening <= limit:
+            return None
+        self.handler.stats.refusals["streams"] += 1
+        exc = LimitExceededError(
+            f"Connection has {open_now} streams open, the most --max-streams-per-connection "
+            f"({limit}) allows: it cannot open {opening} more."
+        )
+        return dispatch.invoke_error(message.target, exc, self.handler.options.detailed_errors)
+
     # -- invocations ---------------------------------------------------------------------------
 
     def start_upload_invocation(
@@ -158,8 +177,16 @@ class HubDispatcher:
             and not method.is_stream
             and self.check_binding(message, method) is None
         ):
+            refused = self.streams_refused(connection, message)
+            if refused is not None:
+                if message.invocation_id:
+                    _complete_error(connection, message.invocation_id, refused)
+                return  # its items are dropped: no upload is open for them
             args = tracker.open_uploads(
-                message.arguments, method.stream_params, message.stream_ids or ()
+                message.arguments,
+                method.stream_params,
+                _stream_ids(message),
+                self.handler.options.stream_buffer_capacity,
             )
         tracker.run_reader(self.invoke(connection, message, args))
 
@@ -277,8 +304,17 @@ class HubDispatcher:
             invocations["bad_arguments"] += 1
             _complete_error(connection, invocation_id, error)
             return
+        refused = self.streams_refused(connection, message)
+        if refused is not None:
+            _complete_error(connection, invocation_id, refused)
+            return
         args = (
-            tracker.open_uploads(message.arguments, method.stream_params, message.stream_ids or ())
+            tracker.open_uploads(
+                message.arguments,
+                method.stream_params,
+                _stream_ids(message),
+                self.handler.options.stream_buffer_capacity,
+            )
             if method.stream_params
             else message.arguments
         )

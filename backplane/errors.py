@@ -19,6 +19,10 @@ class MessageTooLargeError(ProtocolError):
     """An incoming message exceeds the configured maximum size."""
 
 
+class LimitExceededError(HubException):
+    """A per-connection limit was reached (its message names the setting); nothing else ends."""
+
+
 class HubRegistrationError(HubplaneError):
     """A hub class cannot be registered (for example two methods share a name)."""
 

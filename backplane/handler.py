@@ -10,6 +10,7 @@ from typing import Any
 from .authorization import allowed
 from .clients import GroupManager, HubContext, client_interface, hub_client_type
 from .connection import HubConnection
+from .deadlines import Deadlines
 from .dispatch import HubDescriptor
 from .dispatcher import HubDispatcher
 from .filters import FilterPipelines, FilterSpec, instantiate
@@ -21,6 +22,7 @@ from .lifetime.memory import MemoryLifetimeManager
 from .options import OUTCOMES as OUTCOMES
 from .options import HubOptions as HubOptions
 from .options import HubStats as HubStats
+from .timers import CoarseClock
 from .user import User
 
 logger = logging.getLogger("hubplane.handler")
@@ -42,11 +44,16 @@ class HubConnectionHandler:
         self.options = options or HubOptions()
         self.lifetime = lifetime if lifetime is not None else MemoryLifetimeManager()
         self.lifetime.client_result_timeout = self.options.client_result_timeout
+        self.lifetime.max_groups_per_connection = self.options.max_groups_per_connection
         self.group_manager = GroupManager(self.lifetime)
         # A typed hub's client protocol (Hub[ChatClient]): proxies send its methods by name.
         self.client_interface = client_interface(hub_client_type(hub_type))
         self.context: HubContext[Any] = HubContext(hub_type, self.lifetime, self.client_interface)
         self.connections: dict[str, HubConnection] = {}
+        # When each connection's timers are next due; the time as of the last tick (plus one
+        # tick), which connections stamp on what they receive.
+        self._deadlines: Deadlines[HubConnection] = Deadlines()
+        self.clock = CoarseClock()
         # Global filters first, then the hub's own (its ``filters`` class attribute).
         self.filters = instantiate([*filters, *getattr(hub_type, "filters", ())])
         self.pipelines = FilterPipelines(self.filters)
@@ -62,13 +69,25 @@ class HubConnectionHandler:
             return None
         return 401 if user is None else 403
 
+    def add_connection(self, connection: HubConnection) -> None:
+        """Register a new connection; its timers run from the next tick."""
+        self.connections[connection.connection_id] = connection
+        self._deadlines.soon(connection)
+
     def tick(self, now: float) -> None:
-        """Run every connection's timers."""
-        for connection in list(self.connections.values()):
+        """Run the timers of the connections that are due (not every connection: an idle one
+        is due once per keep-alive interval)."""
+        deadlines = self._deadlines
+        deadlines.resolution = resolution = self.timer_resolution()
+        self.clock.now = now + resolution
+        for connection in deadlines.pop_due(now):
             try:
-                connection.tick(now)
+                due = connection.tick(now)
             except Exception:  # one broken connection must not stop the timers of the rest
                 logger.exception("%s: timer failed", connection.log_name)
+                due = now
+            if due is not None:
+                deadlines.schedule(connection, due, now)
 
     def timer_resolution(self) -> float:
         """How often :meth:`tick` should run to honour the configured timers."""

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from .hub import Hub
     from .lifetime.base import HubLifetimeManager
     from .options import HubOptions, HubStats
+    from .timers import CoarseClock
 
 
 class ConnectionHost(Protocol):
@@ -24,3 +25,8 @@ class ConnectionHost(Protocol):
     group_manager: GroupManager
     client_interface: ClientInterface | None
     connections: dict[str, Any]  # id -> HubConnection
+    clock: CoarseClock  # the time as of the last tick, plus one
+
+    def add_connection(self, connection: Any) -> None:
+        """Register a new connection (its timers run from the next tick)."""
+        ...

@@ -10,6 +10,9 @@ from .stats import INVOCATION_BUCKETS, Buckets, Observer
 OUTCOMES = ("ok", "error", "unknown_method", "bad_arguments", "unauthorized")
 #: The outcomes stateful reconnects are counted by.
 RESUMES = ("same_node", "other_node", "after_crash", "refused")
+#: The limits whose refusals are counted: streams and negotiations here, groups in the
+#: lifetime manager's registry.
+LIMITS = ("groups", "streams", "negotiations")
 
 
 @dataclass(slots=True)
@@ -25,6 +28,13 @@ class HubOptions:
     protocols: tuple[str, ...] = ("json", "messagepack")
     client_result_timeout: float | None = 30.0
     close_on_token_expiry: bool = False
+    #: Groups one connection may be in on its node (a join past it fails: LimitExceededError).
+    max_groups_per_connection: int = 1000
+    #: Server-to-client streams and upload streams one connection may have open together.
+    max_streams_per_connection: int = 100
+    #: Items an upload stream buffers before the connection stops reading (ASP.NET Core's
+    #: StreamBufferCapacity).
+    stream_buffer_capacity: int = 10
 
 
 @dataclass(slots=True)
@@ -49,5 +59,7 @@ class HubStats:
     #: Messages a connection taken up after its node died got from its channels' history
     #: (published while no node delivered to it).
     revived_messages: int = 0
+    #: Streams refused by ``max_streams_per_connection``, negotiations by the server's bound.
+    refusals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LIMITS, 0))
     #: How long non-streaming hub methods ran, in seconds.
     invocation_seconds: Observer = field(default_factory=lambda: Buckets(INVOCATION_BUCKETS))

@@ -12,17 +12,20 @@ from .errors import HubException
 from .tasks import start_task
 from .waiters import wake
 
-# Items buffered per upload stream before the connection stops reading (ASP.NET Core: 10).
+# Items buffered per upload stream before the connection stops reading (ASP.NET Core: 10);
+# the default of HubOptions.stream_buffer_capacity (--stream-buffer-capacity).
 STREAM_BUFFER_CAPACITY = 10
 
 
 class UploadStream:
     """An async iterator fed by the client's StreamItem messages for one stream id."""
 
-    __slots__ = ("stream_id", "_items", "_waiter", "_space", "_done", "_error")
+    __slots__ = ("stream_id", "capacity", "_items", "_waiter", "_space", "_done", "_error")
 
-    def __init__(self, stream_id: str) -> None:
+    def __init__(self, stream_id: str, capacity: int = STREAM_BUFFER_CAPACITY) -> None:
         self.stream_id = stream_id
+        #: Items held before ``put`` waits (and with it the connection's reading).
+        self.capacity = max(1, capacity)
         self._items: deque[Any] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._space: asyncio.Future[None] | None = None
@@ -46,7 +49,7 @@ class UploadStream:
 
     async def put(self, item: Any) -> None:
         """Add an item; waits while the buffer is full (back-pressure on the client)."""
-        while len(self._items) >= STREAM_BUFFER_CAPACITY and not self._done:
+        while len(self._items) >= self.capacity and not self._done:
             space = self._space = asyncio.get_running_loop().create_future()
             await space
         if self._done:
@@ -118,15 +121,20 @@ class StreamTracker:
     # -- uploads -------------------------------------------------------------------------------
 
     def open_uploads(
-        self, args: Sequence[Any], positions: Sequence[int], stream_ids: Iterable[str]
+        self,
+        args: Sequence[Any],
+        positions: Sequence[int],
+        stream_ids: Iterable[str],
+        capacity: int = STREAM_BUFFER_CAPACITY,
     ) -> list[Any]:
-        """``args`` with a new UploadStream inserted at each stream parameter's position."""
+        """``args`` with a new UploadStream (buffering ``capacity`` items) inserted at each
+        stream parameter's position."""
         result = list(args)
         for position, stream_id in zip(positions, stream_ids, strict=True):
             previous = self.uploads.pop(stream_id, None)
             if previous is not None:  # a reused id replaces (and ends) the old stream
                 previous.complete("Stream ID reused by the client.")
-            upload = UploadStream(stream_id)
+            upload = UploadStream(stream_id, capacity)
             self.uploads[stream_id] = upload
             result.insert(position, upload)
         return result
@@ -158,6 +166,11 @@ class StreamTracker:
         if not task.done():
             self._readers.add(task)
             task.add_done_callback(self._readers.discard)
+
+    @property
+    def open_count(self) -> int:
+        """Server-to-client streams running and upload streams open, together."""
+        return len(self.running) + len(self.uploads)
 
     @property
     def readers(self) -> frozenset[asyncio.Task[None]]:

@@ -34,6 +34,9 @@ def hub_options(settings: Settings) -> HubOptions:
         protocols=tuple(settings.protocols),
         client_result_timeout=settings.client_result_timeout,
         close_on_token_expiry=settings.close_on_token_expiry,
+        max_groups_per_connection=settings.max_groups_per_connection,
+        max_streams_per_connection=settings.max_streams_per_connection,
+        stream_buffer_capacity=settings.stream_buffer_capacity,
     )
 
 
@@ -50,6 +53,7 @@ def redis_node(settings: Settings) -> RedisNode | None:
         payload_protocols=settings.redis_payload_protocols,
     )
     node.bus.reply_timeout = settings.redis_reply_timeout
+    node.bus.queue_limit = settings.redis_queue_limit
     return node
 
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from backplane import HubConnectionHandler
@@ -122,6 +122,8 @@ class Lifecycle:
         self.started = False
 
     async def _tick_forever(self) -> None:
+        """Keep-alives, timeouts and expiries of the whole node. Each step is on its own: one
+        that raises is logged and the others (and the next ticks) run all the same."""
         loop = asyncio.get_running_loop()
         handlers = self.handlers
         period = min([h.timer_resolution() for h in handlers] + [1.0])
@@ -131,14 +133,19 @@ class Lifecycle:
             await asyncio.sleep(period)
             now = loop.time()
             for handler in handlers:
-                handler.tick(now)
-            self.registry.expire(self.disconnect_timeout)
+                _step(handler.tick, now, what="the connection timers")
+            _step(self.registry.expire, self.disconnect_timeout, what="expiring negotiations")
             if now >= next_metrics:
                 next_metrics = now + 1.0
                 if metrics is not None:
-                    metrics.tick()
+                    _step(metrics.tick, what="the metrics")
                 for callback in self.every_second:
-                    try:
-                        callback()
-                    except Exception:
-                        logger.exception("a once-a-second task failed")
+                    _step(callback, what="a once-a-second task")
+
+
+def _step(step: Callable[..., object], *args: Any, what: str) -> None:
+    """Run one step of the ticker; a failure is logged, not raised."""
+    try:
+        step(*args)
+    except Exception:
+        logger.exception("the ticker: %s failed", what)

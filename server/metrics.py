@@ -119,10 +119,20 @@ _COUNTERS: dict[str, str] = {
     "hubplane_messages_sent": "Hub messages queued to clients.",
     "hubplane_invocations": "Hub method invocations by outcome.",
     "hubplane_slow_clients": "Connections closed because their outbound buffer overflowed.",
+    "hubplane_limit_refusals": (
+        "Requests refused by a limit: a group join past --max-groups-per-connection, a stream "
+        "past --max-streams-per-connection, a negotiate past --max-pending-negotiations."
+    ),
     "hubplane_backplane_published": "Messages published to Redis.",
     "hubplane_backplane_received": "Messages received from Redis.",
     "hubplane_backplane_buffered": "Publishes that had to be held through a Redis outage.",
-    "hubplane_backplane_dropped": "Publishes dropped because the outage buffer was full.",
+    "hubplane_backplane_dropped": (
+        "Publishes and kept state writes dropped because the outage buffer was full."
+    ),
+    "hubplane_backplane_queue_dropped": (
+        "Commands dropped because the Redis writer's queue was full while Redis was reachable "
+        "(--redis-queue-limit: Redis slower than the node)."
+    ),
     "hubplane_backplane_reconnects": "Reconnections to Redis.",
     "hubplane_backplane_errors": "Redis commands that failed.",
     "hubplane_resumes": "Stateful reconnects: resumed here, taken from another node, refused.",
@@ -259,6 +269,11 @@ def read(hubplane: MetricsSource, histograms: bool = True) -> _Families:
             labels = {"hub": hub, "outcome": outcome}
             out.counter("hubplane_invocations", labels, stats.invocations.get(outcome, 0))
         out.counter("hubplane_slow_clients", {"hub": hub}, stats.slow_clients)
+        refusals = dict(stats.refusals)
+        registry = getattr(handler.lifetime, "registry", None)
+        refusals["groups"] = getattr(registry, "refused", 0)
+        for limit, n in refusals.items():
+            out.counter("hubplane_limit_refusals", {"hub": hub, "limit": limit}, n)
         for outcome, n in stats.resumes.items():
             out.counter("hubplane_resumes", {"hub": hub, "outcome": outcome}, n)
         out.counter("hubplane_handovers", {"hub": hub}, stats.handovers)
@@ -278,6 +293,7 @@ def read(hubplane: MetricsSource, histograms: bool = True) -> _Families:
         out.counter("hubplane_backplane_received", {}, bstats.received)
         out.counter("hubplane_backplane_buffered", {}, bstats.buffered)
         out.counter("hubplane_backplane_dropped", {}, bstats.dropped)
+        out.counter("hubplane_backplane_queue_dropped", {}, bstats.overflowed)
         out.counter("hubplane_backplane_reconnects", {}, bstats.reconnects)
         out.counter("hubplane_backplane_errors", {}, bstats.errors)
         heard = node.received.stats

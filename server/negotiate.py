@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ class Negotiator:
         self.settings = settings
         # The transports offered, in negotiate's order.
         self.transports = transports
+        self._refusal_logged = 0.0
 
     async def negotiate(self, request: Request) -> Response:
         """``POST {hub}/negotiate``: mint a connection and list the transports."""
@@ -71,6 +73,16 @@ class Negotiator:
             return PlainTextResponse(refusal_text(refusal), status_code=refusal)
         if self.admission.draining:
             return PlainTextResponse("Server is shutting down", status_code=503)
+        if len(self.registry.pending) >= self.settings.max_pending_negotiations:
+            # Every negotiate leaves a record until a transport starts it or it expires: a
+            # flood of them (no credentials needed without an authenticator) is bounded.
+            endpoint.handler.stats.refusals["negotiations"] += 1
+            self._log_refusal()
+            return PlainTextResponse(
+                "Too many connections are waiting to start; try again",
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
         # Stateful reconnect only when the client asks and this server allows it (and only
         # with negotiate version 1: version 0 has no connection token to come back with).
         stateful = (
@@ -86,6 +98,18 @@ class Negotiator:
         if stateful:
             body["useStatefulReconnect"] = True
         return json_response(body)
+
+    def _log_refusal(self) -> None:
+        """One line per ten seconds at most: a flood must not flood the log too."""
+        now = time.monotonic()
+        if now - self._refusal_logged >= 10.0:
+            self._refusal_logged = now
+            logger.warning(
+                "negotiate refused: %d negotiated connections are waiting for a transport "
+                "(--max-pending-negotiations %d)",
+                len(self.registry.pending),
+                self.settings.max_pending_negotiations,
+            )
 
     def available_transports(self) -> list[dict[str, Any]]:
         """Negotiate's ``availableTransports``: WebSockets, SSE, long polling, as enabled.

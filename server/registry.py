@@ -29,7 +29,8 @@ class ConnectionRecord:
         "hub_path",
         "user",
         "created",
-        "connection",
+        "_connection",
+        "_pending",
         "transport",
         "stateful",
         "run_task",
@@ -47,7 +48,9 @@ class ConnectionRecord:
         self.hub_path = hub_path
         self.user = user
         self.created = time.monotonic()
-        self.connection: HubConnection | None = None
+        self._connection: HubConnection | None = None
+        # The registry's records still waiting for their first transport, while this is one.
+        self._pending: dict[str, ConnectionRecord] | None = None
         self.transport: str | None = None
         # Stateful reconnect: negotiated for this connection; the task running its current
         # WebSocket (to take over from a half-open one); the timer ending a detached one.
@@ -64,12 +67,27 @@ class ConnectionRecord:
         # Taken up from its record after the node holding it died (--durable-resume).
         self.revived = False
 
+    @property
+    def connection(self) -> HubConnection | None:
+        """The live connection, once a transport has started it."""
+        return self._connection
+
+    @connection.setter
+    def connection(self, connection: HubConnection | None) -> None:
+        self._connection = connection
+        if connection is not None and self._pending is not None:
+            self._pending.pop(self.token, None)  # no longer waiting for a transport
+            self._pending = None
+
 
 class ConnectionRegistry:
     """Token -> record for every negotiated or live connection of this node."""
 
     def __init__(self) -> None:
         self.records: dict[str, ConnectionRecord] = {}
+        #: The records no transport has started yet, oldest first (negotiate bounds them, and
+        #: the expiry walks them from the front instead of every record).
+        self.pending: dict[str, ConnectionRecord] = {}
         # With --token-secret: mints signed tokens that any node can check (no sticky sessions).
         self.signer: TokenSigner | None = None
         # Called when a record that ran (or claimed) a connection here is removed, unless the
@@ -98,8 +116,13 @@ class ConnectionRegistry:
                 token = new_id() if negotiate_version >= 1 else connection_id
         record = ConnectionRecord(connection_id, token, hub_path, user)
         record.stateful = stateful
-        self.records[token] = record
+        self._add(record)
         return record
+
+    def _add(self, record: ConnectionRecord) -> None:
+        self.records[record.token] = record
+        self.pending[record.token] = record
+        record._pending = self.pending
 
     def adopt(self, token: str, claims: TokenClaims) -> ConnectionRecord:
         """The record of a connection negotiated elsewhere (or the one made here)."""
@@ -107,7 +130,7 @@ class ConnectionRegistry:
         if record is None:
             record = ConnectionRecord(claims.connection_id or token, token, claims.hub_path, None)
             record.stateful = claims.stateful
-            self.records[token] = record
+            self._add(record)
         return record
 
     def moved_in(
@@ -117,7 +140,7 @@ class ConnectionRegistry:
         record = ConnectionRecord(connection_id, token, hub_path, user)
         record.stateful = True
         record.transport = "WebSockets"
-        self.records[token] = record
+        self._add(record)
         return record
 
     def get(self, token: str) -> ConnectionRecord | None:
@@ -127,6 +150,7 @@ class ConnectionRegistry:
     def remove(self, token: str) -> None:
         """Forget a record."""
         record = self.records.pop(token, None)
+        self.pending.pop(token, None)
         if record is None:
             return
         if record.connection is not None and self.signer is not None:
@@ -140,20 +164,31 @@ class ConnectionRegistry:
         return token in self.ended
 
     def expire(self, max_idle: float, now: float | None = None) -> int:
-        """Drop records that never got a transport within ``max_idle`` seconds."""
+        """Drop records that never got a transport within ``max_idle`` seconds.
+
+        Only the oldest records are looked at (both tables are in the order of their times),
+        not every record: this runs every tick.
+        """
         now = time.monotonic() if now is None else now
-        stale = [
-            token
-            for token, record in self.records.items()
-            if record.connection is None and now - record.created > max_idle
-        ]
+        stale = []
+        for token, record in self.pending.items():
+            if now - record.created <= max_idle:
+                break
+            stale.append(token)
         for token in stale:
-            record = self.records.pop(token)
-            if record.owned:  # claimed in Redis but never started: release it
+            self.pending.pop(token)
+            gone = self.records.pop(token, None)
+            if gone is None:
+                continue
+            gone._pending = None
+            if gone.owned:  # claimed in Redis but never started: release it
                 for hook in self.removed_hooks:
-                    hook(record)
+                    hook(gone)
         # Ended tokens are remembered until they are too old to start anything anyway.
-        for token, when in list(self.ended.items()):
-            if now - when > max_idle + 60:
-                del self.ended[token]
+        ended = self.ended
+        while ended:
+            token = next(iter(ended))
+            if now - ended[token] <= max_idle + 60:
+                break
+            del ended[token]
         return len(stale)

@@ -59,6 +59,27 @@ class Settings:
         default=1024 * 1024,
         metadata={"help": "bytes queued for one client before it is dropped as too slow"},
     )
+    max_groups_per_connection: int = field(
+        default=1000,
+        metadata={
+            "help": "groups one connection may be in; a join past it fails (the caller gets "
+            "an error naming this setting, the connection stays)"
+        },
+    )
+    max_streams_per_connection: int = field(
+        default=100,
+        metadata={
+            "help": "server-to-client streams and client uploads one connection may have "
+            "open together; one more fails its invocation"
+        },
+    )
+    stream_buffer_capacity: int = field(
+        default=10,
+        metadata={
+            "help": "items an upload stream buffers before the server stops reading the "
+            "connection until the hub method takes some (as ASP.NET Core's StreamBufferCapacity)"
+        },
+    )
     detailed_errors: bool = field(
         default=False,
         metadata={"help": "send exception details to clients (development only)"},
@@ -73,6 +94,13 @@ class Settings:
         metadata={
             "help": "seconds a connection may stay without a transport: a negotiated one "
             "before its first request, a stateful one while its client comes back"
+        },
+    )
+    max_pending_negotiations: int = field(
+        default=10_000,
+        metadata={
+            "help": "negotiated connections this node holds before a transport starts them; "
+            "past it negotiate answers 503 (each is held up to --disconnect-timeout)"
         },
     )
     ws_per_message_deflate: bool = field(
@@ -114,6 +142,13 @@ class Settings:
     redis_buffer: int = field(
         default=10000,
         metadata={"help": "publishes kept while Redis is unreachable; older ones are dropped"},
+    )
+    redis_queue_limit: int = field(
+        default=100_000,
+        metadata={
+            "help": "commands queued for Redis while it is reachable; beyond it the oldest "
+            "publish is dropped and counted (a Redis slower than the node)"
+        },
     )
     redis_reply_timeout: float = field(
         default=2.5,
@@ -257,6 +292,14 @@ class Settings:
             raise SettingsError("--max-message-size must be 0 (no limit) or a number of bytes")
         if self.max_buffer_size < 1024:
             raise SettingsError("--max-buffer-size must be at least 1024 bytes")
+        for name in (
+            "max_groups_per_connection",
+            "max_streams_per_connection",
+            "stream_buffer_capacity",
+            "max_pending_negotiations",
+        ):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{flag(name)} must be at least 1")
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         self.log_level = self.log_level.lower()
@@ -271,6 +314,8 @@ class Settings:
             )
         if self.redis_buffer < 0:
             raise SettingsError("--redis-buffer must be 0 or more")
+        if self.redis_queue_limit < 1:
+            raise SettingsError("--redis-queue-limit must be at least 1")
         if self.redis_url and not self.redis_url.startswith(
             ("redis://", "rediss://", "unix://", "redis+sentinel://")
         ):

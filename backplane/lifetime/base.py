@@ -183,6 +183,9 @@ class HubLifetimeManager(ABC):
     presence: Presence
     #: Seconds ``invoke()`` waits for a client result by default (``--client-result-timeout``).
     client_result_timeout: float | None = 30.0
+    #: Groups one connection may be in on this node (``--max-groups-per-connection``); a
+    #: join past it raises ``LimitExceededError``. None: no limit.
+    max_groups_per_connection: int | None = None
     #: The groups users are in (their later connections join them too), or None.
     user_groups: UserGroupStore | None = None
 

@@ -45,7 +45,7 @@ class MemoryLifetimeManager(HubLifetimeManager):
         )
 
     async def _join(self, connection: ClientConnection, group: str) -> None:
-        self.registry.join(connection, group)
+        self.registry.join(connection, group, self.max_groups_per_connection)
 
     async def on_disconnected(self, connection: ClientConnection) -> None:
         """Forget a connection, its groups and its user membership."""
@@ -55,7 +55,7 @@ class MemoryLifetimeManager(HubLifetimeManager):
         """Add a connection to a group (unknown connections are ignored, as in ASP.NET Core)."""
         connection = self.connections.get(connection_id)
         if connection is not None:
-            self.registry.join(connection, group)
+            self.registry.join(connection, group, self.max_groups_per_connection)
 
     async def remove_from_group(self, connection_id: str, group: str) -> None:
         """Remove a connection from a group."""

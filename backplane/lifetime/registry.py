@@ -12,6 +12,7 @@ import enum
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from ..errors import LimitExceededError
 from .base import TO_ALL, TO_CONNECTION, TO_GROUP, TO_USER, ClientConnection
 
 
@@ -35,13 +36,15 @@ class Removal(NamedTuple):
 class ConnectionRegistry:
     """Local connections by id, group members by group, user connections by user id."""
 
-    __slots__ = ("connections", "groups", "users")
+    __slots__ = ("connections", "groups", "users", "refused")
 
     def __init__(self) -> None:
         # Never rebound: managers keep references to these dicts for the fan-out path.
         self.connections: dict[str, ClientConnection] = {}
         self.groups: dict[str, dict[str, ClientConnection]] = {}
         self.users: dict[str, dict[str, ClientConnection]] = {}
+        #: Joins refused by a connection's group limit.
+        self.refused = 0
 
     def add(self, connection: ClientConnection) -> bool:
         """Register a connection; True when it is its user's first one on this node."""
@@ -75,10 +78,18 @@ class ConnectionRegistry:
                     gone_user = user.id
         return Removal(emptied, gone_user)
 
-    def join(self, connection: ClientConnection, group: str) -> Change:
-        """Add a registered connection to ``group``."""
+    def join(self, connection: ClientConnection, group: str, limit: int | None = None) -> Change:
+        """Add a registered connection to ``group``; past ``limit`` groups, refuse it with
+        :class:`LimitExceededError` (its text names ``--max-groups-per-connection``)."""
         if group in connection.groups:
             return Change.NONE
+        if limit is not None and len(connection.groups) >= limit:
+            self.refused += 1
+            raise LimitExceededError(
+                f"Connection '{connection.connection_id}' is in {len(connection.groups)} groups, "
+                f"the most --max-groups-per-connection ({limit}) allows: it cannot join "
+                f"'{group}'."
+            )
         connection.add_group(group)
         cid = connection.connection_id
         members = self.groups.get(group)

@@ -16,6 +16,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from ..errors import LimitExceededError
+
 logger = logging.getLogger("hubplane.lifetime")
 
 #: The ttl of a record added without one: a year, as Azure SignalR Service has it.
@@ -127,4 +129,9 @@ async def join_user_groups(
         logger.warning("could not read the groups of user %r: %s", user, exc)
         return
     for group in groups:
-        await join(connection, group)
+        try:
+            await join(connection, group)
+        except LimitExceededError as exc:
+            # The connection goes on, in the groups it could join (the oldest records first).
+            logger.warning("user %r: %s", user, exc)
+            return

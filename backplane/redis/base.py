@@ -8,7 +8,7 @@ manager and its rooms (groups, results, control, presence) name the node only th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -143,8 +143,14 @@ class ClusterNode(Protocol):
         """Record a new local connection in presence."""
         ...
 
-    def connection_removed(self, manager: NodeHub, connection_id: str) -> None:
-        """Forget a local connection (and its groups) in presence."""
+    def connection_removed(
+        self,
+        manager: NodeHub,
+        connection_id: str,
+        user: str | None = None,
+        groups: Collection[str] = (),
+    ) -> None:
+        """Forget a local connection of ``user`` (and its ``groups``) in presence."""
         ...
 
     def group_added(self, manager: NodeHub, connection_id: str, group: str) -> None:

@@ -15,6 +15,7 @@ whether or not it is logged), so the hot paths keep clear of them.
 
 When Redis goes away both sides reconnect with backoff. Meanwhile publishes are kept up to
 a bound and flushed after reconnecting (the oldest are dropped beyond it, and counted);
+while it is there the queue has a bound too (``queue_limit``, the same policy);
 state writes are dropped (the owners rewrite their state on reconnect) and queries fail
 at once with :class:`BackplaneUnavailable`. A Redis that stops answering (frozen, or a
 half-open connection) counts as gone after ``reply_timeout`` seconds, so nobody waits on it
@@ -39,6 +40,7 @@ from .outbox import (
     MAX_BATCH,
     PUBLISH,
     QUERY,
+    QUEUE_LIMIT,
     STATE,
     BackplaneUnavailable,
     BusStats,
@@ -55,6 +57,7 @@ __all__ = [
     "MAX_BATCH",
     "PUBLISH",
     "QUERY",
+    "QUEUE_LIMIT",
     "REPLY_TIMEOUT",
     "STATE",
     "SUBSCRIBE_CONFIRM_TIMEOUT",
@@ -78,11 +81,14 @@ class RedisBus:
         *,
         buffer_limit: int = 10000,
         reply_timeout: float = REPLY_TIMEOUT,
+        queue_limit: int = QUEUE_LIMIT,
     ) -> None:
         self.url = url
         self.stats = BusStats()
         wake = asyncio.Event()
-        outbox = self._outbox = Outbox(self.stats, wake.set, buffer_limit=buffer_limit)
+        outbox = self._outbox = Outbox(
+            self.stats, wake.set, buffer_limit=buffer_limit, queue_limit=queue_limit
+        )
         logged_url = safe_url(url)
         self._writer = Writer(connect_redis(url), outbox, wake, self.stats, logged_url)
         self._subscriber = Subscriber(connect_redis(url), outbox, self.stats, logged_url)
@@ -128,6 +134,16 @@ class RedisBus:
         self._outbox.buffer_limit = value
 
     @property
+    def queue_limit(self) -> int:
+        """Commands queued at most while Redis is reachable (the oldest publish is dropped,
+        and counted, beyond it)."""
+        return self._outbox.queue_limit
+
+    @queue_limit.setter
+    def queue_limit(self, value: int) -> None:
+        self._outbox.queue_limit = value
+
+    @property
     def max_batch(self) -> int:
         """Commands per pipelined round trip (1 turns pipelining off, for comparison)."""
         return self._outbox.max_batch
@@ -166,6 +182,15 @@ class RedisBus:
             raise ValueError("reply_timeout must be a positive number of seconds")
         self._writer.reply_timeout = value
         self._subscriber.reply_timeout = value
+
+    @property
+    def confirm_timeout(self) -> float:
+        """Seconds Redis has to confirm a SUBSCRIBE before it is sent again (see subscribe)."""
+        return self._subscriber.confirm_timeout
+
+    @confirm_timeout.setter
+    def confirm_timeout(self, value: float) -> None:
+        self._subscriber.confirm_timeout = value
 
     @property
     def ping_interval(self) -> float:
@@ -267,7 +292,8 @@ class RedisBus:
         """Deliver messages on ``channel`` to ``handler(channel, data)``.
 
         With ``confirm`` (and Redis reachable) this returns once Redis has confirmed the
-        subscription, so a message published right after cannot be missed.
+        subscription, so a message published right after cannot be missed; a confirmation
+        that is late is sent for again, and raises :class:`BackplaneUnavailable` in the end.
         """
         await self._subscriber.subscribe(channel, handler, confirm)
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConnectionNotFoundError
+from ..errors import ConnectionNotFoundError, LimitExceededError
 from . import wire
 from .bus import BackplaneUnavailable
 
@@ -110,7 +110,11 @@ class GroupCommands:
             return
         future = self._acks.get(command_id)
         if future is not None and not future.done():
-            future.set_result(None)
+            refusal = wire.read_ack_refusal(data)
+            if refusal is None:
+                future.set_result(None)
+            else:
+                future.set_exception(LimitExceededError(refusal))
 
     def on_command(self, channel: bytes, data: bytes) -> None:
         """A node asks for a group change: apply and ack it when the connection is ours."""
@@ -127,11 +131,19 @@ class GroupCommands:
     async def _apply(self, connection: ClientConnection, command: wire.GroupCommand) -> None:
         if self.connections.get(connection.connection_id) is not connection:
             return  # it left meanwhile
+        refusal = None
         if command.action == wire.GROUP_ADD:
-            await self.add_local(connection, command.group)
+            try:
+                await self.add_local(connection, command.group)
+            except LimitExceededError as exc:
+                refusal = str(exc)  # the sender raises it (REST answers 409)
+            except Exception:
+                # No ack: the sender's wait ends in an error, not in a false success.
+                logger.exception("applying a group command to %s failed", command.connection_id)
+                return
         elif command.action == wire.GROUP_REMOVE:
             self.remove_local(connection, command.group)
-        self.bus.publish(self.channels.ack(command.server), wire.write_ack(command.id))
+        self.bus.publish(self.channels.ack(command.server), wire.write_ack(command.id, refusal))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -24,9 +24,14 @@ Keys (``docs/redis-protocol.md``; ``B`` = prefix + hub wire name, ``N`` = node i
   (the REST API's user groups), scored by when each was added (µs) and when it expires (ms,
   Redis time); both in one hash slot, touched only by the ``USER_GROUPS_*`` scripts
 
-The scripts build some of these keys themselves (from ARGV): a change of layout changes
-both the builders below and the scripts. Pub/sub channels are not keys: see ``wire.Channels``,
-except two of the node's own, named here because a script counts the first one's subscribers:
+- ``<prefix>hubplane:purging:N``: STRING, the id of the node purging dead node N (a lease
+  with a TTL, so two survivors do not purge one node at once; renewed while it lasts)
+
+Every script declares every key it touches in KEYS and builds none from ARGV (Redis Cluster
+routes a script by its keys; ``tests/lifetime/test_scripts.py`` runs each one with a guard
+that refuses an undeclared key). The keys of one script are not all in one hash slot yet.
+Pub/sub channels are not keys: see ``wire.Channels``, except two of the node's own, named
+here because a script counts the first one's subscribers:
 
 - ``<prefix>hubplane:node:N``: node N subscribes to it for its whole life (nothing is
   published on it); no subscriber means N's connection closed (see ``liveness.py``)
@@ -74,6 +79,11 @@ def resume_key(prefix: bytes, token: str) -> bytes:
     """
     digest = hashlib.sha256(token.encode()).hexdigest()[:32].encode()
     return prefix + b"hubplane:resume:{" + digest + b"}"
+
+
+def purge_lease_key(prefix: bytes, node_id: str) -> bytes:
+    """The STRING naming the node purging ``node_id`` (expires by itself)."""
+    return prefix + b"hubplane:purging:" + node_id.encode()
 
 
 def node_stats_key(prefix: bytes, node_id: str) -> bytes:
@@ -160,64 +170,64 @@ return #ARGV / 2
 """
 
 
-# One connection's presence entries, removed (shared by the two scripts below).
-_REMOVE_ONE = """
-local function remove(base, conn, node)
-  local conns = base .. ':hubplane:conns'
-  local rec = redis.call('HGET', conns, conn)
-  if rec then
-    local r = cmsgpack.unpack(rec)
-    if r[1] == node then
-      redis.call('HDEL', conns, conn)
-      if r[2] then redis.call('SREM', base .. ':hubplane:user:' .. r[2], conn) end
-    end
-  end
-  local gk = base .. ':hubplane:groups-of:' .. conn
-  for _, g in ipairs(redis.call('SMEMBERS', gk)) do
-    redis.call('SREM', base .. ':hubplane:group:' .. g, conn)
-  end
-  redis.call('DEL', gk)
+# Removes one connection's presence entries, every key declared (a key built inside a script
+# would keep it from Redis Cluster). KEYS: the hub's conns hash, the node's SET of
+# connections, the connection's groups-of SET, the user's SET (when ARGV[3] is '1'), then
+# the SET of each of its groups. ARGV: connection id, node id, '1' with a user key else '0',
+# then the names of those groups, in the same order.
+# The record and the user entry go only while the record names the node (a connection that
+# moved on belongs to its new node, groups included). Returns 1, or 0 when groups-of names
+# a group not declared (a join raced the caller's read): the declared ones are gone, the
+# connection stays in the node's SET, and the caller reads again.
+REMOVE_CONNECTION = """
+local conn, node = ARGV[1], ARGV[2]
+local first = 4
+local user = nil
+if ARGV[3] == '1' then
+  user = KEYS[4]
+  first = 5
 end
-"""
-
-# Removes one connection's presence entries. ARGV: hub base, connection id, node id.
-REMOVE_CONNECTION = (
-    _REMOVE_ONE
-    + """
-remove(ARGV[1], ARGV[2], ARGV[3])
-redis.call('SREM', ARGV[1] .. ':hubplane:node:' .. ARGV[3], ARGV[2])
+local rec = redis.call('HGET', KEYS[1], conn)
+if rec then
+  local r = cmsgpack.unpack(rec)
+  if r[1] ~= node then
+    redis.call('SREM', KEYS[2], conn)
+    return 1
+  end
+  redis.call('HDEL', KEYS[1], conn)
+  if user then redis.call('SREM', user, conn) end
+end
+for i = first, #KEYS do
+  redis.call('SREM', KEYS[i], conn)
+  redis.call('SREM', KEYS[3], ARGV[i - first + 4])
+end
+if redis.call('SCARD', KEYS[3]) > 0 then return 0 end
+redis.call('SREM', KEYS[2], conn)
 return 1
 """
-)
 
-# Purges a node that stopped heartbeating, unless it came back meanwhile.
-# KEYS: nodes zset, node hash. ARGV: node id, cutoff (ms).
-# Returns 1 + the connections removed, or 0 when the node beat after the cutoff or was not
-# registered (another node purged it first).
-PURGE_NODE = (
-    _REMOVE_ONE
-    + """
-local node = ARGV[1]
-local score = redis.call('ZSCORE', KEYS[1], node)
-if score and tonumber(score) > tonumber(ARGV[2]) then return 0 end
-local hubs = redis.call('HGET', KEYS[2], 'hubs')
-local removed = 0
-if hubs then
-  for _, base in ipairs(cmsgpack.unpack(hubs)) do
-    local nodeset = base .. ':hubplane:node:' .. node
-    for _, conn in ipairs(redis.call('SMEMBERS', nodeset)) do
-      remove(base, conn, node)
-      removed = removed + 1
-    end
-    redis.call('DEL', nodeset)
-  end
-end
-redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[1], node)
-if not score then return 0 end
-return removed + 1
+# Claims the purge of a node that stopped heartbeating, unless it came back meanwhile or is
+# gone already (another node purged it), or another node is purging it now (it holds the
+# lease). KEYS: nodes zset, node hash, purge lease. ARGV: node id, cutoff (ms), purger, lease
+# (ms). Returns the node's hubs (msgpack list of hub bases; '' when none), or nil.
+# The purge itself walks the node's SETs in chunks (purge.py, REMOVE_CONNECTION), so no call
+# blocks Redis for long, and ends with PURGE_END.
+PURGE_BEGIN = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
+if not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4]) then return false end
+return redis.call('HGET', KEYS[2], 'hubs') or ''
 """
-)
+
+# Ends a purge: the node leaves the nodes zset and its hash goes (a node that came back
+# meanwhile finds itself missing and writes its entries again), the purger's lease too.
+# KEYS: nodes zset, node hash, purge lease. ARGV: node id, purger.
+PURGE_END = """
+if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
 
 
 # Node liveness uses Redis's clock, so skewed host clocks cannot make a live node look dead.

@@ -85,7 +85,12 @@ class RedisLifetimeManager(HubLifetimeManager):
             unknown_owner_grace=UNKNOWN_OWNER_GRACE,
         )
         self.remote_results = RemoteResults(
-            node, self.channels, self.presence, self.client_results, self._payloads
+            node,
+            self.channels,
+            self.presence,
+            self.client_results,
+            self._payloads,
+            lambda: self.client_result_timeout,
         )
         self.control = ControlChannel(self.bus, self.channels, registry)
         self.user_groups = RedisUserGroups(self.bus, self.channels.base)
@@ -160,6 +165,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         durable = self.node.durable
         if durable is not None:
             durable.forget(connection)
+        groups = tuple(connection.groups)  # presence removes them too: every key is named
         removal = self.registry.remove(connection)
         if removal is None:
             return
@@ -168,7 +174,8 @@ class RedisLifetimeManager(HubLifetimeManager):
             self._unsubscribe(self.channels.group(group))
         if removal.user is not None:
             self._unsubscribe(self.channels.user(removal.user))
-        self.node.connection_removed(self, cid)
+        user = connection.user
+        self.node.connection_removed(self, cid, user.id if user is not None else None, groups)
 
     def _subscribe_connection(self, cid: str) -> Awaitable[None]:
         def on_message(channel: bytes, data: bytes) -> None:
@@ -182,7 +189,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         self.received.forget_channel(channel)
 
     async def _add_local(self, connection: ClientConnection, group: str) -> None:
-        change = self.registry.join(connection, group)
+        change = self.registry.join(connection, group, self.max_groups_per_connection)
         if not change:
             return
         self.node.group_added(self, connection.connection_id, group)

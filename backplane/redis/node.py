@@ -2,9 +2,11 @@
 
 Presence keys and the scripts over them live in ``keys.py`` (``docs/redis-protocol.md``).
 
-Survivors purge a node whose heartbeat is older than the timeout, in one Lua script; a node
-whose heartbeat finds itself missing (Redis lost its data, or it was purged while stalled)
-writes all its entries again, as it does after every reconnect. A node killed outright is
+Survivors purge a node whose heartbeat is older than the timeout, in bounded steps with
+declared keys (``purge.py``), off the heartbeat's path; a node whose heartbeat finds itself
+missing (Redis lost its data, or it was purged while stalled) writes all its entries again,
+as it does after every reconnect, and then sweeps its own entries for stale ones (removals
+lost while Redis was away). A node killed outright is
 found faster, by its closed Redis connection (``watch.py``, rules in ``liveness.py``). Either
 way the purging node announces the verdict on ``<prefix>hubplane:purged``, and every node
 fails what waits on the dead one (``on_node_dead``).
@@ -18,7 +20,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -29,6 +31,7 @@ from . import keys
 from .bus import BackplaneUnavailable, RedisBus
 from .history import WatchedChannels
 from .liveness import DeadNodes, PurgeGuard, recent_ms
+from .purge import PresencePurge
 from .sequence import PublishSequence, ReceiveSequence
 from .watch import NodeWatcher
 
@@ -71,14 +74,16 @@ class RedisNode:
         self.managers: list[RedisLifetimeManager] = []
         self.nodes_key = keys.nodes_key(self.prefix)
         self.node_key = self.node_key_of(self.node_id)
-        self._remove_sha = self.bus.register_script(keys.REMOVE_CONNECTION)
-        self._purge_sha = self.bus.register_script(keys.PURGE_NODE)
+        self.purger = PresencePurge(self.bus, self.prefix, self.node_id)
         self._touch_sha = self.bus.register_script(keys.TOUCH)
         self._heartbeat_sha = self.bus.register_script(keys.HEARTBEAT)
         self._live_sha = self.bus.register_script(keys.LIVE)
         self._start_lock = asyncio.Lock()
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        # Purges of dead nodes (off the heartbeat's path) and the sweep of our own entries.
+        self._purges: dict[str, asyncio.Task[bool]] = {}
+        self._resync_task: asyncio.Task[None] | None = None
         self._started = False
         self._connected_once = False
         self.purged_nodes = 0
@@ -147,14 +152,15 @@ class RedisNode:
             return
         self._started = False
         self.history.stop()
-        for task in (self._heartbeat_task, self._watch_task):
+        tasks = [self._heartbeat_task, self._watch_task, self._resync_task, *self._purges.values()]
+        for task in tasks:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         if self.presence_enabled and self.bus.writer_up:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.bus.query(*self._purge_self()), 2.0)
+                await asyncio.wait_for(self.purger.purge(self.node_id, 2**62), 2.0)
         await self.bus.stop()
 
     # -- presence writes (fire and forget, in order on the writer) --------------------------
@@ -174,18 +180,14 @@ class RedisNode:
             hubs,
         ]
 
-    def _purge_self(self) -> tuple[Any, ...]:
-        """The command removing all of this node's presence entries, whatever its heartbeat."""
-        return ("EVALSHA", self._purge_sha, 2, self.nodes_key, self.node_key, self.node_id, 2**62)
-
     async def _register_all(self) -> None:
         """Write this node and every local entry (after a reconnect or a data loss).
 
-        Our old entries go first: removals dropped during an outage must not leave ghosts.
-        The writer runs these in order, so nobody sees the node half written for long.
+        The writer runs these in order, so nobody sees the node half written for long. Then
+        our entries are swept for stale ones (removals dropped during an outage must not
+        leave ghosts): in steps, once the writer drains again (this may run before it does).
         """
         bus = self.bus
-        bus.command(*self._purge_self())
         bus.command("EVALSHA", self._touch_sha, 1, self.nodes_key, self.node_id)
         bus.command("HSET", self.node_key, *self._info())
         for manager in self.managers:
@@ -193,6 +195,27 @@ class RedisNode:
                 self.connection_added(manager, connection)
                 for group in connection.groups:
                     self.group_added(manager, connection.connection_id, group)
+        if self._resync_task is not None:
+            self._resync_task.cancel()
+        self._resync_task = asyncio.get_running_loop().create_task(
+            self._resync(), name="hubplane-presence-sweep"
+        )
+
+    async def _resync(self) -> None:
+        """Remove our entries that no local connection (or group) stands for any more."""
+        for manager in list(self.managers):
+
+            def local(cid: str, hub: NodeHub = manager) -> Collection[str] | None:
+                connection = hub.connections.get(cid)
+                return None if connection is None else connection.groups
+
+            try:
+                await self.purger.sweep(manager.keys, self.node_id, local)
+            except BackplaneUnavailable:
+                return  # Redis went away again: the next reconnect sweeps
+            except Exception:
+                logger.exception("sweeping this node's presence entries failed")
+                return
 
     async def _writer_connected(self) -> None:
         """After a reconnect, distrust heartbeats and counts for a while (see PurgeGuard)."""
@@ -214,12 +237,18 @@ class RedisNode:
         if user is not None:
             bus.command("SADD", keys.user(user), cid)
 
-    def connection_removed(self, manager: NodeHub, connection_id: str) -> None:
-        """Forget a local connection (and its groups)."""
+    def connection_removed(
+        self,
+        manager: NodeHub,
+        connection_id: str,
+        user: str | None = None,
+        groups: Collection[str] = (),
+    ) -> None:
+        """Forget a local connection of ``user`` (and its ``groups``)."""
         if not self.presence_enabled:
             return
         self.bus.command(
-            "EVALSHA", self._remove_sha, 0, manager.keys.base, connection_id, self.node_id
+            *self.purger.remove_command(manager.keys, connection_id, self.node_id, user, groups)
         )
 
     def group_added(self, manager: NodeHub, connection_id: str, group: str) -> None:
@@ -277,19 +306,40 @@ class RedisNode:
 
     async def _purge(self, node: str, cutoff: int, signal: str) -> bool:
         """Purge ``node`` unless it beat after ``cutoff`` (ms); announce it. True if purged."""
-        bus = self.bus
-        removed = await bus.query(
-            "EVALSHA", self._purge_sha, 2, self.nodes_key, self.node_key_of(node), node, cutoff
+        task = self._start_purge(node, cutoff, signal)
+        return False if task is None else await asyncio.shield(task)
+
+    def _start_purge(self, node: str, cutoff: int, signal: str) -> asyncio.Task[bool] | None:
+        """Purge ``node`` in a task of its own (None: this node is purging it already)."""
+        running = self._purges.get(node)
+        if running is not None and not running.done():
+            return None
+        task = asyncio.get_running_loop().create_task(
+            self._purge_now(node, cutoff, signal), name="hubplane-purge"
         )
-        if not removed:
+        self._purges[node] = task
+        task.add_done_callback(self._purge_done)
+        return task
+
+    def _purge_done(self, task: asyncio.Task[bool]) -> None:
+        for node, running in list(self._purges.items()):
+            if running is task:
+                del self._purges[node]
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, BackplaneUnavailable):
+            logger.error("purging a dead node failed", exc_info=exc)
+
+    async def _purge_now(self, node: str, cutoff: int, signal: str) -> bool:
+        removed = await self.purger.purge(node, cutoff)
+        if removed is None:
             return False
         self.purged_nodes += 1
         self.dead_nodes[signal] += 1
         why = "its Redis connection closed" if signal == "connection" else "stopped heartbeating"
-        logger.warning(
-            "node %s is dead (%s): purged it and %d connections", node, why, int(removed) - 1
-        )
-        bus.publish(keys.purged_channel(self.prefix), node.encode())
+        logger.warning("node %s is dead (%s): purged it and %d connections", node, why, removed)
+        self.bus.publish(keys.purged_channel(self.prefix), node.encode())
         self.deaths.declare(node)
         return True
 
@@ -323,7 +373,8 @@ class RedisNode:
         for raw in dead:
             node = raw.decode()
             if node != self.node_id:
-                await self._purge(node, cutoff, "heartbeat")
+                # Not awaited: our next beat must not wait for a large node's purge.
+                self._start_purge(node, cutoff, "heartbeat")
 
     async def _heartbeat_forever(self) -> None:
         loop = asyncio.get_running_loop()

@@ -7,7 +7,19 @@ query sees the writes queued before it). While Redis is unreachable:
   and counted) and goes out after reconnecting;
 - STATE writes are dropped (their owners rewrite their state on reconnect);
 - QUERY (and a counted publish) fails at once with :class:`BackplaneUnavailable`;
-- KEEP state writes wait like publishes.
+- KEEP state writes wait like publishes, within the same ``buffer_limit`` (beyond it the
+  oldest plain publish goes first, then the oldest KEEP write; counted).
+
+While Redis is reachable the queue is bounded too, by ``queue_limit`` commands: a Redis slower
+than the node's publishing (or a burst no round trip can keep up with) must not grow memory
+until the process dies. The policy is the outage buffer's, oldest dropped and counted
+(``BusStats.overflowed``), not back-pressure: ``publish`` and ``command`` are called from
+paths that must not wait (fan-out inside hub methods, the subscriber's message handlers,
+timers), receivers see the loss as a gap in the publisher's numbers, and the newest
+messages are the ones worth keeping. A plain publish goes first, then a state write; a
+command somebody waits for is never dropped: a new query past the bound fails at once. The
+presence rewrite after a reconnect is not limited (the writer lifts the bound while its
+reconnect hooks run): it is as large as the node's own state, not as its traffic.
 
 After a reconnect the publishes are held for a while (``hold_until``) so the other nodes'
 subscribers are back before they go out; everything else goes at once.
@@ -30,6 +42,9 @@ from .keys import HISTORY_PUBLISH, PUBLISH_MANY, script_sha
 
 # Commands per pipeline round trip; larger bursts take several.
 MAX_BATCH = 2048  # default of Outbox.max_batch
+# Commands queued at most while Redis is reachable (default of Outbox.queue_limit): fifty
+# full batches, far more than a healthy Redis ever lets pile up.
+QUEUE_LIMIT = 100_000
 
 # Kinds of queued command.
 PUBLISH = 0  # buffered through an outage
@@ -50,6 +65,10 @@ class BusStats:
     received: int = 0
     buffered: int = 0
     dropped: int = 0
+    #: Commands dropped because the queue was at ``queue_limit`` while Redis was reachable.
+    overflowed: int = 0
+    #: SUBSCRIBEs sent again because Redis did not confirm them in time.
+    resubscribes: int = 0
     reconnects: int = 0
     batches: int = 0
     errors: int = 0
@@ -98,6 +117,7 @@ class Outbox:
         "_wake",
         "stats",
         "buffer_limit",
+        "queue_limit",
         "max_batch",
         "publish_script",
         "publish_sha",
@@ -109,7 +129,12 @@ class Outbox:
     )
 
     def __init__(
-        self, stats: BusStats, wake: Callable[[], None], *, buffer_limit: int = 10000
+        self,
+        stats: BusStats,
+        wake: Callable[[], None],
+        *,
+        buffer_limit: int = 10000,
+        queue_limit: int = QUEUE_LIMIT,
     ) -> None:
         self._queue: deque[Command] = deque()
         # Called when there is something new for the writer to send.
@@ -117,6 +142,8 @@ class Outbox:
         self.stats = stats
         #: Publishes kept through an outage (the oldest are dropped beyond it).
         self.buffer_limit = buffer_limit
+        #: Commands queued at most while Redis is reachable (the oldest droppable goes beyond).
+        self.queue_limit = queue_limit
         #: Commands per pipelined round trip (1 turns pipelining off, for comparison).
         self.max_batch = MAX_BATCH
         #: Send runs of publishes as one Lua call (False: one PUBLISH command each).
@@ -156,6 +183,8 @@ class Outbox:
                 if len(queue) >= self.buffer_limit:
                     self.stats.dropped += 1
                     return
+        elif len(queue) >= self.queue_limit and not self._overflow(False):
+            return
         queue.append(Command(PUBLISH, args, None))
         if len(queue) == 1:
             self._wake()
@@ -164,20 +193,28 @@ class Outbox:
         """Queue a state write.
 
         Dropped while Redis is unreachable (owners rewrite their state later), unless
-        ``keep``: then it waits in the queue like a publish and goes out after reconnecting.
+        ``keep``: then it waits in the queue like a publish and goes out after reconnecting
+        (within ``buffer_limit``). Past ``queue_limit`` it takes the place of the oldest
+        plain publish, or else of the oldest state write.
         """
-        if keep:
-            self._queue.append(Command(KEEP, args, None))
-        elif self.writer_up:
-            self._queue.append(Command(STATE, args, None))
-        else:
+        queue = self._queue
+        if not self.writer_up:
+            if not keep:
+                return
+            if len(queue) >= self.buffer_limit and not self._drop_oldest(KEEP):
+                self.stats.dropped += 1
+                return
+        elif len(queue) >= self.queue_limit and not self._overflow(True):
             return
+        queue.append(Command(KEEP if keep else STATE, args, None))
         self._wake()
 
     def query(self, args: tuple[Any, ...], future: Waiter) -> None:
         """Queue a command whose reply ``future`` waits for; raises while Redis is unreachable."""
         if not self.writer_up:
             raise self.unavailable()
+        if len(self._queue) >= self.queue_limit and not self._overflow(True, counted=False):
+            raise BackplaneUnavailable(f"the Redis queue is full ({self.queue_limit} commands)")
         self._queue.append(Command(QUERY, args, future))
         self._wake()
 
@@ -186,6 +223,8 @@ class Outbox:
         publishes); raises while Redis is unreachable."""
         if not self.writer_up:
             raise self.unavailable()
+        if len(self._queue) >= self.queue_limit and not self._overflow(True, counted=False):
+            raise BackplaneUnavailable(f"the Redis queue is full ({self.queue_limit} commands)")
         self._queue.append(Command(PUBLISH, ("PUBLISH", channel, data), future))
         self._wake()
 
@@ -199,6 +238,44 @@ class Outbox:
                 del self._queue[i]
                 self.stats.dropped += 1
                 return
+
+    def _drop_oldest(self, kind: int) -> bool:
+        """Make room in the outage buffer for a ``kind`` command: drop the oldest plain
+        publish, else the oldest command of ``kind`` (counted); False when there is none."""
+        queue = self._queue
+        n = len(queue)
+        self._drop_oldest_publish()
+        if len(queue) < n:
+            return True
+        for i, cmd in enumerate(queue):
+            if cmd.kind == kind and cmd.future is None:
+                del queue[i]
+                self.stats.dropped += 1
+                return True
+        return False
+
+    def _overflow(self, state: bool, counted: bool = True) -> bool:
+        """The queue is at ``queue_limit`` while Redis is reachable: make room for one more
+        command by dropping the oldest plain publish; for a ``state`` command (a state write
+        or a query) with no publish queued, the oldest state write. Counted. False when
+        nothing may go: then the new command is dropped instead (counted, unless not
+        ``counted``: its caller hears of it)."""
+        queue = self._queue
+        victim = -1
+        for i, cmd in enumerate(queue):
+            if cmd.future is None:
+                if cmd.kind == PUBLISH:
+                    victim = i
+                    break
+                if state and victim < 0:
+                    victim = i  # the oldest state write, should no publish be queued
+        if victim < 0:
+            if counted:
+                self.stats.overflowed += 1
+            return False
+        del queue[victim]
+        self.stats.overflowed += 1
+        return True
 
     # -- outages -----------------------------------------------------------------------------
 

@@ -7,10 +7,16 @@ belong to the manager's :class:`~backplane.lifetime.results.ClientResults`.
 
 Each call remembers the node owning the client (from presence), so that when that node is
 found dead the call fails at once, as for a client that disconnected.
+
+On the owning node a forwarded call waits for its client at most the hub's client result
+timeout (a moment longer, so that the asking node's own timeout, the same by default, is what
+its caller hears), or :data:`FORWARD_LIMIT` without one: then it is forgotten and the asking
+node is told, as a client that never answers must not hold memory for as long as it stays.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Callable
@@ -30,6 +36,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("hubplane.redis")
 
+#: How long the owning node keeps a forwarded call without a client result timeout (s).
+FORWARD_LIMIT = 600.0
+#: How much longer than the timeout it keeps one: the asking node's own timeout comes first.
+FORWARD_GRACE = 1.0
+
 
 class RemoteResults:
     """One hub's routes for client results between nodes."""
@@ -41,8 +52,11 @@ class RemoteResults:
         presence: RedisPresence,
         results: ClientResults,
         payloads: Callable[[SerializedMessage], dict[str, bytes]],
+        timeout: Callable[[], float | None] = lambda: None,
     ) -> None:
         self.node = node
+        #: The hub's client result timeout (read when a call is forwarded here).
+        self.timeout = timeout
         self.bus = node.bus
         self.channels = channels
         self.presence = presence
@@ -133,11 +147,39 @@ class RemoteResults:
             )
             return
 
+        expiry: list[asyncio.TimerHandle] = []
+
         def forward(completion: CompletionMessage, conn: ClientConnection = connection) -> None:
+            for handle in expiry:
+                handle.cancel()
             proto = conn.protocol
             self._return_completion(channel, proto.name if proto else "json", completion)
 
         connection.results[invocation_id] = forward
+        timeout = self.timeout()
+        limit = FORWARD_LIMIT if timeout is None else timeout + FORWARD_GRACE
+        expiry.append(
+            asyncio.get_running_loop().call_later(
+                limit, self._expire, connection, invocation_id, forward, limit
+            )
+        )
+
+    def _expire(
+        self,
+        connection: ClientConnection,
+        invocation_id: str,
+        forward: Callable[[CompletionMessage], None],
+        waited: float,
+    ) -> None:
+        """A forwarded call the client never answered: forget it, tell the asking node."""
+        if connection.results.get(invocation_id) is not forward:
+            return  # answered, or failed when the connection ended
+        del connection.results[invocation_id]
+        error = (
+            f"Connection '{connection.connection_id}' did not answer within {waited:g} seconds "
+            "on the node holding it."
+        )
+        forward(CompletionMessage.with_error(invocation_id, error))
 
     def _return_completion(
         self, channel: bytes, protocol_name: str, completion: CompletionMessage

@@ -24,13 +24,15 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
 from .connect import NETWORK_ERRORS, HeldConnection, backoff, close_connection, open_connection
-from .outbox import BusStats, Outbox
+from .outbox import BackplaneUnavailable, BusStats, Outbox
 
 logger = logging.getLogger("hubplane.redis")
 
 Handler = Callable[[bytes, bytes], None]
 
 SUBSCRIBE_CONFIRM_TIMEOUT = 5.0
+# SUBSCRIBEs sent for one channel before a caller waiting for its confirmation gives up.
+SUBSCRIBE_ATTEMPTS = 3
 # Subscribed to when no other channel is, so that a connection is in pub/sub mode all along.
 IDLE_CHANNEL = b"hubplane:idle"
 
@@ -52,6 +54,9 @@ class Subscriber(HeldConnection):
         self._handlers: dict[bytes, Handler] = {}
         self._queue: deque[tuple[bool, bytes]] = deque()  # (subscribe?, channel) to send
         self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
+        #: Seconds Redis has to confirm a SUBSCRIBE, and how many are sent before giving up.
+        self.confirm_timeout = SUBSCRIBE_CONFIRM_TIMEOUT
+        self.confirm_attempts = SUBSCRIBE_ATTEMPTS
         self._hooks: list[Callable[[], None]] = []
         self._last_read = 0.0
 
@@ -65,25 +70,59 @@ class Subscriber(HeldConnection):
         """Deliver messages on ``channel`` to ``handler(channel, data)``.
 
         With ``confirm`` (and Redis reachable) this returns once Redis has confirmed the
-        subscription, so a message published right after cannot be missed.
+        subscription, so a message published right after cannot be missed. A confirmation
+        that does not come within ``confirm_timeout`` is a failure, not a success: the
+        SUBSCRIBE goes again, up to ``confirm_attempts`` times in all, and then this raises
+        :class:`BackplaneUnavailable`. While the connection is down there is nothing to wait
+        for: the next connection subscribes to every channel held.
         """
         new = channel not in self._handlers
         self._handlers[channel] = handler
         if not new and channel not in self._confirm:
             return  # subscribed and confirmed
-        future: asyncio.Future[None] | None = None
-        if confirm and self.outbox.reader_up:
-            # A second caller for a channel still being confirmed waits for the same reply.
-            future = asyncio.get_running_loop().create_future()
-            self._confirm.setdefault(channel, []).append(future)
         if new:
-            self._queue.append((True, channel))
-            self._wake.set()
-        if future is not None:
+            self._send_subscribe(channel)
+        if confirm and self.outbox.reader_up:
+            await self._confirmed(channel)
+
+    def _send_subscribe(self, channel: bytes) -> None:
+        self._queue.append((True, channel))
+        self._wake.set()
+
+    async def _confirmed(self, channel: bytes) -> None:
+        """Wait for Redis to confirm ``channel`` (a second caller waits for the same reply),
+        subscribing again each time the confirmation is late."""
+        loop = asyncio.get_running_loop()
+        for attempt in range(1, self.confirm_attempts + 1):
+            future: asyncio.Future[None] = loop.create_future()
+            waiters = self._confirm.setdefault(channel, [])
+            waiters.append(future)
             try:
-                await asyncio.wait_for(asyncio.shield(future), SUBSCRIBE_CONFIRM_TIMEOUT)
+                await asyncio.wait_for(future, self.confirm_timeout)
+                return
             except TimeoutError:
-                logger.warning("Redis did not confirm the subscription to %r in time", channel)
+                pass
+            finally:
+                with contextlib.suppress(ValueError):
+                    waiters.remove(future)
+                if not waiters and self._confirm.get(channel) is waiters:
+                    del self._confirm[channel]
+            if self._closing or channel not in self._handlers or not self.outbox.reader_up:
+                return  # stopping, unsubscribed meanwhile, or the connection is being replaced
+            self.stats.resubscribes += 1
+            logger.warning(
+                "Redis did not confirm the subscription to %r within %g s (attempt %d of %d)",
+                channel,
+                self.confirm_timeout,
+                attempt,
+                self.confirm_attempts,
+            )
+            if attempt < self.confirm_attempts:
+                self._send_subscribe(channel)
+        raise BackplaneUnavailable(
+            f"Redis did not confirm the subscription to {channel!r} "
+            f"({self.confirm_attempts} attempts of {self.confirm_timeout:g} s)"
+        )
 
     def unsubscribe(self, channel: bytes) -> None:
         """Stop receiving ``channel``."""
@@ -146,11 +185,14 @@ class Subscriber(HeldConnection):
                     sender.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await sender
-                for waiters in self._confirm.values():
-                    for fut in waiters:
-                        if not fut.done():
-                            fut.set_result(None)
-                self._confirm.clear()
+                # Callers waiting for a confirmation wait on: the next connection subscribes
+                # to every channel held, and its replies confirm them (or they time out).
+                # When stopping there is no next connection: they are let go.
+                if self._closing:
+                    for waiters in self._confirm.values():
+                        for fut in waiters:
+                            if not fut.done():
+                                fut.set_result(None)
                 await close_connection(connection)
 
     async def _run_sender(self, connection: AbstractConnection) -> None:

@@ -328,14 +328,21 @@ def next_command_id(current: int) -> int:
 # --------------------------------------------------------------------------- ack, completion
 
 
-def write_ack(command_id: int) -> bytes:
-    """``[id]``."""
-    return _pack([command_id])
+def write_ack(command_id: int, refusal: str | None = None) -> bytes:
+    """``[id]``; a hubplane node refusing the command (a limit) adds the reason:
+    ``[id, reason]`` (.NET reads the first element only)."""
+    return _pack([command_id] if refusal is None else [command_id, refusal])
 
 
 def read_ack(data: bytes) -> int:
     """Decode an ack, returning the command id."""
     return _int(_unpack_array(data, 1, "Ack")[0], "Ack", "the id")
+
+
+def read_ack_refusal(data: bytes) -> str | None:
+    """The reason an ack refuses its command with (``[id, reason]``), or None."""
+    items = _unpack_array(data, 1, "Ack")
+    return items[1] if len(items) > 1 and isinstance(items[1], str) else None
 
 
 def write_completion(protocol_name: str, framed: bytes) -> bytes:

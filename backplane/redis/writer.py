@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 
@@ -175,16 +176,21 @@ class Writer(HeldConnection):
         self.connection = connection
         outbox.writer_up = True
         outbox.last_error = None
-        # Hooks run before buffered publishes flush: presence is rewritten first.
+        # Hooks run before buffered publishes flush: presence is rewritten first. The queue's
+        # bound does not apply to them: a rewrite is as large as the node's state.
         held = outbox.detach()
-        for hook in self._hooks:
-            try:
-                await hook()
-            except NETWORK_ERRORS:
-                outbox.reattach(held)
-                raise
-            except Exception:
-                logger.exception("a Redis reconnect hook failed")
+        limit, outbox.queue_limit = outbox.queue_limit, sys.maxsize
+        try:
+            for hook in self._hooks:
+                try:
+                    await hook()
+                except NETWORK_ERRORS:
+                    outbox.reattach(held)
+                    raise
+                except Exception:
+                    logger.exception("a Redis reconnect hook failed")
+        finally:
+            outbox.queue_limit = limit
         outbox.reattach(held)
         self.ready.set()
         if outbox.queued:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from backplane.errors import ConnectionNotFoundError
+from backplane.errors import ConnectionNotFoundError, LimitExceededError
 from backplane.redis.bus import BackplaneUnavailable
 
 from .auth import TokenVerifier, TrustedProxies
@@ -74,6 +74,8 @@ class RestApi:
             reply = error_reply(exc.status, exc.reason, exc.headers)
         except ConnectionNotFoundError as exc:
             reply = error_reply(404, str(exc))
+        except LimitExceededError as exc:
+            reply = error_reply(409, str(exc))  # a connection's limit: the text names it
         except BackplaneUnavailable as exc:
             reply = error_reply(503, f"the backplane is unavailable: {exc}")
         except TimeoutError as exc:

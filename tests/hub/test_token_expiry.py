@@ -26,7 +26,7 @@ async def test_closed_at_expiry_with_reconnect_allowed() -> None:
     handler.tick(loop_now)
     assert not soon.conn.closing
     time.sleep(0.25)
-    handler.tick(loop_now)
+    handler.tick(loop_now + 1.0)  # the next tick (the ticker runs with the loop's clock)
     assert soon.conn.closing and not later.conn.closing and not anonymous.conn.closing
     (close,) = soon.messages()
     assert isinstance(close, CloseMessage) and close.allow_reconnect and close.error is None

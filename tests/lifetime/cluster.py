@@ -34,10 +34,10 @@ class Cluster:
         self.handlers: list[HubConnectionHandler] = []
         self.clients: list[Client] = []
 
-    async def add_node(self, **kw: Any) -> HubConnectionHandler:
+    async def add_node(self, options: HubOptions | None = None, **kw: Any) -> HubConnectionHandler:
         node = RedisNode(self.url, channel_prefix=self.prefix, heartbeat=0.2, timeout=1.0, **kw)
         manager = node.manager(HUB, ("json", "messagepack"))
-        handler = HubConnectionHandler(RedisHub, HubOptions(), manager)
+        handler = HubConnectionHandler(RedisHub, options or HubOptions(), manager)
         await manager.start()
         self.nodes.append(node)
         self.handlers.append(handler)

@@ -149,11 +149,47 @@ def test_either_side_down_buffers_publishes() -> None:
     assert (box.stats.buffered, box.stats.dropped, box.outbox.queued) == (2, 1, 1)
 
 
-def test_while_connected_publishes_are_not_bounded() -> None:
+def test_while_connected_the_queue_limit_drops_the_oldest_publish() -> None:
     box = Box(buffer_limit=2)
+    box.outbox.queue_limit = 3
     for i in range(5):
         box.outbox.publish(b"ch", b"%d" % i)
-    assert (box.outbox.queued, box.stats.buffered, box.stats.dropped) == (5, 0, 0)
+    assert (box.outbox.queued, box.stats.buffered, box.stats.overflowed) == (3, 0, 2)
+    assert box.take_all() == [("EVALSHA", PUBLISH_SHA, 0, b"ch", b"2", b"ch", b"3", b"ch", b"4")]
+
+
+def test_past_the_queue_limit_a_state_write_displaces_a_publish_then_a_state_write() -> None:
+    box = Box()
+    outbox = box.outbox
+    outbox.queue_limit = 3
+    outbox.command("SADD", "k", "1")
+    outbox.publish(b"ch", b"p")
+    outbox.command("SADD", "k", "2")
+    outbox.command("SADD", "k", "3")  # the publish goes
+    outbox.command("SADD", "k", "4")  # then the oldest state write
+    outbox.publish(b"ch", b"q")  # a publish never displaces a state write: it is dropped
+    assert box.stats.overflowed == 3
+    assert box.take_all() == [("SADD", "k", "2"), ("SADD", "k", "3"), ("SADD", "k", "4")]
+
+
+def test_past_the_queue_limit_a_query_fails_when_only_waiters_are_queued() -> None:
+    box = Box()
+    outbox = box.outbox
+    outbox.queue_limit = 1
+    outbox.query(("GET", "a"), Waiter())
+    with pytest.raises(BackplaneUnavailable, match="queue is full"):
+        outbox.query(("GET", "b"), Waiter())
+    assert outbox.queued == 1 and box.stats.overflowed == 0
+
+
+def test_kept_writes_share_the_outage_bound_oldest_publish_then_oldest_kept_dropped() -> None:
+    box = Box(buffer_limit=2, up=False)
+    outbox = box.outbox
+    outbox.publish(b"ch", b"p")
+    for i in range(4):
+        outbox.command("SET", "k", str(i), keep=True)
+    assert outbox.queued == 2 and box.stats.dropped == 3
+    assert box.take_all() == [("SET", "k", "2"), ("SET", "k", "3")]
 
 
 def test_only_plain_publishes_make_room_and_when_none_can_the_new_one_is_dropped() -> None:

@@ -116,7 +116,8 @@ async def test_leavers_during_an_outage_leave_no_ghosts(tmp_path: Path) -> None:
         await h1.context.groups.remove("stays", "h")
         # Redis comes back with the data it had (as after a network cut, not a restart).
         await asyncio.to_thread(server.start)
-        assert await wait_until(lambda: bus1.connected, 10)
+        bus2 = cluster.nodes[1].bus  # it answers the presence queries below
+        assert await wait_until(lambda: bus1.connected and bus2.connected, 10)
         presence = h2.context.presence
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and "leaves" in await presence.connections():
