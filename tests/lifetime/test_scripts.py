@@ -171,6 +171,29 @@ async def test_every_script_declares_every_key_it_touches(run: Run) -> None:
     await run("USER_GROUPS_ADD", ug, "i", 60000, 10)
     assert await run("USER_GROUPS_CLEAR", ug) == [b"i"]
 
+    # Durable records (--durable-resume): recorded while the entry names this node, forgotten.
+    log, pos = keys.resume_log_key(entry), keys.resume_pos_key(entry)
+    await c.hset(entry, "node", "n2")
+    record = [
+        "n2",  # the node, then one connection:
+        "json", 3, "", 2, msgpack.packb(["g1"]), 60,  # protocol, sent, trimmed, acked, groups, ttl
+        1, b"scripts:ch",  # channels joined
+        0,  # channels left
+        1, b"scripts:ch\0n1", 7,  # positions
+        2, 2, b"m2", 3, b"m3",  # messages for the log
+    ]  # fmt: skip
+    assert (await run("RECORD", [entry, log, pos], *record))[1:] == [1]
+    assert await c.zcard(log) == 2 and await c.hget(pos, b"scripts:ch\0n1") == b"7"
+    assert await run("FORGET_RESUME", [entry, log, pos], "n1") == 0  # another node holds it
+    assert await run("FORGET_RESUME", [entry, log, pos], "n2") == 1
+    assert not await c.exists(entry, log, pos)
+    # Watched channels and their history.
+    watched, history = keys.watched_key(p), keys.history_key(p, b"scripts:ch")
+    await run("WATCH_CHANNELS", [watched], b"scripts:watch", b"x", 60000, b"scripts:ch")
+    assert (await run("WATCHED", [watched]))[1] == b"scripts:ch"
+    await run("HISTORY_PUBLISH", [history], b"scripts:ch", b"m4", 60000)
+    assert await c.xlen(history) == 1
+
     missing = set(scripts()) - run.ran
     assert not missing, f"scripts without a case here: {sorted(missing)}"
 
