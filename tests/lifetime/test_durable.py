@@ -245,6 +245,12 @@ async def test_a_resume_that_could_miss_something_is_refused(
         assert why in caplog.text
         assert record.connection_id not in taker.handler.connections
         if damage != "no entry":  # the entry goes back to its node: a later try finds it so
+            # (the taker queues that write; another node's connection reads it)
+            holder_id = holder.node.node_id.encode()
+            for _ in range(100):
+                if await bus.query("HGET", key, "node") == holder_id:
+                    break
+                await asyncio.sleep(0.02)
             assert (await bus.query("HGET", key, "node")).decode() == holder.node.node_id
         assert taker.handler.stats.resumes["refused"] == (damage != "no entry")
     finally:
