@@ -166,6 +166,18 @@ class WebSocketEndpoint:
         assert self.mover is not None
         self.mover.remember(record, user)
         record.run_task = asyncio.current_task()
+        outcome = "after_crash" if record.revived else "other_node"
+        await self._serve_resumed(record, connection, receive, send, outcome)
+
+    async def _serve_resumed(
+        self,
+        record: ConnectionRecord,
+        connection: HubConnection,
+        receive: Any,
+        send: Any,
+        outcome: str,
+    ) -> None:
+        """Accept the socket a resume came on, replay what the client misses, and serve it."""
         try:
             await send({"type": "websocket.accept"})
         except Exception:
@@ -173,7 +185,7 @@ class WebSocketEndpoint:
             self._await_reconnect(record, connection)
             return
         logger.info("%s: resumed on a new WebSocket", connection.log_name)
-        _count_resume(connection, "after_crash" if record.revived else "other_node")
+        _count_resume(connection, outcome)
         connection.resume()
         await self._run(record, connection, receive, send)
 
@@ -244,16 +256,7 @@ class WebSocketEndpoint:
             record.expiry.cancel()
             record.expiry = None
         connection.outbound.on_close = None
-        try:
-            await send({"type": "websocket.accept"})
-        except Exception:
-            record.run_task = None
-            self._await_reconnect(record, connection)
-            return
-        logger.info("%s: resumed on a new WebSocket", connection.log_name)
-        _count_resume(connection, "same_node")
-        connection.resume()
-        await self._run(record, connection, receive, send)
+        await self._serve_resumed(record, connection, receive, send, "same_node")
 
 
 def _count_resume(connection: HubConnection, outcome: str) -> None:
