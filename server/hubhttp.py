@@ -17,9 +17,9 @@ from starlette.responses import PlainTextResponse, Response
 from backplane import HubConnection, User
 
 from .auth import authenticate, log_refusal, refusal_text
-from .httputil import AsgiResponse, no_cache, query_value, refuse
+from .httputil import AsgiResponse, query_value, refuse
 from .transports.http import HttpSession, receive_post, request_headers
-from .transports.longpolling import LongPollingSession, PollResponse, first_poll_response
+from .transports.longpolling import LongPollingSession, PollResponse, empty_poll_response
 from .transports.sse import ServerSentEventsStream
 
 #: How long a request for a connection held on another node waits for an unreachable Redis.
@@ -129,9 +129,9 @@ class HubHttp:
             if draining and method == "GET":
                 return refuse(transport, 503, "Server is shutting down")
             if located == 503 and method == "GET" and transport == "LongPolling":
-                # Redis failed while finding the node that holds it: an empty poll (the
-                # official clients poll again) rather than an error that ends the connection.
-                return no_cache(Response(b"", status_code=200))
+                # Redis failed while finding the node that holds it: an empty poll rather
+                # than an error that ends the connection.
+                return empty_poll_response()
             text = "No Connection with that ID" if located == 404 else "Cannot serve this"
             if located == 400:
                 text = "The connection has not started a transport yet."
@@ -260,4 +260,4 @@ class HubHttp:
             sessions.add(token, session)
             return AsgiResponse(ServerSentEventsStream(sessions, session))
         sessions.add(token, LongPollingSession(sessions, record, connection))
-        return first_poll_response()
+        return empty_poll_response()

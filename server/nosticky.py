@@ -461,9 +461,9 @@ class NoSticky:
             if gone is not None:
                 gone.cancel()
         if status == 503 and request.method == "GET" and answer == REDIS_UNREACHABLE:
-            # Redis failed under the poll: an empty poll (the official clients poll again)
-            # rather than an error, which would end the connection.
-            status, content_type, answer = 200, "application/octet-stream", b""
+            # Redis failed under the poll: an empty poll rather than an error, which would
+            # end the connection.
+            return longpolling.empty_poll_response()
         response = Response(answer, status_code=status, media_type=content_type)
         if request.method == "GET":
             no_cache(response)

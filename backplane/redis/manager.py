@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Collection, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..lifetime.base import (
@@ -388,45 +388,42 @@ class RedisLifetimeManager(HubLifetimeManager):
     def _on_all(self, channel: bytes, data: bytes) -> None:
         invocation = self._read(channel, data)
         if invocation is not None:
-            message = SerializedMessage(None, invocation.payloads)
             excluded = set(invocation.excluded) if invocation.excluded else None
-            if self._fences:
-                excluded = self._fence(channel, invocation, excluded)
-            write_many(self.connections, message, excluded)
-            if self._captures:
-                self._offer(channel, invocation.origin, invocation.seq, message, excluded)
+            self._deliver_heard(self.connections, channel, invocation, excluded)
 
     def _on_group(self, channel: bytes, data: bytes) -> None:
         invocation = self._read(channel, data)
         if invocation is None:
             return
         group = channel[len(self.channels.base) + len(b":group:") :].decode()
-        members = self.groups.get(group)
-        captures = self._captures
-        if members or captures:
-            message = SerializedMessage(None, invocation.payloads)
-            excluded = set(invocation.excluded) if invocation.excluded else None
-            if members:
-                if self._fences:
-                    excluded = self._fence(channel, invocation, excluded)
-                write_many(members, message, excluded)
-            if captures:
-                self._offer(channel, invocation.origin, invocation.seq, message, excluded)
+        excluded = set(invocation.excluded) if invocation.excluded else None
+        self._deliver_heard(self.groups.get(group), channel, invocation, excluded)
 
     def _on_user(self, channel: bytes, data: bytes) -> None:
         invocation = self._read(channel, data)
         if invocation is None:
             return
         user = channel[len(self.channels.base) + len(b":user:") :].decode()
-        conns = self.users.get(user)
+        self._deliver_heard(self.users.get(user), channel, invocation, None)
+
+    def _deliver_heard(
+        self,
+        targets: Mapping[str, ClientConnection] | None,
+        channel: bytes,
+        invocation: wire.RedisInvocation,
+        excluded: set[str] | None,
+    ) -> None:
+        """Hand a message heard on ``channel`` to its local ``targets`` (but connections that
+        moved here and got it from their former node) and to connections moving here."""
         captures = self._captures
-        if conns or captures:
-            message = SerializedMessage(None, invocation.payloads)
-            if conns:
-                excluded = self._fence(channel, invocation, None) if self._fences else None
-                write_many(conns, message, excluded)
-            if captures:
-                self._offer(channel, invocation.origin, invocation.seq, message, None)
+        if not targets and not captures:
+            return
+        message = SerializedMessage(None, invocation.payloads)
+        if targets:
+            fenced = self._fence(channel, invocation, excluded) if self._fences else excluded
+            write_many(targets, message, fenced)
+        if captures:
+            self._offer(channel, invocation.origin, invocation.seq, message, excluded)
 
     def _on_connection_message(self, cid: str, channel: bytes, data: bytes) -> None:
         invocation = self._read(channel, data)

@@ -192,8 +192,9 @@ class LongPollingSession(HttpSession):
                 self.unsent = data
 
 
-def first_poll_response() -> Response:
-    """The first poll's answer: 200 with no body at once (the client then sends its handshake)."""
+def empty_poll_response() -> Response:
+    """200 with no body: the first poll's answer (the client then sends its handshake), and a
+    poll's that found no way to its connection yet (the official clients simply poll again)."""
     return no_cache(Response(b"", media_type="application/octet-stream"))
 
 
