@@ -7,14 +7,12 @@ every event under its client's ``ClientRecord`` (tests/e2e/churn_counting.py).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from tests.conftest import NODE_DIR
 from tests.e2e.churn_counting import ClientRecord, ClientSpec
+from tests.e2e.node_driver import NodeDriver
 
 CHURN_DRIVER = NODE_DIR / "churn.mjs"
 #: The reconnect delays (ms) of every client: quick at first, then steady.
@@ -25,55 +23,18 @@ class DriverError(AssertionError):
     """The Node driver failed a command or went away."""
 
 
-class ChurnClients:
+class ChurnClients(NodeDriver):
     """The Node process of tests/node/churn.mjs and what its clients reported."""
 
+    error = DriverError
+    label = "the churn driver"
+
     def __init__(self, timeout: float = 120.0, node: str = "node") -> None:
-        self.proc = subprocess.Popen(
-            [node, str(CHURN_DRIVER), "--timeout", str(int(timeout * 1000))],
-            cwd=NODE_DIR,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-            start_new_session=True,
-        )
-        self._cond = threading.Condition()
-        self._write_lock = threading.Lock()
-        self._next_id = 0
-        self._replies: dict[int, dict[str, Any]] = {}
-        self._stderr: list[str] = []
-        self._eof = False
         self.records: dict[str, ClientRecord] = {}
         self.other_events: list[dict[str, Any]] = []
-        self._t_out = threading.Thread(target=self._read_stdout, daemon=True)
-        self._t_err = threading.Thread(target=self._read_stderr, daemon=True)
-        self._t_out.start()
-        self._t_err.start()
+        super().__init__(CHURN_DRIVER, node, timeout)
 
-    # -- plumbing -----------------------------------------------------------------------
-    def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            with self._cond:
-                self._take(obj)
-                self._cond.notify_all()
-        with self._cond:
-            self._eof = True
-            self._cond.notify_all()
-
-    def _take(self, obj: dict[str, Any]) -> None:
-        if "id" in obj:
-            self._replies[int(obj["id"])] = obj
-            return
+    def _event(self, obj: dict[str, Any]) -> None:
         record = self.records.get(str(obj.get("conn")))
         if record is None:
             self.other_events.append(obj)
@@ -95,39 +56,12 @@ class ChurnClients:
             if event in ("joined", "where"):
                 record.nodes.append((obj["t"] / 1000, int(obj["pid"]), str(obj.get("why", event))))
 
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._stderr.append(line)
-
-    def stderr_tail(self, lines: int = 30) -> str:
-        return "".join(self._stderr[-lines:])
-
     def request(self, op: str, timeout: float = 10.0, **fields: Any) -> Any:
         """Send one command, wait (bounded) for its reply, return its value."""
-        with self._write_lock:
-            self._next_id += 1
-            rid = self._next_id
-            assert self.proc.stdin is not None
-            try:
-                self.proc.stdin.write(json.dumps({"id": rid, "op": op, **fields}) + "\n")
-                self.proc.stdin.flush()
-            except (BrokenPipeError, OSError) as exc:
-                raise DriverError(f"the churn driver is gone: {exc}\n{self.stderr_tail()}") from exc
-        with self._cond:
-            done = self._cond.wait_for(lambda: rid in self._replies or self._eof, timeout)
-            raw = self._replies.pop(rid, None)
-        if raw is None:
-            why = "exited" if done else f"did not answer within {timeout}s"
-            raise DriverError(f"churn driver {why} ({op})\n{self.stderr_tail()}")
+        raw = self.reply(self.send(op, **fields), op, timeout)
         if "error" in raw:
             raise DriverError(f"{op} failed: {raw['error']}\n{self.stderr_tail()}")
         return raw.get("ok")
-
-    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Wait until ``predicate()`` holds (re-checked whenever the driver reports)."""
-        with self._cond:
-            return self._cond.wait_for(predicate, timeout)
 
     def snapshot(self) -> dict[str, ClientRecord]:
         """The records as they are now (copied under the lock)."""
@@ -183,23 +117,3 @@ class ChurnClients:
         with self._cond:
             for name, final in finals.items():
                 self.records[name].final = final
-
-    def close(self) -> None:
-        """Stop every client and the process (bounded)."""
-        if self.proc.poll() is None:
-            try:
-                self.request("exit", timeout=3)
-            except DriverError:
-                pass
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._t_out.join(timeout=5)
-        self._t_err.join(timeout=5)

@@ -24,7 +24,6 @@ import concurrent.futures
 import inspect
 import json
 import os
-import subprocess
 import threading
 import time
 import uuid
@@ -35,6 +34,7 @@ import pytest
 
 from tests.conftest import LOOPBACK, NODE_DIR, get_free_port
 from tests.e2e.cluster_hubs import HUB_PATH, WIRE_NAME, ClusterHub, authenticate
+from tests.e2e.node_driver import NodeDriver
 
 pytestmark = pytest.mark.e2e
 
@@ -130,67 +130,30 @@ def _decode_special(obj: dict[str, Any]) -> Any:
     return obj
 
 
-class Puppets:
+class Puppets(NodeDriver):
     """A Node process holding official SignalR clients that the test drives one step at a time."""
 
+    error = PuppetError
+    label = "JS driver"
+
     def __init__(self, node: str = "node", timeout: float = 120.0) -> None:
-        self.proc = subprocess.Popen(
-            [node, str(CLUSTER_DRIVER), "--timeout", str(int(timeout * 1000))],
-            cwd=NODE_DIR,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-            start_new_session=True,
-        )
-        self._cond = threading.Condition()
-        self._write_lock = threading.Lock()
-        self._next_id = 0
-        self._replies: dict[int, dict[str, Any]] = {}
         # per client: (method, args, time.monotonic() on arrival), in arrival order
         self._messages: dict[str, list[tuple[str, list[Any], float]]] = {}
         self._lifecycle: dict[str, list[dict[str, Any]]] = {}
-        self._stderr: list[str] = []
-        self._eof = False
         self.puppets: list[Puppet] = []
-        self._t_out = threading.Thread(target=self._read_stdout, daemon=True)
-        self._t_err = threading.Thread(target=self._read_stderr, daemon=True)
-        self._t_out.start()
-        self._t_err.start()
+        super().__init__(CLUSTER_DRIVER, node, timeout)
 
     # -- plumbing -------------------------------------------------------------------
-    def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
-            try:
-                obj = json.loads(line, object_hook=_decode_special)
-            except ValueError:
-                continue
-            with self._cond:
-                if "id" in obj:
-                    self._replies[int(obj["id"])] = obj
-                elif obj.get("event") == "message":
-                    self._messages.setdefault(obj["conn"], []).append(
-                        (obj["method"], list(obj.get("args") or []), time.monotonic())
-                    )
-                elif "conn" in obj:
-                    self._lifecycle.setdefault(obj["conn"], []).append(obj)
-                self._cond.notify_all()
-        with self._cond:
-            self._eof = True
-            self._cond.notify_all()
+    def _decode(self, line: str) -> Any:
+        return json.loads(line, object_hook=_decode_special)
 
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._stderr.append(line)
-
-    def stderr_tail(self, lines: int = 30) -> str:
-        return "".join(self._stderr[-lines:])
+    def _event(self, obj: dict[str, Any]) -> None:
+        if obj.get("event") == "message":
+            self._messages.setdefault(obj["conn"], []).append(
+                (obj["method"], list(obj.get("args") or []), time.monotonic())
+            )
+        elif "conn" in obj:
+            self._lifecycle.setdefault(obj["conn"], []).append(obj)
 
     def request(self, op: str, timeout: float = 10.0, **fields: Any) -> Reply:
         """Send one command and wait (bounded) for its reply."""
@@ -198,31 +161,10 @@ class Puppets:
 
     def submit(self, op: str, **fields: Any) -> Pending:
         """Send one command without waiting: ``.result(timeout)`` on what it returns."""
-        with self._write_lock:
-            self._next_id += 1
-            rid = self._next_id
-            line = json.dumps({"id": rid, "op": op, **fields}) + "\n"
-            assert self.proc.stdin is not None
-            try:
-                self.proc.stdin.write(line)
-                self.proc.stdin.flush()
-            except (BrokenPipeError, OSError) as exc:
-                raise PuppetError(f"the JS driver is gone: {exc}\n{self.stderr_tail()}") from exc
-        return Pending(self, rid, f"{op} {fields}")
+        return Pending(self, self.send(op, **fields), f"{op} {fields}")
 
     def _reply(self, rid: int, what: str, timeout: float) -> Reply:
-        with self._cond:
-            done = self._cond.wait_for(lambda: rid in self._replies or self._eof, timeout)
-            raw = self._replies.pop(rid, None)
-        if raw is None:
-            why = "exited" if done else f"did not answer within {timeout}s"
-            raise PuppetError(f"JS driver {why} ({what})\n{self.stderr_tail()}")
-        return Reply(raw)
-
-    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Wait until ``predicate()`` holds (re-checked whenever the driver reports)."""
-        with self._cond:
-            return self._cond.wait_for(predicate, timeout)
+        return Reply(self.reply(rid, what, timeout))
 
     # -- clients --------------------------------------------------------------------
     def connect(
@@ -280,26 +222,6 @@ class Puppets:
     def lifecycle(self, name: str) -> list[dict[str, Any]]:
         with self._cond:
             return list(self._lifecycle.get(name, []))
-
-    def close(self) -> None:
-        """Stop every client and the process (bounded)."""
-        if self.proc.poll() is None:
-            try:
-                self.request("exit", timeout=3)
-            except PuppetError:
-                pass
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._t_out.join(timeout=5)
-        self._t_err.join(timeout=5)
 
 
 class Pending:
