@@ -18,9 +18,10 @@ import pytest
 
 from tests.e2e.cluster_hubs import HUB_PATH
 from tests.e2e.rest_client import KEY, Rest, msgpack_body, name, token
-from tests.e2e.test_cluster import Puppet, Puppets, expect_delivery, start_nodes, unique
+from tests.e2e.test_cluster import Puppet, Puppets, expect_delivery, puppets, start_nodes, unique
 
 pytestmark = pytest.mark.e2e
+__all__ = ["puppets"]  # the fixture, used by name
 
 REST_ARGS = ["--rest-access-key", KEY, "--client-result-timeout", "2"]
 
@@ -40,15 +41,6 @@ def rest(nodes: list[Any]) -> Iterator[list[Rest]]:
     finally:
         for caller in callers:
             caller.close()
-
-
-@pytest.fixture
-def puppets(node_client: Any) -> Iterator[Puppets]:
-    pool = Puppets(node_client.node)
-    try:
-        yield pool
-    finally:
-        pool.close()
 
 
 class Four:

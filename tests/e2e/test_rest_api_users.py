@@ -4,7 +4,6 @@ with official JS clients (and a raw one that never answers) connected to both.""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -13,34 +12,11 @@ import pytest
 from tests.e2e.cluster_hubs import HUB_PATH
 from tests.e2e.raw import RawClient
 from tests.e2e.rest_client import Rest, name, token
-from tests.e2e.test_cluster import Puppet, Puppets, expect_delivery, start_nodes, unique
-from tests.e2e.test_rest_api import REST_ARGS
+from tests.e2e.test_cluster import Puppet, Puppets, expect_delivery, unique
+from tests.e2e.test_rest_api import nodes, puppets, rest
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def nodes(redis_server: Any, module_hubplane_server: Any) -> list[Any]:
-    return start_nodes(module_hubplane_server, redis_server.url, 2, extra=REST_ARGS)
-
-
-@pytest.fixture(scope="module")
-def rest(nodes: list[Any]) -> Iterator[list[Rest]]:
-    callers = [Rest(node.port) for node in nodes]
-    try:
-        yield callers
-    finally:
-        for caller in callers:
-            caller.close()
-
-
-@pytest.fixture
-def puppets(node_client: Any) -> Iterator[Puppets]:
-    pool = Puppets(node_client.node)
-    try:
-        yield pool
-    finally:
-        pool.close()
+__all__ = ["nodes", "puppets", "rest"]  # the fixtures, used by name (one set per module)
 
 
 def group_gets(r: Rest, group: str, expected: list[Puppet], everyone: list[Puppet]) -> None:
