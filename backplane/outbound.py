@@ -88,6 +88,18 @@ class OutboundBuffer:
             self._loop.call_soon(self._flush)
         return self._size <= self.limit
 
+    def flush(self) -> None:
+        """Hand what is pending to the sink now rather than at the end of the turn.
+
+        A transport calls this when it has fed a frame to its connection: the replies that
+        were written meanwhile leave in one frame at once. Writes after it are flushed at the
+        end of the turn as usual.
+        """
+        if self._flush_pending and self.sink is not None and not self.busy:
+            data = self.take()
+            if data:
+                self.sink(data)
+
     def _flush(self) -> None:
         self._flush_pending = False
         sink = self.sink

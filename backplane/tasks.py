@@ -4,6 +4,7 @@ awaiting what hook code returns."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 from collections.abc import Coroutine
 from typing import Any
@@ -11,13 +12,16 @@ from typing import Any
 _eager_factory = getattr(asyncio, "eager_task_factory", None)
 
 
-def start_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-    """A task for ``coro``, started eagerly where Python offers it (3.12+)."""
+def start_task(
+    coro: Coroutine[Any, Any, None], context: contextvars.Context | None = None
+) -> asyncio.Task[None]:
+    """A task for ``coro`` (in ``context``, else a copy of the current one), started eagerly
+    where Python offers it (3.12+)."""
     loop = asyncio.get_running_loop()
     if _eager_factory is not None:
-        task: asyncio.Task[None] = _eager_factory(loop, coro)
+        task: asyncio.Task[None] = _eager_factory(loop, coro, context=context)
         return task
-    return loop.create_task(coro)
+    return loop.create_task(coro, context=context)
 
 
 async def maybe_await(value: Any) -> Any:

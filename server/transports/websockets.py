@@ -326,6 +326,8 @@ async def run_websocket(
                     await feed(data, True)
                 else:
                     await feed(message["text"].encode(), False)
+                # The replies of methods that ended without waiting leave now, in one frame.
+                outbound.flush()
             elif mtype == "websocket.disconnect":
                 dropped = socket_dropped(message)
                 break
