@@ -1,7 +1,7 @@
 """One call at a time: hubplane's echo beside the bare uvicorn app, interleaved in one run.
 
     load-tests/.venvs/driver/bin/python load-tests/ab.py [--rounds 7] [--duration 3]
-        [--window 1] [--connections 50] [--json FILE] [--profile FILE.svg]
+        [--window 1] [--connections 50] [--json FILE] [--profile FILE.svg] [--code NAME=DIR]
 
 Both servers run at once, pinned to the servers' core (the idle one costs nothing); the driver's
 connections to both stay open on the other core. Each round runs the bare app and hubplane
@@ -10,16 +10,25 @@ machine falls on both alike. Per side: round trips per second, p50 and p99 laten
 µs per round trip; the medians over the rounds and the ratios hubplane / bare (of the medians,
 and the median of the per-round ratios). bench.py runs the same function as its ``echo1``
 scenario.
+
+``--code NAME=DIR`` (repeatable) adds a side NAME: hubplane with ``backplane`` and ``server``
+imported from DIR (say ``git archive main backplane server | tar -x -C DIR``), the same venv
+otherwise, to compare a change with what it changes in one run. Compare such sides with each
+other (one with the tree's own code as DIR too): the import path alone moved hubplane's CPU
+per call by several percent here.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +38,7 @@ sys.path.insert(0, str(HERE))
 from bench import DRIVER_CPUS, SERVER_CPUS, Session, log  # noqa: E402
 from peers.launch import start_peer  # noqa: E402
 
-SIDES = (("bare", "raw"), ("hubplane", "signalr-json"))
+SIDES: tuple[tuple[str, str], ...] = (("bare", "raw"), ("hubplane", "signalr-json"))
 
 
 def _cpu_us(row: dict[str, Any]) -> float | None:
@@ -45,7 +54,7 @@ def _median(values: list[float | None]) -> float | None:
 def summarize(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """Medians per side over the rounds, and hubplane's ratios to the bare app."""
     out: dict[str, Any] = {}
-    for peer, _ in SIDES:
+    for peer in rounds[0]:
         rows = [r[peer] for r in rounds]
         out[peer] = {
             "rates": [r["delivered_per_s"] for r in rows],
@@ -63,6 +72,17 @@ def summarize(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         a, b = hub[key], bare[key]
         return a / b if a is not None and b else None
 
+    out["code_ratios"] = {
+        name: {
+            "per_s": _median(
+                [r[name]["delivered_per_s"] / r["bare"]["delivered_per_s"] for r in rounds]
+            ),
+            "p99": out[name]["p99_ms"] / bare["p99_ms"] if bare["p99_ms"] else None,
+            "cpu": out[name]["cpu_us_per_call"] / bare["cpu_us_per_call"],
+        }
+        for name in rounds[0]
+        if name not in ("bare", "hubplane")
+    }
     out["ratio"] = {
         "per_s": ratio("per_s"),
         "per_s_rounds": _median(
@@ -77,7 +97,7 @@ def summarize(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
 
 def describe(summary: dict[str, Any]) -> str:
     lines = []
-    for peer, _ in SIDES:
+    for peer in [p for p in summary if isinstance(summary[p], dict) and "p50_ms" in summary[p]]:
         s = summary[peer]
         lines.append(
             f"{peer:9} {s['per_s']:>9,.0f}/s  p50 {s['p50_ms']:.3f} ms  p99 {s['p99_ms']:.3f} ms  "
@@ -89,6 +109,11 @@ def describe(summary: dict[str, Any]) -> str:
         f"hubplane / bare: rate {r['per_s']:.3f} (median of rounds {r['per_s_rounds']:.3f}), "
         f"p50 {r['p50']:.2f}x, p99 {r['p99']:.2f}x, cpu/call {r['cpu']:.2f}x"
     )
+    for name, b in summary.get("code_ratios", {}).items():
+        lines.append(
+            f"{name} / bare: rate (median of rounds) {b['per_s']:.3f}, p99 {b['p99']:.2f}x, "
+            f"cpu/call {b['cpu']:.2f}x"
+        )
     return "\n".join(lines)
 
 
@@ -100,23 +125,32 @@ def interleaved(
     connections: int = 50,
     grace: float = 0.5,
     profile: Path | None = None,
+    code: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Run the echo with ``window`` in flight on both sides, ``rounds`` times, interleaved."""
     params = {"connections": connections, "processes": 1, "window": window}
     servers = {}
     sessions: dict[str, Session] = {}
+    code = code or {}
+    sides = SIDES + tuple((name, "signalr-json") for name in code)
     try:
-        for peer, _ in SIDES:
-            servers[peer] = start_peer(peer, SERVER_CPUS, logs)
+        for peer, _ in sides:
+            if peer in code:
+                with _pythonpath(code[peer]):
+                    servers[peer] = start_peer("hubplane", SERVER_CPUS, logs)
+            else:
+                servers[peer] = start_peer(peer, SERVER_CPUS, logs)
         time.sleep(0.5)  # imports finished, loops idle
-        for peer, adapter in SIDES:
-            sessions[peer] = Session([servers[peer]], [], peer, adapter, "echo", params).__enter__()
+        for peer, adapter in sides:
+            kind = "hubplane" if peer in code else peer
+            session = Session([servers[peer]], [], kind, adapter, "echo", params)
+            sessions[peer] = session.__enter__()
         # One short warm-up run each (first connections, caches, allocator).
-        for peer, _ in SIDES:
+        for peer, _ in sides:
             sessions[peer].run(min(1.0, duration), grace)
         results: list[dict[str, dict[str, Any]]] = []
         for i in range(rounds):
-            order = SIDES if i % 2 == 0 else SIDES[::-1]
+            order = sides if i % 2 == 0 else sides[::-1]
             one: dict[str, dict[str, Any]] = {}
             for peer, _ in order:
                 row = sessions[peer].run(duration, grace)
@@ -149,6 +183,20 @@ def interleaved(
     }
 
 
+@contextlib.contextmanager
+def _pythonpath(folder: Path) -> Iterator[None]:
+    """Servers started inside import ``backplane`` and ``server`` from ``folder`` first."""
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(folder.resolve())
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
 def _profile(session: Session, pid: int, duration: float, grace: float, out: Path) -> None:
     """A closed-loop run of hubplane with py-spy attached (a flame graph, or raw stacks)."""
     pyspy = Path(sys.executable).parent / "py-spy"
@@ -172,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the runs and the summary here")
     parser.add_argument("--profile", type=Path, help="py-spy of one more hubplane run (.svg/.txt)")
     parser.add_argument("--logs", type=Path, default=Path("/tmp/hubplane-ab-logs"))
+    parser.add_argument(
+        "--code",
+        action="append",
+        default=[],
+        help="NAME=DIR: a side running hubplane's code from DIR",
+    )
     args = parser.parse_args(argv)
     result = interleaved(
         args.logs,
@@ -180,10 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         args.window,
         args.connections,
         profile=args.profile,
+        code={k: Path(v) for k, _, v in (c.partition("=") for c in args.code)},
     )
-    print(describe(result["summary"]))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
+    print(describe(result["summary"]))
     return 0
 
 
