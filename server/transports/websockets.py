@@ -20,6 +20,7 @@ from backplane import HubConnection, HubConnectionHandler, User
 
 from ..auth import authenticate, log_refusal, refusal_text
 from .http import SEND_TIMEOUT, LazyHeaders
+from .uvicorn_send import finish, frame, is_uvicorn_send, make_sink
 
 if TYPE_CHECKING:
     from ..registry import ConnectionRecord
@@ -284,8 +285,8 @@ async def run_websocket(
     state: dict[str, Any] = {"client_gone": False}
     outbound = connection.outbound
     # Always (re)set: a resumed connection must not keep the sink of its detached state.
-    direct = _is_uvicorn_send(send)
-    outbound.sink = _make_sink(connection, send, state) if direct else None
+    direct = is_uvicorn_send(send)
+    outbound.sink = make_sink(connection, send, state) if direct else None
 
     def start_writer() -> None:
         # The writer task exists only while it has work: a write that had to wait, the
@@ -409,61 +410,6 @@ def _discard(data: bytes) -> None:
     """The sink of a detached connection: writes are dropped (they are in the replay)."""
 
 
-def _frame(connection: HubConnection, data: bytes) -> dict[str, Any]:
-    protocol = connection.protocol
-    if protocol is not None and protocol.is_binary:
-        return {"type": "websocket.send", "bytes": data}
-    return {"type": "websocket.send", "text": data.decode()}
-
-
-def _make_sink(connection: HubConnection, send: Any, state: dict[str, Any]) -> Any:
-    """Write without a task switch: run the ASGI ``send`` coroutine one step.
-
-    uvicorn's send completes without suspending unless the socket's write buffer is over
-    its high-water mark. When it does suspend, the writer task finishes it and later
-    writes queue behind it, so the order of messages is kept.
-    """
-    outbound = connection.outbound
-
-    def sink(data: bytes) -> None:
-        coro = send(_frame(connection, data))
-        try:
-            yielded = coro.send(None)
-        except StopIteration:
-            return
-        except (Exception, asyncio.CancelledError):
-            # The client is gone; the reader sees the disconnect and tears down.
-            outbound.sink = None
-            logger.debug("%s: send failed", connection.log_name, exc_info=True)
-            return
-        state["pending"] = (coro, yielded)
-        outbound.suspend()
-        state["start_writer"]()
-
-    return sink
-
-
-async def _finish(coro: Any, yielded: Any) -> None:
-    """Drive a coroutine that suspended inside the sink to its end."""
-    loop = asyncio.get_running_loop()
-    while True:
-        if yielded is None:
-            await asyncio.sleep(0)
-        elif not yielded.done():
-            done: asyncio.Future[None] = loop.create_future()
-            yielded.add_done_callback(functools.partial(_settle, done))
-            await done
-        try:
-            yielded = coro.send(None)
-        except StopIteration:
-            return
-
-
-def _settle(waiter: asyncio.Future[None], _done: Any) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
 async def _writer(connection: HubConnection, send: Any, state: dict[str, Any]) -> None:
     outbound = connection.outbound
     try:
@@ -473,7 +419,7 @@ async def _writer(connection: HubConnection, send: Any, state: dict[str, Any]) -
             if pending is not None:
                 try:
                     async with asyncio.timeout(SEND_TIMEOUT):
-                        await _finish(*pending)
+                        await finish(*pending)
                 finally:
                     outbound.resume()
                 continue
@@ -482,7 +428,7 @@ async def _writer(connection: HubConnection, send: Any, state: dict[str, Any]) -
                 outbound.busy = True  # later writes queue behind this one
                 try:
                     async with asyncio.timeout(SEND_TIMEOUT):
-                        await send(_frame(connection, data))
+                        await send(frame(connection, data))
                 finally:
                     outbound.resume()
                 continue
@@ -503,12 +449,6 @@ async def _writer(connection: HubConnection, send: Any, state: dict[str, Any]) -
     # began closing abandons a client that does not answer the close.
     with contextlib.suppress(Exception):
         await send({"type": "websocket.close", "code": 1000})
-
-
-def _is_uvicorn_send(send: Any) -> bool:
-    """True when ``send`` is uvicorn's own WebSocket send, which may be stepped by hand."""
-    owner = getattr(send, "__self__", None)
-    return type(owner).__module__.startswith("uvicorn.protocols.websockets")
 
 
 async def reject(scope: Scope, send: Any, status: int, text: str) -> None:

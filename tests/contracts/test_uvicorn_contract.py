@@ -5,7 +5,9 @@ coroutine one step (``_make_sink``). That relies on ``send`` being a bound metho
 uvicorn.protocols.websockets.* (``_is_uvicorn_send``), on a small frame completing in that one
 step, on a send that must wait (the socket's buffer over its high-water mark) yielding a
 Future or None that ``_finish`` can wait on, and on a socket that died without a close frame
-being told apart from a clean close (``socket_dropped``). The server here is a real uvicorn
+being told apart from a clean close (``socket_dropped``); and, for the direct writer
+(``uvicorn_send.direct_writer``), on the websockets-sansio protocol object's attributes and on
+a frame written to its state machine reaching the client whole. The server here is a real uvicorn
 with the WebSocket implementation that ``hubplane serve`` picks.
 """
 
@@ -24,6 +26,7 @@ import uvicorn
 
 from server.cli import _uvicorn_options
 from server.settings import Settings
+from server.transports import uvicorn_send
 from server.transports import websockets as transport
 from tests.conftest import LOOPBACK, get_free_port
 
@@ -50,6 +53,7 @@ class Seen:
     suspended: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     disconnect: dict[str, Any] | None = None
+    direct_wrote: list[bool] = field(default_factory=list)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -70,9 +74,15 @@ class App:
         self.seen.put_nowait(seen)
         assert (await receive())["type"] == "websocket.connect"
         await send({"type": "websocket.accept"})
-        seen.is_uvicorn_send = transport._is_uvicorn_send(send)
+        seen.is_uvicorn_send = uvicorn_send.is_uvicorn_send(send)
         if scope["path"] == "/fill":
             await self._fill(seen, send)
+        if scope["path"] == "/direct":
+            writer = uvicorn_send.direct_writer(send)
+            if writer is not None:
+                seen.direct_wrote.append(writer(b"hello", False))
+                seen.direct_wrote.append(writer(b"\x00\x01", True))
+            await send({"type": "websocket.send", "text": "after"})  # in order behind them
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
@@ -97,7 +107,7 @@ class App:
                 continue
             seen.yielded, seen.frames_before_suspending = yielded, i
             seen.suspended.set()
-            await asyncio.wait_for(transport._finish(coro, yielded), TIMEOUT)
+            await asyncio.wait_for(uvicorn_send.finish(coro, yielded), TIMEOUT)
             seen.finished.set()
             return
 
@@ -198,3 +208,26 @@ async def test_a_dropped_socket_is_told_apart_from_a_clean_close(server: Server)
     assert not transport.socket_dropped(clean.disconnect), contract(
         f"websocket.disconnect {clean.disconnect} for a clean close", "socket_dropped"
     )
+
+
+async def _server_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One small unmasked frame from the server: (opcode, payload)."""
+    head = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
+    assert head[1] < 126, head
+    return head[0] & 0x0F, await asyncio.wait_for(reader.readexactly(head[1]), TIMEOUT)
+
+
+async def test_the_direct_writer_reaches_the_client(server: Server) -> None:
+    reader, writer = await _open(server.port, "/direct")
+    seen = await asyncio.wait_for(server.app.seen.get(), TIMEOUT)
+    try:
+        frames = [await _server_frame(reader) for _ in range(3)]
+        assert seen.direct_wrote == [True, True], contract(
+            f"the websockets-sansio protocol's {uvicorn_send.SANSIO_ATTRIBUTES}",
+            "uvicorn_send.direct_writer",
+        )
+        assert frames == [(1, b"hello"), (2, b"\x00\x01"), (1, b"after")], contract(
+            "frames written to the protocol's websockets state machine", "direct_writer"
+        )
+    finally:
+        writer.transport.abort()

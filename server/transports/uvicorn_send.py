@@ -1,0 +1,151 @@
+"""Writing to uvicorn's WebSocket without a task switch, and without the ASGI ``send`` where
+its websockets-sansio protocol can be written to directly.
+
+The outbound buffer hands its bytes to a *sink* at the end of the loop turn they were
+written in (``backplane.outbound``). The sink here writes them at once:
+
+- on uvicorn's websockets-sansio protocol (what ``hubplane serve`` runs) while the socket is
+  open and writable, straight to the protocol's websockets state machine and its transport:
+  what uvicorn's ``send`` does for a ``websocket.send``, without the message dict, the
+  bytes-to-text-to-bytes round trip of a text frame, and the coroutine;
+- else by running uvicorn's ASGI ``send`` coroutine one step: it completes without
+  suspending unless the socket's write buffer is over its high-water mark. When it does
+  suspend, the transport's writer task finishes it (:func:`finish`) and later writes queue
+  behind it, so the order of messages is kept.
+
+tests/contracts/test_uvicorn_contract.py checks what this relies on against a real uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from backplane import HubConnection
+
+logger = logging.getLogger("hubplane.websockets")
+
+SANSIO = "uvicorn.protocols.websockets.websockets_sansio_impl"
+#: What the direct writer reads of uvicorn's websockets-sansio protocol object.
+SANSIO_ATTRIBUTES = (
+    "conn",
+    "transport",
+    "writable",
+    "disconnected",
+    "close_sent",
+    "handshake_complete",
+    "initial_response",
+)
+
+#: Writes one frame (``binary`` or text) at once; False when it cannot now (use ``send``).
+DirectWriter = Callable[[bytes, bool], bool]
+
+
+def is_uvicorn_send(send: Any) -> bool:
+    """True when ``send`` is uvicorn's own WebSocket send, which may be stepped by hand."""
+    owner = getattr(send, "__self__", None)
+    return type(owner).__module__.startswith("uvicorn.protocols.websockets")
+
+
+def direct_writer(send: Any) -> DirectWriter | None:
+    """A writer straight to uvicorn's websockets-sansio protocol behind ``send`` (else None).
+
+    It writes only while the handshake is done, no close was sent or received and the
+    transport is not paused (over its high-water mark); otherwise it returns False and the
+    caller goes through ``send``, which waits or raises as uvicorn decides.
+    """
+    protocol: Any = getattr(send, "__self__", None)
+    if type(protocol).__module__ != SANSIO or not all(
+        hasattr(protocol, name) for name in SANSIO_ATTRIBUTES
+    ):
+        return None
+    machine = protocol.conn
+    writable = protocol.writable
+
+    def write(data: bytes, binary: bool) -> bool:
+        if (
+            protocol.disconnected
+            or protocol.close_sent
+            or not protocol.handshake_complete
+            or protocol.initial_response is not None
+            or not writable.is_set()
+        ):
+            return False
+        if binary:
+            machine.send_binary(data)
+        else:
+            machine.send_text(data)
+        protocol.transport.write(b"".join(machine.data_to_send()))
+        return True
+
+    return write
+
+
+def frame(connection: HubConnection, data: bytes) -> dict[str, Any]:
+    """The ASGI ``websocket.send`` message for ``data`` in the connection's frame type."""
+    protocol = connection.protocol
+    if protocol is not None and protocol.is_binary:
+        return {"type": "websocket.send", "bytes": data}
+    return {"type": "websocket.send", "text": data.decode()}
+
+
+def make_sink(
+    connection: HubConnection, send: Any, state: dict[str, Any]
+) -> Callable[[bytes], None]:
+    """The outbound buffer's sink for a connection served by uvicorn (see the module's
+    docstring); ``state["pending"]`` and ``state["start_writer"]`` are the transport's."""
+    outbound = connection.outbound
+    direct = direct_writer(send)
+
+    def sink(data: bytes) -> None:
+        if direct is not None:
+            protocol = connection.protocol
+            try:
+                if direct(data, protocol is not None and protocol.is_binary):
+                    return
+            except Exception:
+                # The state machine refused (the socket is closing): the reader sees the
+                # disconnect and tears down.
+                outbound.sink = None
+                logger.debug("%s: send failed", connection.log_name, exc_info=True)
+                return
+        coro = send(frame(connection, data))
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
+        except (Exception, asyncio.CancelledError):
+            # The client is gone; the reader sees the disconnect and tears down.
+            outbound.sink = None
+            logger.debug("%s: send failed", connection.log_name, exc_info=True)
+            return
+        state["pending"] = (coro, yielded)
+        outbound.suspend()
+        state["start_writer"]()
+
+    return sink
+
+
+async def finish(coro: Any, yielded: Any) -> None:
+    """Drive a coroutine that suspended inside the sink to its end."""
+    loop = asyncio.get_running_loop()
+    while True:
+        if yielded is None:
+            await asyncio.sleep(0)
+        elif not yielded.done():
+            done: asyncio.Future[None] = loop.create_future()
+            yielded.add_done_callback(functools.partial(_settle, done))
+            await done
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
+
+
+def _settle(waiter: asyncio.Future[None], _done: Any) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
