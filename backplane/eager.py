@@ -21,6 +21,11 @@ from typing import Any
 _current = _tasks.current_task
 _enter = _tasks._enter_task
 _leave = _tasks._leave_task
+# Where Python keeps each loop's current task in a plain dict (3.11 to 3.13), the swap is two
+# dict writes; elsewhere, the checked enter and leave functions.
+_CURRENT: dict[Any, Any] | None = getattr(_tasks, "_current_tasks", None)
+if type(_CURRENT) is not dict:
+    _CURRENT = None
 
 
 def first_step(
@@ -35,6 +40,19 @@ def first_step(
     yielded (hand both to :class:`Resumed`). An exception it raises propagates. ``task``
     must not be running (a parked task).
     """
+    current = _CURRENT
+    if current is not None:
+        outer = current.get(loop)
+        current[loop] = task
+        try:
+            return False, context.run(coro.send, None)
+        except StopIteration:
+            return True, None
+        finally:
+            if outer is None:
+                del current[loop]
+            else:
+                current[loop] = outer
     outer = _current(loop)
     if outer is not None:
         _leave(loop, outer)

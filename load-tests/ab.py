@@ -166,7 +166,9 @@ def interleaved(
                 )
             results.append(one)
         if profile is not None:
-            _profile(sessions["hubplane"], servers["hubplane"].proc.pid, duration, grace, profile)
+            for peer in sessions:
+                out = profile.with_name(f"{profile.stem}-{peer}{profile.suffix}")
+                _profile(sessions[peer], servers[peer].proc.pid, duration, grace, out)
     finally:
         for session in sessions.values():
             session.__exit__(None, None, None)
@@ -218,7 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=1, help="calls in flight per connection")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--json", type=Path, help="write the runs and the summary here")
-    parser.add_argument("--profile", type=Path, help="py-spy of one more hubplane run (.svg/.txt)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy of one more run of each side (.svg/.txt, the side's name added)",
+    )
     parser.add_argument("--logs", type=Path, default=Path("/tmp/hubplane-ab-logs"))
     parser.add_argument(
         "--code",

@@ -219,7 +219,7 @@ _PARSERS: dict[int, Callable[[dict[str, Any]], HubMessage]] = {
 }
 
 
-def _parse_one(raw: memoryview) -> HubMessage | None:
+def _parse_one(raw: bytes | memoryview) -> HubMessage | None:
     """One JSON message without its separator; None for an unknown message type."""
     try:
         obj = _loads(raw)
@@ -291,6 +291,10 @@ def _write_stream_item(m: Any) -> dict[str, Any]:
 
 
 def _write_completion(m: Any) -> dict[str, Any]:
+    if m.headers is None and not m.error:  # the usual reply: one dict, built at once
+        if m.has_result:
+            return {"type": COMPLETION, "invocationId": m.invocation_id, "result": m.result}
+        return {"type": COMPLETION, "invocationId": m.invocation_id}
     d: dict[str, Any] = {"type": COMPLETION}
     if m.headers:
         d["headers"] = m.headers
@@ -366,7 +370,7 @@ class JsonHubProtocol:
             and (max_message_size is None or size - 1 <= max_message_size)
         ):
             # One whole message, the usual frame: no slicing loop.
-            message = _parse_one(memoryview(buf)[:-1])
+            message = _parse_one(buf[:-1])  # (a copy of a short message beats a view)
             return ([message] if message is not None else []), size
         view = memoryview(buf)
         messages: list[HubMessage] = []
