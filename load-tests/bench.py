@@ -6,13 +6,15 @@
 the driver processes to core 1; everything listens on 127.0.0.1 only; every run is bounded by
 its duration. The figures go to ``results.json`` and ``report.md`` with PNG plots (report.py).
 
-Scenarios (``--only`` takes these names): echo, broadcast, groups (10 members), biggroups (100
-members), connection (send to a connection, shuffled targets), users (send to a user with two
-connections, on different nodes when there are three), churn (connect, one echo, close), connect
-(ramp and idle memory), redis (redis-benchmark PUBLISH), publish (one hubplane node's pipelined
-publish rate). Every load scenario and the connection ramp run on one node and, where the peer
-has a backplane, on three nodes over a private Redis; some are then searched for capacity with
-open-loop rate steps (see ``CAPACITY``) and run again at half of it.
+Scenarios (``--only`` takes these names): echo, echo1 (one call in flight per connection,
+the bare app and hubplane interleaved in rounds: ``ab.py``), broadcast, groups (10 members),
+biggroups (100 members), connection (send to a connection, shuffled targets), users (send to
+a user with two connections, on different nodes when there are three), churn (connect, one
+echo, close), connect (ramp and idle memory), redis (redis-benchmark PUBLISH), publish (one
+hubplane node's pipelined publish rate). Every load scenario and the connection ramp run on
+one node and, where the peer has a backplane, on three nodes over a private Redis; some are
+then searched for capacity with open-loop rate steps (see ``CAPACITY``) and run again at half
+of it.
 """
 
 from __future__ import annotations
@@ -75,6 +77,10 @@ QUICK: dict[str, dict[str, Any]] = {
 #: Closed-loop runs repeated, the median kept: echo of the bare app and of hubplane json, whose
 #: ratio is a target and moves with the machine from one short run to the next.
 REPEATS = {("bare", "raw", "echo"): 3, ("hubplane", "signalr-json", "echo"): 3}
+#: One call in flight (echo1, ab.py): the bare app and hubplane json interleaved, this many
+#: rounds of this many seconds each, the medians kept.
+ONE_IN_FLIGHT = {"rounds": 5, "duration": 3.0}
+QUICK_ONE_IN_FLIGHT = {"rounds": 3, "duration": 1.0}
 LOAD = ("echo", "broadcast", "groups", "biggroups", "connection", "users", "churn")
 THREE_NODE_LOAD = ("echo", "broadcast", "groups", "biggroups", "connection", "users", "churn")
 
@@ -641,6 +647,25 @@ def main(argv: list[str] | None = None) -> int:
             for scenario, adapter in todo:
                 load(servers, extra, peer, adapter, scenario)
 
+    # One call in flight: the bare app and hubplane side by side, interleaved round by round.
+    one_in_flight: dict[str, Any] | None = None
+    if wanted("echo1") and available("bare") and available("hubplane"):
+        from ab import describe as describe_ab
+        from ab import interleaved
+
+        how = QUICK_ONE_IN_FLIGHT if quick else ONE_IN_FLIGHT
+        log(f"echo1: {how['rounds']} interleaved rounds of {how['duration']:g} s")
+        one_in_flight = interleaved(
+            logs,
+            int(how["rounds"]),
+            float(args.duration or how["duration"]),
+            window=1,
+            connections=plan["echo"]["connections"],
+            grace=grace,
+        )
+        for line in describe_ab(one_in_flight["summary"]).splitlines():
+            log(f"echo1      {line}")
+
     # Three nodes over a private Redis, for the peers that have a backplane.
     for peer, why in SINGLE_NODE.items():
         for scenario in THREE_NODE_LOAD:
@@ -717,6 +742,7 @@ def main(argv: list[str] | None = None) -> int:
                 "redis": ceiling,
                 "publish": publish,
                 "profiles": profiles,
+                "one_in_flight": one_in_flight,
             },
             indent=1,
         )

@@ -48,6 +48,7 @@ TITLES = {
     "connection": "to connection",
     "users": "to user",
     "churn": "churn",
+    "echo1": "echo, one in flight",
 }
 ORDER = [
     "bare ASGI",
@@ -321,6 +322,15 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 2.0,
                 _ratio(h, _find(runs, scenario, "python-socketio"), key),
             )
+    one = (data.get("one_in_flight") or {}).get("summary")
+    if one is not None or not data["meta"].get("quick", False):
+        ratio = (one or {}).get("ratio", {})
+        check(
+            "echo, one call in flight: hubplane / bare ASGI (median of the interleaved rounds)",
+            0.75,
+            ratio.get("per_s_rounds"),
+        )
+        check("echo, one call in flight: p99 hubplane / bare ASGI", 1.3, ratio.get("p99"), False)
     idle = next((r for r in runs if r["scenario"] == "connect" and label(r) == hub), None)
     what = "idle memory per connection, KB (no authenticator, as the peers)"
     if idle is None:  # a run that measured only the server with the benchmark's authenticator
@@ -520,6 +530,40 @@ def _top(entries: list[list[Any]], n: int) -> str:
     return "<br>".join(f"{share:.1f}% `{name}`" for name, share in entries[:n])
 
 
+def _one_in_flight(w: Any, one: dict[str, Any] | None) -> None:
+    """The echo with one call in flight per connection: bare and hubplane interleaved."""
+    if not one:
+        return
+    summary = one["summary"]
+    w("## One call at a time (echo1)\n")
+    w(
+        f"{one['connections']} connections, each with one call in flight (the next sent when "
+        "the reply came back, as chat and RPC clients do); the bare app and hubplane json "
+        f"served at once and run in turns, {one['rounds']} rounds of {one['duration']:g} s, "
+        "the order swapped every round (`load-tests/ab.py`); medians over the rounds. CPU is "
+        "the server's user+system time per round trip.\n"
+    )
+    w("| peer | round trips/s | p50 ms | p99 ms | CPU µs/call | server busy | rounds (/s) |")
+    w("|---|---:|---:|---:|---:|---:|---|")
+    for peer, name in (("bare", "bare ASGI"), ("hubplane", "hubplane json")):
+        r = summary.get(peer)
+        if r is None:
+            continue
+        w(
+            f"| {name} | {_fmt(r['per_s'])} | {_fmt(r['p50_ms'], 3)} | {_fmt(r['p99_ms'], 3)} | "
+            f"{_fmt(r['cpu_us_per_call'], 1)} | {r['server_busy']:.2f} | "
+            + ", ".join(_fmt(x) for x in r["rates"])
+            + " |"
+        )
+    ratio = summary["ratio"]
+    w(
+        f"\nhubplane / bare: {_fmt(ratio['per_s_rounds'], 3)} of the round trips (median of the "
+        f"per-round ratios; {_fmt(ratio['per_s'], 3)} of the medians), p50 "
+        f"{_fmt(ratio['p50'], 2)}×, p99 {_fmt(ratio['p99'], 2)}×, CPU per call "
+        f"{_fmt(ratio['cpu'], 2)}×.\n"
+    )
+
+
 def write_report(out: Path) -> None:
     """Write report.md and the plots beside results.json."""
     data = json.loads((out / "results.json").read_text())
@@ -609,6 +653,7 @@ def write_report(out: Path) -> None:
         lines.extend(reasons)
         w("")
 
+    _one_in_flight(w, data.get("one_in_flight"))
     w("## Throughput: messages delivered per second (closed loop)\n")
     w(
         "† the driver set the pace (busy > 0.9); ✗ the capacity rule did not hold at this load "
