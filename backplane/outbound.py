@@ -3,9 +3,62 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
 
 from .waiters import wake
+
+
+class _Flusher:
+    """The end-of-turn flush of every buffer written to during a turn of one event loop: one
+    loop callback for all of them (a fan-out to N connections, or N connections answered in
+    one turn), rather than one each."""
+
+    __slots__ = ("_loop", "_buffers", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A weak reference: the flusher is the value of a weak mapping keyed by its loop.
+        self._loop = weakref.ref(loop)
+        self._buffers: list[OutboundBuffer] = []
+        self._scheduled = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop whose turns this flusher ends."""
+        loop = self._loop()
+        assert loop is not None
+        return loop
+
+    def add(self, buffer: OutboundBuffer) -> None:
+        """Flush ``buffer`` at the end of this turn (after those added before it)."""
+        self._buffers.append(buffer)
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        buffers, self._buffers = self._buffers, []
+        for buffer in buffers:
+            try:
+                buffer._flush()
+            except Exception as exc:  # one failing sink must not keep the others' bytes back
+                self.loop.call_exception_handler(
+                    {"message": "outbound flush failed", "exception": exc}
+                )
+
+
+_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _flusher() -> _Flusher:
+    loop = asyncio.get_running_loop()
+    flusher = _flushers.get(loop)
+    if flusher is None:
+        flusher = _flushers[loop] = _Flusher(loop)
+    return flusher
 
 
 class OutboundBuffer:
@@ -38,7 +91,7 @@ class OutboundBuffer:
         "busy",
         "on_close",
         "_flush_pending",
-        "_loop",
+        "_flusher",
         "gate",
         "_written",
         "_released",
@@ -58,7 +111,7 @@ class OutboundBuffer:
         self.busy = False
         self.on_close: Callable[[], None] | None = None
         self._flush_pending = False
-        self._loop = asyncio.get_running_loop()
+        self._flusher = _flusher()
         #: Called on every write while the buffer is gated (see :meth:`hold`).
         self.gate: Callable[[], None] | None = None
         # While gated: writes ever queued, released, and taken (counts, not bytes).
@@ -85,7 +138,7 @@ class OutboundBuffer:
             self._wake()
         elif not self._flush_pending:
             self._flush_pending = True
-            self._loop.call_soon(self._flush)
+            self._flusher.add(self)
         return self._size <= self.limit
 
     def flush(self) -> None:
@@ -116,7 +169,7 @@ class OutboundBuffer:
             self._wake()
         elif not self._flush_pending:
             self._flush_pending = True
-            self._loop.call_soon(self._flush)
+            self._flusher.add(self)
 
     # -- the gate ---------------------------------------------------------------------------
 
@@ -209,7 +262,7 @@ class OutboundBuffer:
         while not self._sendable() and not self.busy and not (self.closed and not self._chunks):
             waiter = self._waiter
             if waiter is None:
-                waiter = self._waiter = self._loop.create_future()
+                waiter = self._waiter = self._flusher.loop.create_future()
             await waiter
 
     async def drain(self, low_water: int) -> None:
@@ -217,7 +270,7 @@ class OutboundBuffer:
         while (self._size > low_water or self.busy) and not self.closed:
             waiter = self._drain_waiter
             if waiter is None:
-                waiter = self._drain_waiter = self._loop.create_future()
+                waiter = self._drain_waiter = self._flusher.loop.create_future()
             await waiter
 
     def resume(self) -> None:
