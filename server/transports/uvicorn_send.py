@@ -85,6 +85,20 @@ def direct_writer(send: Any) -> DirectWriter | None:
     return write
 
 
+def more_received(send: Any) -> Callable[[], bool] | None:
+    """For uvicorn's websockets-sansio protocol behind ``send``: a function telling whether
+    more received messages wait for the app (``receive`` would return at once); else None."""
+    protocol: Any = getattr(send, "__self__", None)
+    queue = getattr(protocol, "queue", None)
+    if type(protocol).__module__ != SANSIO or not isinstance(queue, asyncio.Queue):
+        return None
+
+    def more() -> bool:
+        return not queue.empty()
+
+    return more
+
+
 def frame(connection: HubConnection, data: bytes) -> dict[str, Any]:
     """The ASGI ``websocket.send`` message for ``data`` in the connection's frame type."""
     protocol = connection.protocol

@@ -54,6 +54,7 @@ class Seen:
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     disconnect: dict[str, Any] | None = None
     direct_wrote: list[bool] = field(default_factory=list)
+    more_received: list[bool] = field(default_factory=list)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -83,6 +84,16 @@ class App:
                 seen.direct_wrote.append(writer(b"hello", False))
                 seen.direct_wrote.append(writer(b"\x00\x01", True))
             await send({"type": "websocket.send", "text": "after"})  # in order behind them
+            more = uvicorn_send.more_received(send)
+            if more is not None:
+                seen.more_received.append(more())  # nothing sent yet
+                while not more():  # the client sends two frames at once
+                    await asyncio.sleep(0.01)
+                seen.more_received.append(more())
+                await receive()
+                seen.more_received.append(more())
+                await receive()
+                seen.more_received.append(more())
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
@@ -210,6 +221,13 @@ async def test_a_dropped_socket_is_told_apart_from_a_clean_close(server: Server)
     )
 
 
+def _client_text(payload: bytes) -> bytes:
+    """A small masked text frame, as a client sends it."""
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
+
+
 async def _server_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     """One small unmasked frame from the server: (opcode, payload)."""
     head = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
@@ -228,6 +246,14 @@ async def test_the_direct_writer_reaches_the_client(server: Server) -> None:
         )
         assert frames == [(1, b"hello"), (2, b"\x00\x01"), (1, b"after")], contract(
             "frames written to the protocol's websockets state machine", "direct_writer"
+        )
+        writer.write(_client_text(b"one") + _client_text(b"two"))
+        for _ in range(int(TIMEOUT / 0.01)):
+            if len(seen.more_received) == 4:
+                break
+            await asyncio.sleep(0.01)
+        assert seen.more_received == [False, True, True, False], contract(
+            "the protocol's queue of received messages", "uvicorn_send.more_received"
         )
     finally:
         writer.transport.abort()
