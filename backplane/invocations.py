@@ -27,6 +27,9 @@ logger = logging.getLogger("hubplane.connection")
 
 # Non-streaming invocations queued per connection before the transport stops reading.
 MAX_QUEUED_INVOCATIONS = 64
+# A runner parked this long ends (a parked task costs about a kilobyte); the next
+# invocation makes a new one. A client that calls more often keeps it.
+RUNNER_IDLE_SECONDS = 10.0
 
 
 class _Owner(Protocol):
@@ -42,10 +45,10 @@ class _Owner(Protocol):
 class InvocationQueue:
     """Invocations waiting for their turn, and the runner task that runs them.
 
-    The runner is made with the first invocation and lives as long as the connection (it
-    ends once the connection is closing and nothing waits); between invocations it is
-    parked, and an invocation that finds it parked and nothing queued runs eagerly, as the
-    runner (see the module's docstring).
+    The runner is made with the first invocation; between invocations it is parked, and an
+    invocation that finds it parked (or made and not yet started) and nothing queued runs
+    eagerly, as the runner (see the module's docstring). It ends once the connection is
+    closing and nothing waits, or when it was parked for ``RUNNER_IDLE_SECONDS``.
     """
 
     __slots__ = (
@@ -71,8 +74,8 @@ class InvocationQueue:
         self._space: asyncio.Future[None] | None = None
         self._runner: asyncio.Task[None] | None = None
         self._context: contextvars.Context | None = None
-        # Set while the runner is parked: resolving it wakes the runner.
-        self._parked: asyncio.Future[None] | None = None
+        # Set while the runner is parked: resolving it wakes the runner (True: to end).
+        self._parked: asyncio.Future[bool] | None = None
         # A coroutine the eager step left waiting, for the runner to go on with.
         self._resumed: tuple[Coroutine[Any, Any, None], Any] | None = None
         self._idle: asyncio.Future[None] | None = None  # waited on by idle()
@@ -94,7 +97,7 @@ class InvocationQueue:
         queue.append(message)
         if parked is not None:
             self._parked = None
-            parked.set_result(None)
+            parked.set_result(False)
         if len(queue) >= MAX_QUEUED_INVOCATIONS:
             space = self._space = asyncio.get_running_loop().create_future()
             return space
@@ -112,7 +115,7 @@ class InvocationQueue:
         self,
         message: InvocationMessage,
         runner: asyncio.Task[None],
-        parked: asyncio.Future[None] | None,
+        parked: asyncio.Future[bool] | None,
     ) -> None:
         """Run ``message`` now, as the parked runner; hand it to the runner if it waits."""
         coro = self._run(message)
@@ -131,7 +134,13 @@ class InvocationQueue:
             self._fresh = False
             if parked is not None:
                 self._parked = None
-                parked.set_result(None)
+                parked.set_result(False)
+
+    def _retire(self, parked: asyncio.Future[bool]) -> None:
+        """The runner was parked for ``RUNNER_IDLE_SECONDS``: let it end."""
+        if self._parked is parked and not self._stepping:
+            self._parked = None
+            parked.set_result(True)
 
     async def _serve(self) -> None:
         """The runner: go on with a method the eager step left waiting, run what is queued
@@ -164,8 +173,10 @@ class InvocationQueue:
                     return
                 self._idle = wake(self._idle)
                 parked = self._parked = loop.create_future()
+                timer = loop.call_later(RUNNER_IDLE_SECONDS, self._retire, parked)
                 try:
-                    await parked
+                    if await parked and not queue and self._resumed is None:
+                        return  # idle for long: a new runner is made when needed
                 except asyncio.CancelledError as exc:
                     # Cancelled (asyncio.timeout in a method the eager step ran, say) after
                     # the eager step handed a method over and before it went on: the method
@@ -178,6 +189,8 @@ class InvocationQueue:
                         await Resumed(*resumed, exc)
                     except Exception:
                         logger.exception("%s: dispatch failed", owner.log_name)
+                finally:
+                    timer.cancel()
         finally:
             self._parked = None
             if self._resumed is not None:  # cancelled before it went on with it
@@ -209,4 +222,4 @@ class InvocationQueue:
         parked = self._parked
         if parked is not None:
             self._parked = None
-            parked.set_result(None)
+            parked.set_result(False)

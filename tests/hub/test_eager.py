@@ -8,7 +8,9 @@ import asyncio
 import contextvars
 from typing import Any
 
-from backplane import Hub, HubException
+import pytest
+
+from backplane import Hub, HubException, invocations
 from backplane.eager import Resumed, first_step
 from backplane.invocations import MAX_QUEUED_INVOCATIONS
 from backplane.protocol import CompletionMessage, InvocationMessage
@@ -227,3 +229,22 @@ async def test_first_step_and_resumed_drive_a_coroutine_as_the_given_task() -> N
     gate.set_result(21)
     assert await runner == 42
     assert seen == [runner, runner]
+
+
+async def test_an_idle_runner_ends_and_the_next_call_makes_a_new_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(invocations, "RUNNER_IDLE_SECONDS", 0.01)
+    c = await connect()
+    await c.send(InvocationMessage("Echo", [1], "1"))
+    [(_, first)] = events
+    await asyncio.wait_for(asyncio.shield(first), 1)  # parked, then ended
+    assert not c.conn.closing
+    await c.send(InvocationMessage("Echo", [2], "2"))  # eager again, as a new runner
+    assert [r.result for r in completions(c)] == [1, 2]
+    second = events[-1][1]
+    assert second is not first and not second.done()
+    # A method that waits keeps its runner past the idle time.
+    await c.send(InvocationMessage("Slow", ["a", 0.05], "3"))
+    got = await c.wait_messages(1)
+    assert [m.invocation_id for m in got] == ["3"]  # type: ignore[attr-defined]
