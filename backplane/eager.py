@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 from asyncio import tasks as _tasks
 from collections.abc import Coroutine, Generator
 from typing import Any
@@ -23,8 +24,9 @@ _enter = _tasks._enter_task
 _leave = _tasks._leave_task
 # Where Python keeps each loop's current task in a plain dict (3.11 to 3.13), the swap is two
 # dict writes; elsewhere, the checked enter and leave functions.
+# (Python 3.14 keeps the current task elsewhere: the dict is then not what current_task reads.)
 _CURRENT: dict[Any, Any] | None = getattr(_tasks, "_current_tasks", None)
-if type(_CURRENT) is not dict:
+if type(_CURRENT) is not dict or sys.version_info >= (3, 14):
     _CURRENT = None
 
 

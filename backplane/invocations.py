@@ -32,6 +32,13 @@ MAX_QUEUED_INVOCATIONS = 64
 RUNNER_IDLE_SECONDS = 10.0
 
 
+def _wake(parked: asyncio.Future[bool], end: bool) -> None:
+    """Wake the parked runner (to end, when ``end``); a runner cancelled while parked has
+    its future cancelled already, and wakes with the cancellation."""
+    if not parked.done():
+        parked.set_result(end)
+
+
 class _Owner(Protocol):
     """What the queue needs of its connection."""
 
@@ -76,8 +83,9 @@ class InvocationQueue:
         self._context: contextvars.Context | None = None
         # Set while the runner is parked: resolving it wakes the runner (True: to end).
         self._parked: asyncio.Future[bool] | None = None
-        # A coroutine the eager step left waiting, for the runner to go on with.
-        self._resumed: tuple[Coroutine[Any, Any, None], Any] | None = None
+        # A coroutine the eager step left waiting, what it waits on, and what to throw in
+        # when the runner goes on with it.
+        self._resumed: tuple[Coroutine[Any, Any, None], Any, BaseException | None] | None = None
         self._idle: asyncio.Future[None] | None = None  # waited on by idle()
         self._stepping = False
         self._fresh = False
@@ -97,7 +105,7 @@ class InvocationQueue:
         queue.append(message)
         if parked is not None:
             self._parked = None
-            parked.set_result(False)
+            _wake(parked, False)
         if len(queue) >= MAX_QUEUED_INVOCATIONS:
             space = self._space = asyncio.get_running_loop().create_future()
             return space
@@ -106,10 +114,26 @@ class InvocationQueue:
     def _start_runner(self) -> asyncio.Task[None]:
         context = self._context = contextvars.copy_context()
         self._parked = None
-        self._resumed = None
-        self._fresh = True  # made, and not yet run: nothing runs or waits in it
+        pending = self._resumed
+        if pending is not None:
+            # Handed over, and its runner was cancelled before it went on (the method
+            # cancelled its own task): the new runner goes on with it, cancelled.
+            self._resumed = (pending[0], pending[1], asyncio.CancelledError())
+        # Made and not yet run: when nothing waits in it, a call may run eagerly as it.
+        self._fresh = pending is None
         runner = self._runner = start_task(self._serve(), context)
+        runner.add_done_callback(self._runner_ended)
         return runner
+
+    def _runner_ended(self, runner: asyncio.Task[None]) -> None:
+        resumed = self._resumed
+        if runner is not self._runner or resumed is None:
+            return
+        if self._owner.closing:
+            self._resumed = None
+            resumed[0].close()
+        else:
+            self._start_runner()
 
     def _step(
         self,
@@ -130,17 +154,17 @@ class InvocationQueue:
         finally:
             self._stepping = False
         if not done:
-            self._resumed = (coro, yielded)
+            self._resumed = (coro, yielded, None)
             self._fresh = False
             if parked is not None:
                 self._parked = None
-                parked.set_result(False)
+                _wake(parked, False)
 
     def _retire(self, parked: asyncio.Future[bool]) -> None:
         """The runner was parked for ``RUNNER_IDLE_SECONDS``: let it end."""
         if self._parked is parked and not self._stepping:
             self._parked = None
-            parked.set_result(True)
+            _wake(parked, True)
 
     async def _serve(self) -> None:
         """The runner: go on with a method the eager step left waiting, run what is queued
@@ -186,16 +210,13 @@ class InvocationQueue:
                         raise
                     self._resumed = None
                     try:
-                        await Resumed(*resumed, exc)
+                        await Resumed(resumed[0], resumed[1], exc)
                     except Exception:
                         logger.exception("%s: dispatch failed", owner.log_name)
                 finally:
                     timer.cancel()
         finally:
             self._parked = None
-            if self._resumed is not None:  # cancelled before it went on with it
-                self._resumed[0].close()
-                self._resumed = None
             self._idle = wake(self._idle)
 
     @property
@@ -222,4 +243,4 @@ class InvocationQueue:
         parked = self._parked
         if parked is not None:
             self._parked = None
-            parked.set_result(False)
+            _wake(parked, False)

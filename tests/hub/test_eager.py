@@ -248,3 +248,33 @@ async def test_an_idle_runner_ends_and_the_next_call_makes_a_new_one(
     await c.send(InvocationMessage("Slow", ["a", 0.05], "3"))
     got = await c.wait_messages(1)
     assert [m.invocation_id for m in got] == ["3"]  # type: ignore[attr-defined]
+
+
+class SelfCancelHub(Hub):
+    async def cancel_me(self, wait: bool) -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        if wait:
+            try:
+                await asyncio.sleep(1)
+            except asyncio.CancelledError:
+                return "cancelled"
+        return "not cancelled yet"
+
+    async def echo(self, value: Any) -> Any:
+        return value
+
+
+async def test_a_method_that_cancels_its_own_task_does_not_break_the_receive_path() -> None:
+    c = Client(make_handler(SelfCancelHub), "c1")
+    await c.handshake()
+    await c.send(InvocationMessage("CancelMe", [True], "1"))
+    got = await c.wait_messages(1)
+    assert [(m.invocation_id, m.result) for m in got] == [("1", "cancelled")]  # type: ignore[attr-defined]
+    await c.send(InvocationMessage("CancelMe", [False], "2"))
+    await asyncio.sleep(0.01)  # its runner ends cancelled; a new one serves the next call
+    await c.send(InvocationMessage("Echo", ["after"], "3"))
+    got = await c.wait_messages(2)
+    assert [m.invocation_id for m in got] == ["2", "3"]  # type: ignore[attr-defined]
+    assert not c.conn.closing
