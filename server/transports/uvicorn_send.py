@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("hubplane.websockets")
 
 SANSIO = "uvicorn.protocols.websockets.websockets_sansio_impl"
-#: What the direct writer reads of uvicorn's websockets-sansio protocol object.
+#: What the direct write reads of uvicorn's websockets-sansio protocol object.
 SANSIO_ATTRIBUTES = (
     "conn",
     "transport",
@@ -41,9 +41,6 @@ SANSIO_ATTRIBUTES = (
     "initial_response",
 )
 
-#: Writes one frame (``binary`` or text) at once; False when it cannot now (use ``send``).
-DirectWriter = Callable[[bytes, bool], bool]
-
 
 def is_uvicorn_send(send: Any) -> bool:
     """True when ``send`` is uvicorn's own WebSocket send, which may be stepped by hand."""
@@ -51,52 +48,48 @@ def is_uvicorn_send(send: Any) -> bool:
     return type(owner).__module__.startswith("uvicorn.protocols.websockets")
 
 
-def direct_writer(send: Any) -> DirectWriter | None:
-    """A writer straight to uvicorn's websockets-sansio protocol behind ``send`` (else None).
-
-    It writes only while the handshake is done, no close was sent or received and the
-    transport is not paused (over its high-water mark); otherwise it returns False and the
-    caller goes through ``send``, which waits or raises as uvicorn decides.
-    """
+def sansio_protocol(send: Any) -> Any | None:
+    """uvicorn's websockets-sansio protocol object behind ``send``, if that is what it is."""
     protocol: Any = getattr(send, "__self__", None)
     if type(protocol).__module__ != SANSIO or not all(
         hasattr(protocol, name) for name in SANSIO_ATTRIBUTES
     ):
         return None
+    return protocol
+
+
+def write_direct(protocol: Any, data: bytes, binary: bool) -> bool:
+    """Write one frame straight to a websockets-sansio ``protocol`` (see
+    :func:`sansio_protocol`); False, having written nothing, when it cannot now.
+
+    It writes only while the handshake is done, no close was sent or received and the
+    transport is not paused (over its high-water mark); otherwise the caller goes through
+    ``send``, which waits or raises as uvicorn decides. (Plain functions, not a closure per
+    connection: an idle connection pays nothing for them.)
+    """
+    if (
+        protocol.disconnected
+        or protocol.close_sent
+        or not protocol.handshake_complete
+        or protocol.initial_response is not None
+        or not protocol.writable.is_set()
+    ):
+        return False
     machine = protocol.conn
-    writable = protocol.writable
-
-    def write(data: bytes, binary: bool) -> bool:
-        if (
-            protocol.disconnected
-            or protocol.close_sent
-            or not protocol.handshake_complete
-            or protocol.initial_response is not None
-            or not writable.is_set()
-        ):
-            return False
-        if binary:
-            machine.send_binary(data)
-        else:
-            machine.send_text(data)
-        protocol.transport.write(b"".join(machine.data_to_send()))
-        return True
-
-    return write
+    if binary:
+        machine.send_binary(data)
+    else:
+        machine.send_text(data)
+    protocol.transport.write(b"".join(machine.data_to_send()))
+    return True
 
 
-def more_received(send: Any) -> Callable[[], bool] | None:
-    """For uvicorn's websockets-sansio protocol behind ``send``: a function telling whether
-    more received messages wait for the app (``receive`` would return at once); else None."""
-    protocol: Any = getattr(send, "__self__", None)
+def received_queue(send: Any) -> asyncio.Queue[Any] | None:
+    """The queue of received messages of uvicorn's websockets-sansio protocol behind
+    ``send`` (not empty: ``receive`` returns at once), else None."""
+    protocol = sansio_protocol(send)
     queue = getattr(protocol, "queue", None)
-    if type(protocol).__module__ != SANSIO or not isinstance(queue, asyncio.Queue):
-        return None
-
-    def more() -> bool:
-        return not queue.empty()
-
-    return more
+    return queue if isinstance(queue, asyncio.Queue) else None
 
 
 def frame(connection: HubConnection, data: bytes) -> dict[str, Any]:
@@ -113,13 +106,13 @@ def make_sink(
     """The outbound buffer's sink for a connection served by uvicorn (see the module's
     docstring); ``state["pending"]`` and ``state["start_writer"]`` are the transport's."""
     outbound = connection.outbound
-    direct = direct_writer(send)
+    direct = sansio_protocol(send)
 
     def sink(data: bytes) -> None:
         if direct is not None:
             protocol = connection.protocol
             try:
-                if direct(data, protocol is not None and protocol.is_binary):
+                if write_direct(direct, data, protocol is not None and protocol.is_binary):
                     return
             except Exception:
                 # The state machine refused (the socket is closing): the reader sees the

@@ -20,7 +20,7 @@ from backplane import HubConnection, HubConnectionHandler, User
 
 from ..auth import authenticate, log_refusal, refusal_text
 from .http import SEND_TIMEOUT, LazyHeaders
-from .uvicorn_send import finish, frame, is_uvicorn_send, make_sink, more_received
+from .uvicorn_send import finish, frame, is_uvicorn_send, make_sink, received_queue
 
 if TYPE_CHECKING:
     from ..registry import ConnectionRecord
@@ -317,7 +317,8 @@ async def run_websocket(
     dropped = False
     detached = False
     feed = connection.receive
-    more = more_received(send) if direct else None
+    # uvicorn's queue of received frames (a local: an idle connection pays 8 bytes for it).
+    queued = received_queue(send) if direct else None
     try:
         while True:
             message = await receive()
@@ -330,7 +331,7 @@ async def run_websocket(
                     await feed(message["text"].encode(), False)
                 # The replies of methods that ended without waiting leave now, in one frame,
                 # unless more frames wait to be read: theirs then join them.
-                if more is None or not more():
+                if queued is None or queued.empty():
                     outbound.flush()
             elif mtype == "websocket.disconnect":
                 dropped = socket_dropped(message)

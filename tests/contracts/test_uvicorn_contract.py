@@ -6,7 +6,7 @@ uvicorn.protocols.websockets.* (``_is_uvicorn_send``), on a small frame completi
 step, on a send that must wait (the socket's buffer over its high-water mark) yielding a
 Future or None that ``_finish`` can wait on, and on a socket that died without a close frame
 being told apart from a clean close (``socket_dropped``); and, for the direct writer
-(``uvicorn_send.direct_writer``), on the websockets-sansio protocol object's attributes and on
+(``uvicorn_send.write_direct``), on the websockets-sansio protocol object's attributes and on
 a frame written to its state machine reaching the client whole. The server here is a real uvicorn
 with the WebSocket implementation that ``hubplane serve`` picks.
 """
@@ -79,21 +79,21 @@ class App:
         if scope["path"] == "/fill":
             await self._fill(seen, send)
         if scope["path"] == "/direct":
-            writer = uvicorn_send.direct_writer(send)
-            if writer is not None:
-                seen.direct_wrote.append(writer(b"hello", False))
-                seen.direct_wrote.append(writer(b"\x00\x01", True))
+            protocol = uvicorn_send.sansio_protocol(send)
+            if protocol is not None:
+                seen.direct_wrote.append(uvicorn_send.write_direct(protocol, b"hello", False))
+                seen.direct_wrote.append(uvicorn_send.write_direct(protocol, b"\x00\x01", True))
             await send({"type": "websocket.send", "text": "after"})  # in order behind them
-            more = uvicorn_send.more_received(send)
-            if more is not None:
-                seen.more_received.append(more())  # nothing sent yet
-                while not more():  # the client sends two frames at once
+            queue = uvicorn_send.received_queue(send)
+            if queue is not None:
+                seen.more_received.append(not queue.empty())  # nothing sent yet
+                while queue.empty():  # the client sends two frames at once
                     await asyncio.sleep(0.01)
-                seen.more_received.append(more())
+                seen.more_received.append(not queue.empty())
                 await receive()
-                seen.more_received.append(more())
+                seen.more_received.append(not queue.empty())
                 await receive()
-                seen.more_received.append(more())
+                seen.more_received.append(not queue.empty())
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
@@ -235,17 +235,17 @@ async def _server_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return head[0] & 0x0F, await asyncio.wait_for(reader.readexactly(head[1]), TIMEOUT)
 
 
-async def test_the_direct_writer_reaches_the_client(server: Server) -> None:
+async def test_a_direct_write_reaches_the_client(server: Server) -> None:
     reader, writer = await _open(server.port, "/direct")
     seen = await asyncio.wait_for(server.app.seen.get(), TIMEOUT)
     try:
         frames = [await _server_frame(reader) for _ in range(3)]
         assert seen.direct_wrote == [True, True], contract(
             f"the websockets-sansio protocol's {uvicorn_send.SANSIO_ATTRIBUTES}",
-            "uvicorn_send.direct_writer",
+            "uvicorn_send.write_direct",
         )
         assert frames == [(1, b"hello"), (2, b"\x00\x01"), (1, b"after")], contract(
-            "frames written to the protocol's websockets state machine", "direct_writer"
+            "frames written to the protocol's websockets state machine", "write_direct"
         )
         writer.write(_client_text(b"one") + _client_text(b"two"))
         for _ in range(int(TIMEOUT / 0.01)):
@@ -253,7 +253,7 @@ async def test_the_direct_writer_reaches_the_client(server: Server) -> None:
                 break
             await asyncio.sleep(0.01)
         assert seen.more_received == [False, True, True, False], contract(
-            "the protocol's queue of received messages", "uvicorn_send.more_received"
+            "the protocol's queue of received messages", "uvicorn_send.received_queue"
         )
     finally:
         writer.transport.abort()
