@@ -204,7 +204,7 @@ def _profile(session: Session, pid: int, duration: float, grace: float, out: Pat
     pyspy = Path(sys.executable).parent / "py-spy"
     fmt = "raw" if out.suffix == ".txt" else "flamegraph"
     command = ["taskset", "-c", ",".join(map(str, sorted(DRIVER_CPUS))), str(pyspy), "record"]
-    command += ["--nonblocking", "-r", "500", "-f", fmt, "-o", str(out)]
+    command += ["--nonblocking", "--gil", "-r", "500", "-f", fmt, "-o", str(out)]
     command += ["-d", str(max(1, int(duration))), "-p", str(pid)]
     spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.3)
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         type=Path,
-        help="py-spy of one more run of each side (.svg/.txt, the side's name added)",
+        help="py-spy (--gil: time holding the GIL) of one more run of each side (.svg/.txt)",
     )
     parser.add_argument("--logs", type=Path, default=Path("/tmp/hubplane-ab-logs"))
     parser.add_argument(
