@@ -131,11 +131,15 @@ class Emitter:
         hub: str,
         channel_prefix: str | bytes = "",
         protocols: Sequence[str] = ("json", "messagepack"),
+        pubsub: str | None = None,
     ) -> None:
         self.hub = hub
+        # ``pubsub``: as the nodes' --redis-pubsub (a redis+cluster:// URL: sharded unless
+        # "classic").
         self._node = RedisNode(
             redis_url,
             channel_prefix=channel_prefix,
+            pubsub=pubsub,
             node_id=f"emitter_{new_node_id().partition('_')[0]}_{uuid.uuid4().hex}",
             presence=False,
         )
@@ -277,10 +281,11 @@ class SyncEmitter:
         channel_prefix: str | bytes = "",
         protocols: Sequence[str] = ("json", "messagepack"),
         timeout: float = 35.0,
+        pubsub: str | None = None,
     ) -> None:
         self._runner = _LoopThread(timeout)
         self._emitter: Emitter = self._runner.run(
-            _make_emitter(redis_url, hub, channel_prefix, protocols)
+            _make_emitter(redis_url, hub, channel_prefix, protocols, pubsub)
         )
         self.hub = hub
         self.clients = SyncHubClients(self._runner, self._emitter.clients)
@@ -313,7 +318,11 @@ class SyncEmitter:
 
 
 async def _make_emitter(
-    redis_url: str, hub: str, channel_prefix: str | bytes, protocols: Sequence[str]
+    redis_url: str,
+    hub: str,
+    channel_prefix: str | bytes,
+    protocols: Sequence[str],
+    pubsub: str | None,
 ) -> Emitter:
     # Built inside the loop thread: its asyncio objects belong to that loop.
-    return Emitter(redis_url, hub, channel_prefix, protocols)
+    return Emitter(redis_url, hub, channel_prefix, protocols, pubsub)

@@ -47,13 +47,23 @@ import hashlib
 # -- keys ------------------------------------------------------------------------------------
 
 
-def nodes_key(prefix: bytes) -> bytes:
-    """The ZSET of live node ids, scored by their last heartbeat."""
+def nodes_key(prefix: bytes, cluster: bool = False) -> bytes:
+    """The ZSET of live node ids, scored by their last heartbeat.
+
+    On a Redis Cluster the name is one hash tag, ``{<prefix>hubplane:nodes}``, which starts
+    the node's HASH and its purge lease too: the purge scripts touch the three at once.
+    (Whatever braces the prefix holds, the three names start with the same characters up
+    to the tag's closing brace, so their first tag is the same.)
+    """
+    if cluster:
+        return b"{" + prefix + b"hubplane:nodes}"
     return prefix + b"hubplane:nodes"
 
 
-def node_key(prefix: bytes, node_id: str) -> bytes:
-    """The HASH describing a node."""
+def node_key(prefix: bytes, node_id: str, cluster: bool = False) -> bytes:
+    """The HASH describing a node (on a Redis Cluster: in the slot of the nodes ZSET)."""
+    if cluster:
+        return nodes_key(prefix, True) + b":node:" + node_id.encode()
     return prefix + b"hubplane:node:" + node_id.encode()
 
 
@@ -81,8 +91,11 @@ def resume_key(prefix: bytes, token: str) -> bytes:
     return prefix + b"hubplane:resume:{" + digest + b"}"
 
 
-def purge_lease_key(prefix: bytes, node_id: str) -> bytes:
-    """The STRING naming the node purging ``node_id`` (expires by itself)."""
+def purge_lease_key(prefix: bytes, node_id: str, cluster: bool = False) -> bytes:
+    """The STRING naming the node purging ``node_id`` (expires by itself; on a Redis
+    Cluster in the slot of the nodes ZSET)."""
+    if cluster:
+        return nodes_key(prefix, True) + b":purging:" + node_id.encode()
     return prefix + b"hubplane:purging:" + node_id.encode()
 
 
@@ -128,29 +141,37 @@ def history_key(prefix: bytes, channel: bytes) -> bytes:
 
 
 class PresenceKeys:
-    """Redis keys of one hub's presence entries."""
+    """Redis keys of one hub's presence entries.
 
-    __slots__ = ("base", "conns")
+    On a Redis Cluster every name starts with the hash tag ``{B}``: a connection's removal
+    (``REMOVE_CONNECTION``) touches its record, its node's, user's and groups' SETs at once,
+    so one hub's presence lives in one slot (its messages still spread over every shard:
+    channels are not keys).
+    """
 
-    def __init__(self, base: bytes) -> None:
+    __slots__ = ("base", "stem", "conns")
+
+    def __init__(self, base: bytes, cluster: bool = False) -> None:
         self.base = base
-        self.conns = base + b":hubplane:conns"
+        #: What every key starts with: ``B``, or ``{B}`` on a Redis Cluster.
+        self.stem = b"{" + base + b"}" if cluster else base
+        self.conns = self.stem + b":hubplane:conns"
 
     def node(self, node_id: str) -> bytes:
         """The SET of the hub's connections on node ``node_id``."""
-        return self.base + b":hubplane:node:" + node_id.encode()
+        return self.stem + b":hubplane:node:" + node_id.encode()
 
     def user(self, user: str) -> bytes:
         """The SET of the hub's connections of ``user``."""
-        return self.base + b":hubplane:user:" + user.encode()
+        return self.stem + b":hubplane:user:" + user.encode()
 
     def group(self, group: str) -> bytes:
         """The SET of the connections in ``group``."""
-        return self.base + b":hubplane:group:" + group.encode()
+        return self.stem + b":hubplane:group:" + group.encode()
 
     def groups_of(self, connection_id: str) -> bytes:
         """The SET of the groups of a connection."""
-        return self.base + b":hubplane:groups-of:" + connection_id.encode()
+        return self.stem + b":hubplane:groups-of:" + connection_id.encode()
 
 
 # -- scripts ---------------------------------------------------------------------------------
@@ -235,6 +256,22 @@ _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
+
+# Every registered node and its heartbeat: WATCH without the subscriber counts, for a Redis
+# Cluster, where the nodes' channels live on other shards (``watch.py`` asks each for its
+# counts). KEYS: nodes zset. Returns {now, node id, heartbeat (ms), node id, ...}.
+NODE_BEATS = (
+    _NOW
+    + """
+local rows = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local out = {now}
+for i = 1, #rows, 2 do
+  out[#out + 1] = rows[i]
+  out[#out + 1] = tonumber(rows[i + 1])
+end
+return out
+"""
+)
 
 # Registers a node. KEYS: nodes zset. ARGV: node id.
 TOUCH = (

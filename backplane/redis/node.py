@@ -57,6 +57,7 @@ class RedisNode:
         buffer_limit: int = 10000,
         presence: bool = True,
         payload_protocols: Sequence[str] = (),
+        pubsub: str | None = None,
     ) -> None:
         self.prefix = (
             channel_prefix.encode() if isinstance(channel_prefix, str) else bytes(channel_prefix)
@@ -69,10 +70,13 @@ class RedisNode:
         # hub offers (the .NET layout). Fewer makes publishing cheaper; receiving nodes
         # encode the others once per message for their clients.
         self.payload_protocols = tuple(payload_protocols)
-        self.bus = RedisBus(redis_url, buffer_limit=buffer_limit)
+        # ``pubsub``: "sharded" or "classic" (see bus.PUBSUB_MODES); None: the URL's default.
+        self.bus = RedisBus(redis_url, buffer_limit=buffer_limit, pubsub=pubsub)
         self.started = time.time()
         self.managers: list[RedisLifetimeManager] = []
-        self.nodes_key = keys.nodes_key(self.prefix)
+        #: On a Redis Cluster: keys in the cluster layout (hash tags, ``keys.py``).
+        self.cluster = self.bus.cluster
+        self.nodes_key = keys.nodes_key(self.prefix, self.cluster)
         self.node_key = self.node_key_of(self.node_id)
         self.purger = PresencePurge(self.bus, self.prefix, self.node_id)
         self._touch_sha = self.bus.register_script(keys.TOUCH)
@@ -117,7 +121,7 @@ class RedisNode:
 
     def node_key_of(self, node_id: str) -> bytes:
         """The HASH describing a node."""
-        return keys.node_key(self.prefix, node_id)
+        return keys.node_key(self.prefix, node_id, self.cluster)
 
     def manager(self, hub_name: str, protocols: Sequence[str]) -> RedisLifetimeManager:
         """A lifetime manager for one hub on this node."""

@@ -5,7 +5,9 @@ on another shard.
 Each script of ``backplane/redis/keys.py`` runs on the session's Redis with ``redis.call``
 and ``redis.pcall`` behind a guard that refuses a key not in KEYS, on arguments that take
 it down its key-touching paths. A script the table below does not know fails the test, so a
-new script comes with its case.
+new script comes with its case. The cases run on the session's Redis Cluster too, with the
+keys in the cluster layout: a script whose keys are not all in one slot fails there
+(CROSSSLOT).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import msgpack
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from backplane.redis import keys
 from backplane.redis.keys import PresenceKeys
@@ -82,10 +85,12 @@ Case = Callable[[aioredis.Redis, str], Any]
 class Run:
     """Runs scripts with the guard on the session's Redis, under a private prefix."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: Any, cluster: bool = False) -> None:
         self.client = client
+        #: Keys in the Redis Cluster layout.
+        self.cluster = cluster
         self.prefix = f"scripts-{uuid.uuid4().hex[:8]}:".encode()
-        self.hub = PresenceKeys(self.prefix + b"Hub")
+        self.hub = PresenceKeys(self.prefix + b"Hub", cluster)
         self.ran: set[str] = set()
 
     async def __call__(self, name: str, script_keys: list[bytes], *args: Any) -> Any:
@@ -94,11 +99,16 @@ class Run:
         return await self.client.eval(source, len(script_keys), *script_keys, *args)
 
 
-@pytest.fixture
-async def run(redis_server: Any) -> AsyncIterator[Run]:
-    client = aioredis.Redis.from_url(redis_server.url)
+@pytest.fixture(params=["redis", "cluster"])
+async def run(request: pytest.FixtureRequest) -> AsyncIterator[Run]:
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        port = cluster.master_ports()[0]
+        client: Any = RedisCluster(host="127.0.0.1", port=port)
+    else:
+        client = aioredis.Redis.from_url(request.getfixturevalue("redis_server").url)
     try:
-        yield Run(client)
+        yield Run(client, request.param == "cluster")
     finally:
         await client.aclose()
 
@@ -111,9 +121,9 @@ async def test_the_guard_refuses_an_undeclared_key(run: Run) -> None:
 
 
 async def test_every_script_declares_every_key_it_touches(run: Run) -> None:
-    p, hub = run.prefix, run.hub
-    nodes, node_hash = keys.nodes_key(p), keys.node_key(p, "dead")
-    lease = keys.purge_lease_key(p, "dead")
+    p, hub, cluster = run.prefix, run.hub, run.cluster
+    nodes, node_hash = keys.nodes_key(p, cluster), keys.node_key(p, "dead", cluster)
+    lease = keys.purge_lease_key(p, "dead", cluster)
     c = run.client
 
     await run("PUBLISH_MANY", [], b"scripts:ch", b"m1", b"scripts:ch", b"m2")
@@ -121,6 +131,7 @@ async def test_every_script_declares_every_key_it_touches(run: Run) -> None:
     await run("HEARTBEAT", [nodes], "me", 5000)
     await run("LIVE", [nodes], 5000)
     await run("WATCH", [nodes], p + b"hubplane:node:")
+    assert (await run("NODE_BEATS", [nodes]))[1:] == [b"me", int(await c.zscore(nodes, "me"))]
 
     # A connection with a user and two groups, removed with every key named.
     await c.hset(hub.conns, "c1", msgpack.packb(["n1", "ann"]))

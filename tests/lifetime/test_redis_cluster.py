@@ -1,0 +1,122 @@
+"""The Redis lifetime manager on a Redis Cluster (three masters), with sharded pub/sub.
+
+The cluster-agnostic tests of ``test_redis_manager.py`` run here again, on the session's
+Redis Cluster (``redis_cluster``): the ``cluster`` fixture below puts the in-process nodes on
+it. The tests of this module's own check what only a cluster has: channels spread over the
+shards, the key layout's hash tags, the URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from backplane.redis import keys
+from backplane.redis.bus import RedisBus
+from backplane.redis.connect import cluster_node_url, cluster_seeds, is_cluster_url
+from backplane.redis.slots import key_slot, routing_key
+from tests.lifetime.cluster import Cluster, targets
+from tests.lifetime.test_redis_manager import (  # run again on the Redis Cluster
+    test_abort_and_abort_user_from_another_node,
+    test_all_and_all_except_reach_every_node,
+    test_group_add_from_another_node_and_group_sends,
+    test_group_change_for_an_unknown_connection_fails_fast,
+    test_presence_answers_for_the_cluster,
+    test_users_and_single_connections_across_nodes,
+)
+
+__all__ = [
+    "test_abort_and_abort_user_from_another_node",
+    "test_all_and_all_except_reach_every_node",
+    "test_group_add_from_another_node_and_group_sends",
+    "test_group_change_for_an_unknown_connection_fails_fast",
+    "test_presence_answers_for_the_cluster",
+    "test_users_and_single_connections_across_nodes",
+]
+
+
+@pytest.fixture
+async def cluster(redis_cluster: Any) -> AsyncIterator[Cluster]:
+    """In-process nodes on the session's Redis Cluster, under a private prefix."""
+    c = Cluster(redis_cluster.url)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def test_cluster_urls() -> None:
+    url = "rediss+cluster://user:secret@h1:7000,h2:7001/0?ssl_cert_reqs=none"
+    assert is_cluster_url(url) and not is_cluster_url("redis://h:1")
+    assert cluster_seeds(url) == [("h1", 7000), ("h2", 7001)]
+    assert cluster_seeds("redis+cluster://h") == [("h", 6379)]
+    assert cluster_node_url(url, "10.0.0.9", 7005) == (
+        "rediss://user:secret@10.0.0.9:7005/0?ssl_cert_reqs=none"
+    )
+    with pytest.raises(ValueError, match="database 0"):
+        cluster_seeds("redis+cluster://h:1/2")
+    with pytest.raises(ValueError, match="sharded pub/sub needs a Redis Cluster"):
+        RedisBus("redis://h:1/0", pubsub="sharded")
+
+
+def test_commands_route_by_their_key() -> None:
+    assert routing_key(("HSET", b"k", b"f", b"v")) == b"k"
+    assert routing_key(("EVALSHA", "sha", 2, b"k1", b"k2", b"a")) == b"k1"
+    assert routing_key(("EVALSHA", "sha", 0, b"a")) is None
+    assert routing_key(("PUBSUB", "SHARDNUMSUB", b"ch")) == b"ch"
+    assert routing_key(("INFO", "server")) is None and routing_key(("TIME",)) is None
+
+
+@pytest.mark.parametrize("prefix", [b"", b"app:", b"a{b", b"x}y{", b"{}"])
+def test_keys_of_one_script_share_a_slot_on_a_cluster(prefix: bytes) -> None:
+    node_level = [
+        keys.nodes_key(prefix, True),
+        keys.node_key(prefix, "n1", True),
+        keys.purge_lease_key(prefix, "n1", True),
+    ]
+    assert len({key_slot(k) for k in node_level}) == 1
+    hub = keys.PresenceKeys(prefix + b"My.Hub", cluster=True)
+    presence = [hub.conns, hub.node("n"), hub.user("u}"), hub.group("{g}"), hub.groups_of("c")]
+    assert len({key_slot(k) for k in presence}) == 1
+    # The classic layout is unchanged (a rolling upgrade shares one Redis).
+    assert keys.nodes_key(prefix) == prefix + b"hubplane:nodes"
+    assert keys.PresenceKeys(prefix + b"H").conns == prefix + b"H:hubplane:conns"
+
+
+async def test_group_channels_spread_over_the_shards(cluster: Cluster, redis_cluster: Any) -> None:
+    h1, h2 = await cluster.add_node(), await cluster.add_node()
+    a = await cluster.connect(h1, "a")
+    b = await cluster.connect(h2, "b")
+    groups = [f"room-{i}" for i in range(12)]
+    for group in groups:
+        await h1.context.groups.add("b", group)
+    for group in groups:
+        await h1.context.clients.group(group).send("Msg", group)
+    got = targets(await b.wait_messages(len(groups)))
+    assert sorted(got) == sorted(("Msg", [g]) for g in groups)
+    # Each master holds the sharded channels of its own slots only; more than one holds some.
+    per_master = {}
+    for port in redis_cluster.master_ports():
+        client = redis_cluster.client(port)
+        try:
+            per_master[port] = [
+                c
+                for c in client.execute_command("PUBSUB", "SHARDCHANNELS")
+                if c.startswith(cluster.prefix.encode())
+            ]
+        finally:
+            client.close()
+    holding = [port for port, channels in per_master.items() if channels]
+    assert len(holding) > 1, per_master
+    group_channels = {c for chans in per_master.values() for c in chans if b":group:" in c}
+    assert len(group_channels) == len(groups)
+    # Classic pub/sub carries none of them.
+    client = redis_cluster.client(redis_cluster.master_ports()[0])
+    try:
+        classic = client.execute_command("PUBSUB", "CHANNELS", cluster.prefix + "*")
+    finally:
+        client.close()
+    assert classic == []
+    assert targets(a.messages()) == []

@@ -1,0 +1,234 @@
+"""A private Redis Cluster on loopback for the tests: masters (and replicas), started and stopped.
+
+Each node is a ``redis-server --cluster-enabled yes`` process on a port below 55536 whose
+cluster bus port (the port + 10000) is free too; ``redis-cli --cluster create`` joins them.
+The node timeout is short (``NODE_TIMEOUT_MS``) so that a replica replaces a killed master
+within a second or two. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+LOOPBACK = "127.0.0.1"
+#: Milliseconds before a silent node counts as failing (a failover follows): short for tests.
+NODE_TIMEOUT_MS = 500
+# Ports are drawn from this range: below 55536, since the bus port is the port + 10000.
+_PORTS = (20000, 45000)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def cluster_ports(count: int, taken: set[int] | None = None) -> list[int]:
+    """``count`` ports whose bus ports (+10000) are free too, a moment ago."""
+    taken = set(taken or ())
+    ports: list[int] = []
+    for _ in range(2000):
+        port = random.randint(*_PORTS)
+        if port in taken or port + 10000 in taken or port - 10000 in taken:
+            continue
+        if _port_free(port) and _port_free(port + 10000):
+            ports.append(port)
+            taken |= {port, port + 10000}
+            if len(ports) == count:
+                return ports
+    raise RuntimeError("no free ports for a Redis Cluster")
+
+
+def command(port: int, *args: str, timeout: float = 2.0) -> str:
+    """One command to a node with redis-cli, its reply as text ('' when it fails)."""
+    try:
+        done = subprocess.run(
+            ["redis-cli", "-h", LOOPBACK, "-p", str(port), *args],
+            capture_output=True,
+            timeout=timeout,
+            text=True,
+        )
+    except subprocess.TimeoutExpired:
+        return ""
+    return done.stdout if done.returncode == 0 else ""
+
+
+def cluster_info(port: int) -> dict[str, str]:
+    """``CLUSTER INFO`` of a node as a dict (empty when it does not answer)."""
+    out = {}
+    for line in command(port, "CLUSTER", "INFO").splitlines():
+        key, _, value = line.strip().partition(":")
+        if value:
+            out[key] = value
+    return out
+
+
+class RedisCluster:
+    """``masters`` masters, each with ``replicas`` replicas, on loopback."""
+
+    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 0) -> None:
+        self.workdir = workdir
+        self.masters = masters
+        self.replicas = replicas
+        self.ports = cluster_ports(masters * (1 + replicas))
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://`` with every node as a seed."""
+        return "redis+cluster://" + ",".join(f"{LOOPBACK}:{p}" for p in self.ports)
+
+    def seed_url(self, count: int = 1) -> str:
+        """``redis+cluster://`` with the first ``count`` nodes only as seeds."""
+        return "redis+cluster://" + ",".join(f"{LOOPBACK}:{p}" for p in self.ports[:count])
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def _spawn(self, port: int) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError(
+                "redis-server not found: install Redis 7 (apt-get install redis-server)"
+            )
+        folder = self.workdir / str(port)
+        folder.mkdir(exist_ok=True)
+        log = open(folder / "redis.log", "ab")
+        self.procs[port] = subprocess.Popen(
+            [
+                exe,
+                "--port",
+                str(port),
+                "--bind",
+                LOOPBACK,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(folder),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                str(NODE_TIMEOUT_MS),
+                # A replica whose master died takes over even if it was cut off for a while.
+                "--cluster-replica-validity-factor",
+                "0",
+                # Slots without a master do not stop the rest of the cluster.
+                "--cluster-require-full-coverage",
+                "no",
+                "--cluster-allow-pubsubshard-when-down",
+                "yes",
+            ],  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start every node, create the cluster, wait until every node says it is ok."""
+        for port in self.ports:
+            self._spawn(port)
+        deadline = time.monotonic() + timeout
+        for port in self.ports:
+            while command(port, "PING").strip() != "PONG":
+                if self.procs[port].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"cluster node {port} did not start:\n{self.logs(port)}")
+                time.sleep(0.05)
+        done = subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"{LOOPBACK}:{p}" for p in self.ports),
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=max(deadline - time.monotonic(), 1.0),
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{done.stdout}\n{done.stderr}")
+        self.wait_ok(max(deadline - time.monotonic(), 1.0))
+
+    def wait_ok(self, timeout: float = 15.0, ports: list[int] | None = None) -> None:
+        """Wait until each of ``ports`` (default: the live nodes) reports ``cluster_state:ok``
+        with every slot served and agrees on the number of nodes."""
+        ports = ports or self.live_ports()
+        deadline = time.monotonic() + timeout
+        while True:
+            infos = [cluster_info(p) for p in ports]
+            if all(
+                i.get("cluster_state") == "ok"
+                and i.get("cluster_slots_ok") == "16384"
+                and i.get("cluster_known_nodes") == str(len(self.ports))
+                for i in infos
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Redis Cluster is not ok after {timeout} s: {infos}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop every node (SIGKILL: nothing is saved anyway)."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        self.procs.clear()
+
+    # -- looking and faults ----------------------------------------------------------------------
+
+    def live_ports(self) -> list[int]:
+        """The ports of the nodes still running."""
+        return [p for p, proc in self.procs.items() if proc.poll() is None]
+
+    def master_ports(self) -> list[int]:
+        """The ports of the masters, as the first live node sees them."""
+        out = []
+        for port in self.live_ports():
+            for line in command(port, "CLUSTER", "NODES").splitlines():
+                fields = line.split()
+                if len(fields) > 2 and "master" in fields[2] and "fail" not in fields[2]:
+                    out.append(int(fields[1].split("@")[0].rpartition(":")[2]))
+            if out:
+                return sorted(out)
+        return []
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node."""
+        proc = self.procs[port]
+        proc.kill()
+        proc.wait(timeout=5)
+
+    def client(self, port: int) -> Any:
+        """A synchronous redis-py client of one node (the caller closes it)."""
+        import redis
+
+        return redis.Redis(host=LOOPBACK, port=port, socket_timeout=2.0)
+
+    def logs(self, port: int) -> str:
+        try:
+            return (self.workdir / str(port) / "redis.log").read_text(errors="replace")
+        except OSError:
+            return ""
