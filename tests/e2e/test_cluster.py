@@ -1,6 +1,7 @@
 """Several hubplane nodes on one Redis behave as one hub, seen through official JS clients.
 
-The module's cluster is three ``hubplane serve`` processes on the session Redis, started once;
+The module's cluster is three ``hubplane serve`` processes on the session Redis, started once
+(and again on the session's Redis Cluster: every test runs on both, see ``redis_server``);
 some tests add an in-process node (``create_app`` on a real uvicorn in a background thread)
 to reach clients through its ``HubContext``. The clients are official ``@microsoft/signalr``
 clients in one Node process per test (``tests/node/cluster.mjs``), driven step by step from
@@ -458,10 +459,22 @@ class InProcessNode:
 # --------------------------------------------------------------------------- fixtures
 
 
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+def redis_server(request: pytest.FixtureRequest, redis_server: Any) -> Any:
+    """What the module's nodes share: the session's Redis, then the session's Redis Cluster
+    (three masters, sharded pub/sub: ``redis+cluster://``). Every test runs on both."""
+    if request.param == "redis-cluster":
+        return request.getfixturevalue("redis_cluster")
+    return redis_server
+
+
 @pytest.fixture(scope="module")
-def cluster(redis_server: Any, module_hubplane_server: Any) -> list[Any]:
+def cluster(redis_server: Any, module_hubplane_server: Any) -> Iterator[list[Any]]:
     """Three ``hubplane serve`` nodes on the session Redis (default channel prefix)."""
-    return start_nodes(module_hubplane_server, redis_server.url, 3)
+    nodes = start_nodes(module_hubplane_server, redis_server.url, 3)
+    yield nodes
+    for node in nodes:  # before the nodes of the next Redis start
+        node.stop()
 
 
 @pytest.fixture(scope="module")
