@@ -120,3 +120,34 @@ async def test_group_channels_spread_over_the_shards(cluster: Cluster, redis_clu
         client.close()
     assert classic == []
     assert targets(a.messages()) == []
+
+
+async def test_classic_pubsub_on_a_cluster(redis_cluster: Any) -> None:
+    """``--redis-pubsub classic``: the .NET layout on a cluster (PUBLISH, relayed by every
+    shard); a client result's receiver count still counts (one master holds every channel)."""
+    cluster = Cluster(redis_cluster.url)
+    try:
+        h1 = await cluster.add_node(pubsub="classic")
+        h2 = await cluster.add_node(pubsub="classic")
+        assert not cluster.lifetime(h1).bus.sharded
+        a = await cluster.connect(h1, "a", user="ann")
+        b = await cluster.connect(h2, "b", "messagepack")
+        await h1.context.groups.add("b", "room")
+        await h1.context.clients.group("room").send("Msg", 1)
+        await h2.context.clients.user("ann").send("ForAnn")
+        await h2.context.clients.all.send("All")
+        # (from two nodes: in no particular order)
+        assert sorted(targets(await b.wait_messages(2))) == [("All", []), ("Msg", [1])]
+        assert sorted(targets(await a.wait_messages(2))) == [("All", []), ("ForAnn", [])]
+        assert await h2.context.presence.group_members("room") == ["b"]
+        sharded, classic = [], []
+        for port in redis_cluster.master_ports():
+            client = redis_cluster.client(port)
+            try:
+                sharded += client.execute_command("PUBSUB", "SHARDCHANNELS", cluster.prefix + "*")
+                classic += client.execute_command("PUBSUB", "CHANNELS", cluster.prefix + "*")
+            finally:
+                client.close()
+        assert sharded == [] and any(b":group:room" in c for c in classic)
+    finally:
+        await cluster.close()

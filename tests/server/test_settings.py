@@ -57,6 +57,11 @@ def test_flags_win_over_variables_over_defaults() -> None:
         (["--workers", "2"], {}, "Redis"),
         ([], {"HUBPLANE_DETAILED_ERRORS": "maybe"}, "HUBPLANE_DETAILED_ERRORS"),
         (["--redis-reply-timeout", "0"], {}, "--redis-reply-timeout"),
+        (["--redis-pubsub", "fast"], {"REDIS_URL": "redis+cluster://h:1"}, "--redis-pubsub"),
+        (["--redis-pubsub", "sharded"], {"REDIS_URL": "redis://h:1/0"}, "Redis Cluster"),
+        (["--redis-url", "redis+cluster://h:1/3"], {}, "database 0"),
+        (["--redis-url", "redis+cluster://h:x"], {}, "host:port"),
+        (["--redis-url", "redis+cluster://h:1", "--durable-resume"], {}, "Redis Cluster"),
     ],
 )
 def test_bad_values_name_the_setting(argv: list[str], env: dict[str, str], fragment: str) -> None:
@@ -76,6 +81,21 @@ def test_the_redis_reply_timeout_reaches_the_bus() -> None:
     assert node is not None and node.bus.reply_timeout == 1.5
     node = redis_node(settings_from_cli(["--redis-reply-timeout", "0.75"], environ=env))
     assert node is not None and node.bus.reply_timeout == 0.75
+
+
+def test_a_cluster_url_and_the_pubsub_mode_reach_the_bus() -> None:
+    from server.hubs import redis_node
+
+    env = {"REDIS_URL": "rediss+cluster://h1:7000,h2:7001"}
+    node = redis_node(settings_from_cli([], environ=env))
+    assert node is not None and node.bus.cluster and node.bus.sharded
+    env["HUBPLANE_REDIS_PUBSUB"] = "classic"
+    node = redis_node(settings_from_cli([], environ=env))
+    assert node is not None and node.bus.cluster and not node.bus.sharded
+    node = redis_node(settings_from_cli(["--redis-pubsub", "sharded"], environ=env))
+    assert node is not None and node.bus.sharded
+    node = redis_node(settings_from_cli(["--redis-url", "redis://h:1/0"], environ={}))
+    assert node is not None and not node.bus.cluster and not node.bus.sharded
 
 
 def test_settings_object_is_usable_directly() -> None:
