@@ -215,6 +215,42 @@ class RedisCluster:
                 return sorted(out)
         return []
 
+    def node_ids(self) -> dict[int, str]:
+        """Port -> cluster node id, as the first live node sees them."""
+        out = {}
+        for line in command(self.live_ports()[0], "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            out[int(fields[1].split("@")[0].rpartition(":")[2])] = fields[0]
+        return out
+
+    def slot_owner(self, slot: int) -> int:
+        """The port of the master serving ``slot``."""
+        client = self.client(self.live_ports()[0])
+        try:
+            for row in client.execute_command("CLUSTER", "SLOTS"):
+                if row[0] <= slot <= row[1]:
+                    return int(row[2][1])
+        finally:
+            client.close()
+        raise RuntimeError(f"no master serves slot {slot}")
+
+    def migrate_slot(self, slot: int, to_port: int) -> None:
+        """Move ``slot`` (and its keys) from its master to the master at ``to_port``, as
+        ``redis-cli --cluster reshard`` does: IMPORTING, MIGRATING, MIGRATE, then NODE."""
+        source = self.slot_owner(slot)
+        ids = self.node_ids()
+        command(to_port, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[source])
+        command(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", ids[to_port])
+        while True:
+            keys = command(source, "CLUSTER", "GETKEYSINSLOT", str(slot), "100").split()
+            if not keys:
+                break
+            command(source, "MIGRATE", LOOPBACK, str(to_port), "", "0", "5000", "KEYS", *keys)
+        # The new owner first, then the old one, then the rest (CLUSTER SETSLOT's advice).
+        others = [p for p in self.master_ports() if p not in (to_port, source)]
+        for port in [to_port, source, *others]:
+            command(port, "CLUSTER", "SETSLOT", str(slot), "NODE", ids[to_port])
+
     def kill(self, port: int) -> None:
         """SIGKILL one node."""
         proc = self.procs[port]

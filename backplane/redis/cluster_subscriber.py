@@ -40,6 +40,11 @@ logger = logging.getLogger("hubplane.redis")
 
 #: Seconds between two reads of the slot map while a connection is down.
 REFRESH_INTERVAL = 0.25
+#: ... and while the map read names a master that has just disowned a channel.
+STALE_INTERVAL = 0.01
+#: Seconds a master that disowned a channel is not given it back (its map's word against
+#: the node that answered CLUSTER SLOTS; after this the map wins).
+DISOWNED_WAIT = 2.0
 
 
 class ShardState:
@@ -87,6 +92,9 @@ class ClusterSubscriber:
         self._homes: dict[bytes, Address] = {}
         self._hooks: list[Callable[[], None]] = []
         self._kick = asyncio.Event()
+        self._stale = False  # a shard disowned a channel: read the map even if all is up
+        # channel -> (the master that disowned it, when): not placed there again at once
+        self._disowned: dict[bytes, tuple[Address, float]] = {}
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         #: Channels moved from one master to another so far.
@@ -123,7 +131,7 @@ class ClusterSubscriber:
             link.ping_interval = self.ping_interval
             link.idle_channel = self._idle_channel(address)
             link.on_lost = self._kick.set
-            link.on_moved = lambda _channel: self._kick.set()
+            link.on_moved = self._moved
             link.on_resubscribed(self._resubscribed)
             self.links[address] = link
             link.start()
@@ -143,6 +151,18 @@ class ClusterSubscriber:
             if key_slot(channel) in slots:
                 return channel
         return IDLE_CHANNEL
+
+    def _moved(self, channel: bytes) -> None:
+        """A shard said a channel is not its own (any more): the map is stale. A channel it
+        unsubscribed us from (``sunsubscribe``) has no home until the map names another."""
+        address = self._homes.pop(channel, None) if channel else None
+        if address is not None:
+            link = self.links.get(address)
+            if link is not None:
+                link.forget(channel)
+            self._disowned[channel] = (address, asyncio.get_running_loop().time())
+        self._stale = True
+        self._kick.set()
 
     def _resubscribed(self) -> None:
         for hook in self._hooks:
@@ -202,34 +222,58 @@ class ClusterSubscriber:
         self._changed()
         attempt = 0
         while not self._closing:
-            if self._all_placed():
+            if self._all_placed() and not self._stale:
                 self._kick.clear()
                 await self._kick.wait()
-                # A connection that fails tries its own address again at once: give the
-                # cluster a moment to say whether the master is really gone.
-                await asyncio.sleep(REFRESH_INTERVAL / 5)
+                if not self._stale:
+                    # A connection that fails tries its own address again at once: give the
+                    # cluster a moment to say whether the master is really gone.
+                    await asyncio.sleep(REFRESH_INTERVAL / 5)
                 continue
+            self._stale = False
+            self._kick.clear()
             try:
                 await self._place()
                 attempt = 0
             except (*NETWORK_ERRORS, ClusterUnavailable, TimeoutError) as exc:
                 logger.warning("reading the Redis Cluster's slot map failed: %s", exc)
+                self._stale = True
                 attempt += 1
-            await asyncio.sleep(REFRESH_INTERVAL if attempt == 0 else backoff(attempt))
+            if attempt:
+                await asyncio.sleep(backoff(attempt))
+            elif self._stale:
+                await asyncio.sleep(STALE_INTERVAL)  # a master's view lags (a reshard)
+            else:
+                # A connection still down: read the map again in a while, or at once when
+                # a shard disowns a channel meanwhile.
+                await asyncio.sleep(STALE_INTERVAL)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), REFRESH_INTERVAL)
 
     def _all_placed(self) -> bool:
-        """True when every channel's connection is up (nothing to move)."""
+        """True when every channel has a connection and each is up (nothing to move)."""
+        if len(self._homes) < len(self._handlers):
+            return False  # subscribed before the map was known, or while a slot had no master
         return all(self._states[a].reader_up for a in set(self._homes.values()))
 
     async def _place(self) -> None:
         """Read the slot map and move every channel not on its master's connection."""
-        await self.topology.refresh(self.reply_timeout)
+        # A master that disowned a channel knows where it went before the others hear of it.
+        recent = max(self._disowned.values(), key=lambda d: d[1], default=None)
+        await self.topology.refresh(self.reply_timeout, recent[0] if recent else None)
+        now = asyncio.get_running_loop().time()
         moved = False
         for channel, handler in list(self._handlers.items()):
             target = self._address(channel)
             current = self._homes.get(channel)
             if target is None or target == current:
                 continue
+            disowned = self._disowned.get(channel)
+            if disowned is not None:
+                if disowned[0] == target and now - disowned[1] < DISOWNED_WAIT:
+                    self._stale = True  # the map we read is older than the shard's word
+                    continue
+                del self._disowned[channel]
             if current is not None and current in self.links:
                 self.links[current].unsubscribe(channel)
             self._homes[channel] = target

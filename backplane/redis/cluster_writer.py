@@ -3,23 +3,29 @@
 The queue and its policy are the single-Redis writer's (``outbox.py``, ``writer.py``): this
 class only changes where a batch goes. Each command goes to the master of its key's slot
 (``slots.routing_key``); a publish, with sharded pub/sub, becomes ``SPUBLISH`` to the master
-of its channel's slot, else a classic ``PUBLISH`` (which the cluster relays to every node),
-sent by the same routing to spread the load. One batch is written to every master it
-touches before any reply is read, so a batch still costs one round trip.
+of its channel's slot, else a classic ``PUBLISH`` (which the cluster relays to every node)
+to the master of slot 0, where the nodes' classic subscriptions are: a PUBLISH counts the
+receivers of the Redis node that runs it, and a client result needs that count. One batch
+is written to every master it touches before any reply is read, so a batch still costs one
+round trip.
 
-A ``MOVED`` reply updates the slot map and the command goes again to the new owner; ``ASK``
+A ``MOVED`` reply updates the slot map and the command goes again to the new owner (for a
+publish, after ``moved_pause``: the subscribers are moving too); ``ASK``
 sends it once to the importing node (after ``ASKING``); ``CLUSTERDOWN`` / ``TRYAGAIN`` (a
 failover under way) are retried a few times, briefly. Redis ran none of these, so nothing
 goes twice. A master that fails (its connection lost, no reply in time) is an outage for the
 whole writer, as one Redis would be: the batch goes back to the queue, the map is read
 again and every master is connected again (``writer.py``'s loop, with its backoff), and
-meanwhile publishes are kept.
+meanwhile publishes are kept. The publishes the failed master took in its last
+``replay_window`` seconds go again too, first: a killed master may have acknowledged a
+SPUBLISH and died before writing it to its subscribers (receivers drop the duplicates).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any
 
 import hiredis
@@ -27,7 +33,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
 from .connect import close_connection, open_connection, read_reply
-from .outbox import BusStats, Outbox
+from .outbox import PUBLISH, BusStats, Command, Outbox
 from .slots import Address, is_retryable, redirection, routing_key
 from .topology import ClusterUnavailable, Topology
 from .writer import Writer
@@ -37,6 +43,13 @@ logger = logging.getLogger("hubplane.redis")
 _pack = hiredis.pack_command
 #: Rounds of redirections and retries a batch may take before the writer gives up on it.
 MAX_ROUNDS = 6
+#: Seconds of publishes a master acknowledged that go again when it fails: a master killed
+#: may have acknowledged a publish without having written it to its subscribers yet.
+REPLAY_WINDOW = 0.5
+#: Seconds the writer waits, when a channel's slot has moved (MOVED), before it publishes at
+#: the new master: the subscribers follow the move (they hear of it at the same moment) and
+#: take a few milliseconds to subscribe there.
+MOVED_PAUSE = 0.05
 
 
 class ClusterWriter(Writer):
@@ -62,6 +75,15 @@ class ClusterWriter(Writer):
         #: Commands sent again after a MOVED or ASK, and after a CLUSTERDOWN or TRYAGAIN.
         self.redirections = 0
         self.retries = 0
+        #: Seconds the writer waits before it publishes on a channel whose slot just moved.
+        self.moved_pause = MOVED_PAUSE
+        #: Seconds of publishes a master took that go again if its connection fails.
+        self.replay_window = REPLAY_WINDOW
+        #: Publishes sent again after a master's connection failed.
+        self.replayed = 0
+        self._recent: dict[Address, deque[tuple[float, tuple[Any, ...]]]] = {}
+        self._replay: list[tuple[Any, ...]] = []
+        self._current: Address | None = None  # the master being written to or read from
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -83,6 +105,12 @@ class ClusterWriter(Writer):
             if isinstance(exc, TimeoutError):
                 raise TimeoutError(f"Redis Cluster did not answer within {timeout:g} s") from None
             raise
+        if self._replay:
+            # Before the batch that failed (put back at the front): each channel's messages
+            # stay in order, and the receivers drop what they had (sequence numbers).
+            replay, self._replay = self._replay, []
+            self.replayed += len(replay)
+            self.outbox.requeue([Command(PUBLISH, args, None) for args in replay])
 
     async def _connection(self, address: Address) -> AbstractConnection:
         """The connection to the master at ``address``, opened (scripts loaded) if new."""
@@ -113,10 +141,41 @@ class ClusterWriter(Writer):
         if command[0] == "PUBLISH":
             if self.sharded:
                 return command[1], ("SPUBLISH", *command[1:])
-            return command[1], command
+            # Classic: the master of slot 0, where every node's subscriber is too (a
+            # PUBLISH counts the receivers of the Redis node that runs it, and only those).
+            return None, command
         return routing_key(command), command
 
+    def _remember(self, address: Address, now: float, command: tuple[Any, ...]) -> None:
+        """Keep a publish ``address`` took, for ``replay_window`` seconds."""
+        recent = self._recent.get(address)
+        if recent is None:
+            recent = self._recent[address] = deque()
+        recent.append((now, command))
+        cutoff = now - self.replay_window
+        while recent[0][0] < cutoff:
+            recent.popleft()
+
+    def _lost(self, address: Address | None) -> None:
+        """The connection to ``address`` failed: what it took lately goes again."""
+        if address is None:
+            return
+        recent = self._recent.pop(address, None)
+        if recent:
+            cutoff = asyncio.get_running_loop().time() - self.replay_window
+            self._replay.extend(c for t, c in recent if t >= cutoff)
+
     async def _exchange(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        try:
+            return await self._exchange_routed(commands)
+        except BaseException:
+            self._lost(self._current)
+            self._current = None
+            raise
+
+    async def _exchange_routed(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        remember = self._remember
+        now = asyncio.get_running_loop().time()
         routed = [self._route(c) for c in commands]
         results: list[Any] = [None] * len(commands)
         pending = list(range(len(commands)))
@@ -132,6 +191,7 @@ class ClusterWriter(Writer):
             asked = asking
             asking = {}
             for address, indexes in per.items():
+                self._current = address
                 connection = await self._connection(address)
                 parts = []
                 for i in indexes:
@@ -141,7 +201,9 @@ class ClusterWriter(Writer):
                 await connection.send_packed_command(b"".join(parts), check_health=False)
             retry: list[int] = []
             wait = False
+            channel_moved = False
             for address, indexes in per.items():
+                self._current = address
                 connection = self.connections[address]
                 for i in indexes:
                     if i in asked:
@@ -153,6 +215,7 @@ class ClusterWriter(Writer):
                             kind, slot, where = moved
                             if kind == "MOVED":
                                 slot_map.moved(slot, where)
+                                channel_moved |= routed[i][1][0] == "SPUBLISH"
                             else:
                                 asking[i] = where
                             self.redirections += 1
@@ -164,11 +227,22 @@ class ClusterWriter(Writer):
                             wait = True
                             continue
                     results[i] = reply
+                    if routed[i][1][0] == "SPUBLISH":
+                        remember(address, now, commands[i])
+            self._current = None
             if not retry:
                 return results
             pending = retry
+            if channel_moved:
+                # The old master unsubscribed the channel's subscribers as it gave the slot
+                # away; they subscribe at the new one a moment later. Published there before
+                # that, a message would reach nobody.
+                await asyncio.sleep(self.moved_pause)
             if wait:
+                # A failover or a migration under way: wait a little, and read the map
+                # again (a master demoted to replica answers READONLY, not MOVED).
                 await asyncio.sleep(0.02 * 2**round_)
+                slot_map = await self.topology.refresh(self.reply_timeout)
         raise ClusterUnavailable(
             f"Redis Cluster kept redirecting or refusing {len(pending)} commands"
         )

@@ -13,6 +13,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis.crc import key_slot as _crc_slot
+from redis.exceptions import (
+    AskError,
+    BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    MovedError,
+    ReadOnlyError,
+    TryAgainError,
+)
 
 SLOTS = 16384
 
@@ -59,7 +68,11 @@ def routing_key(args: Sequence[Any]) -> bytes | str | None:
 
 
 def redirection(error: object) -> tuple[str, int, Address] | None:
-    """``("MOVED" | "ASK", slot, address)`` when ``error`` is a cluster redirection."""
+    """``("MOVED" | "ASK", slot, address)`` when ``error`` is a cluster redirection (redis-py
+    parses ``-MOVED 3999 host:port`` into a :class:`MovedError` that no longer says MOVED)."""
+    if isinstance(error, AskError):  # MovedError is one too
+        kind = "MOVED" if isinstance(error, MovedError) else "ASK"
+        return kind, error.slot_id, (error.host, error.port)
     text = str(error)
     kind, _, rest = text.partition(" ")
     if kind not in ("MOVED", "ASK"):
@@ -72,10 +85,16 @@ def redirection(error: object) -> tuple[str, int, Address] | None:
         return None
 
 
+_PASSING = (TryAgainError, ClusterDownError, MasterDownError, BusyLoadingError, ReadOnlyError)
+
+
 def is_retryable(error: object) -> bool:
-    """True for a cluster state that passes by itself (a failover, a migration)."""
+    """True for a cluster state that passes by itself: a failover (CLUSTERDOWN, MASTERDOWN,
+    READONLY from a master demoted to replica), a migration (TRYAGAIN), a loading node."""
+    if isinstance(error, _PASSING):
+        return True
     text = str(error)
-    return text.startswith(("CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "LOADING"))
+    return text.startswith(("CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "LOADING", "READONLY"))
 
 
 class SlotMap:

@@ -22,11 +22,11 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from .connect import NETWORK_ERRORS, HeldConnection, backoff, close_connection, open_connection
 from .outbox import BackplaneUnavailable, BusStats, Outbox
-from .slots import by_slot
+from .slots import by_slot, key_slot, redirection
 
 logger = logging.getLogger("hubplane.redis")
 
@@ -150,6 +150,10 @@ class Subscriber(HeldConnection):
             f"Redis did not confirm the subscription to {channel!r} "
             f"({self.confirm_attempts} attempts of {self.confirm_timeout:g} s)"
         )
+
+    def forget(self, channel: bytes) -> None:
+        """Drop ``channel`` without a word to Redis (it unsubscribed us itself)."""
+        self._handlers.pop(channel, None)
 
     def unsubscribe(self, channel: bytes) -> None:
         """Stop receiving ``channel``."""
@@ -283,6 +287,15 @@ class Subscriber(HeldConnection):
         for channels in by_slot(run):
             await connection.send_command(verb, *channels)
 
+    def _refused(self, error: ResponseError) -> None:
+        """Tell ``on_moved`` of the channels a shard refused (those of the slot it names)."""
+        if self.on_moved is None:
+            return
+        moved = redirection(error)
+        channels = [c for c in self._handlers if moved and key_slot(c) == moved[1]]
+        for channel in channels or [b""]:
+            self.on_moved(channel)
+
     async def _read_forever(self, connection: AbstractConnection) -> None:
         read = connection.read_response
         loop_time = asyncio.get_running_loop().time
@@ -290,8 +303,19 @@ class Subscriber(HeldConnection):
         handlers = self._handlers
         stats = self.stats
         message, confirmation = self._message, self._confirmation
+        sharded = self.sharded
         while not self._closing:
-            response = await read()
+            try:
+                response = await read()
+            except ResponseError as exc:
+                if not sharded:
+                    raise
+                # A shard refusing a SSUBSCRIBE or SUNSUBSCRIBE (MOVED: the slot is another
+                # master's now): not a failed connection, but a map to read again.
+                self._last_read = loop_time()
+                logger.info("Redis Cluster refused a subscription change on %s: %s", self.url, exc)
+                self._refused(exc)
+                continue
             self._last_read = loop_time()
             if response is None:
                 continue

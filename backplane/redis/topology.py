@@ -53,14 +53,17 @@ class Topology:
             client = self._clients[address] = connect_redis(node_url)
         return client
 
-    async def refresh(self, timeout: float) -> SlotMap:
+    async def refresh(self, timeout: float, first: Address | None = None) -> SlotMap:
         """Read the slot map again (one refresh at a time; a caller arriving during one
-        waits for it). Raises :class:`ClusterUnavailable` when no node answers in time."""
+        waits for it), asking ``first`` first (a master that has just given a slot away
+        knows its new owner before the others hear of it). Raises
+        :class:`ClusterUnavailable` when no node answers in time."""
         refreshes = self.refreshes
         async with self._lock:
             if self.refreshes != refreshes:
                 return self.map  # somebody refreshed while we waited
-            candidates = list(dict.fromkeys([*self.map.masters, *self.seeds]))
+            known = [first] if first is not None else []
+            candidates = list(dict.fromkeys([*known, *self.map.masters, *self.seeds]))
             errors = []
             for address in candidates:
                 try:
