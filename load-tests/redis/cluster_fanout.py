@@ -16,7 +16,7 @@ Reported per layout: deliveries per second (from the start signal to the last de
 Redis CPU seconds (every redis-server process together, from /proc) per 1,000 deliveries.
 
     .venv/bin/python load-tests/redis/cluster_fanout.py [--messages N] [--json FILE]
-    load-tests/.venvs/driver/bin/python load-tests/redis/cluster_fanout.py --plot FILE
+    load-tests/.venvs/driver/bin/python load-tests/redis/cluster_fanout.py --plot FILE...
 
 On a machine with few cores the Python nodes, not Redis, set the pace: the deliveries per
 second compare the layouts on one machine only; the Redis CPU per delivery is what sizes Redis.
@@ -209,28 +209,45 @@ def main(opts: argparse.Namespace) -> None:
         Path(opts.json).write_text(json.dumps({"setup": setup, "runs": results}, indent=1))
 
 
-def plot(path: Path) -> None:
-    """``fanout.png`` beside ``path``: deliveries/s and Redis CPU per 1,000, per layout."""
+def plot(paths: list[Path]) -> None:
+    """``fanout.png`` beside the first file: per layout, deliveries/s and Redis CPU ms per
+    1,000 deliveries (medians), one group of bars per results file (receivers per message)."""
+    import statistics
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = json.loads(path.read_text())["runs"]
     labels = [label for label, _, _ in LAYOUTS]
-
-    def best(layout: str, key: str, pick: Any) -> float:
-        return float(pick(r[key] for r in runs if r["layout"] == layout))
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.bar(labels, [best(x, "deliveries_per_s", max) for x in labels], color="#4c72b0")
-    left.set_title("Deliveries per second (best run)")
-    right.bar(labels, [best(x, "redis_cpu_s_per_1k", min) * 1000 for x in labels], color="#dd8452")
-    right.set_title("Redis CPU ms per 1,000 deliveries (best run)")
-    for axis in (left, right):
-        axis.tick_params(axis="x", labelsize=9)
+    colors = ["#4c72b0", "#55a868", "#dd8452"]
+    files = sorted(
+        (json.loads(p.read_text()) for p in paths), key=lambda d: d["setup"]["receivers"]
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    width = 0.8 / len(labels)
+    for panel, (key, scale, title) in zip(
+        axes,
+        [
+            ("deliveries_per_s", 1.0, "Deliveries per second (median)"),
+            ("redis_cpu_s_per_1k", 1000.0, "Redis CPU ms per 1,000 deliveries (median)"),
+        ],
+        strict=True,
+    ):
+        for j, label in enumerate(labels):
+            values = [
+                statistics.median(r[key] for r in d["runs"] if r["layout"] == label) * scale
+                for d in files
+            ]
+            xs = [i + (j - 1) * width for i in range(len(files))]
+            panel.bar(xs, values, width, label=label, color=colors[j])
+        panel.set_xticks(range(len(files)))
+        counts = [d["setup"]["receivers"] for d in files]
+        panel.set_xticklabels([f"{n} receiving node{'s' if n > 1 else ''}" for n in counts])
+        panel.set_title(title, fontsize=10)
+    axes[1].legend(fontsize=9)
     fig.tight_layout()
-    fig.savefig(path.with_name("fanout.png"), dpi=100)
+    fig.savefig(paths[0].with_name("fanout.png"), dpi=100)
 
 
 def _entry() -> None:
@@ -252,10 +269,10 @@ def _entry() -> None:
     parser.add_argument("--messages", type=int, default=50000, help="per sender")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--json", help="write the results here")
-    parser.add_argument("--plot", help="plot a results file written by --json")
+    parser.add_argument("--plot", nargs="+", help="plot results files written by --json")
     opts = parser.parse_args()
     if opts.plot:
-        plot(Path(opts.plot))
+        plot([Path(p) for p in opts.plot])
     else:
         main(opts)
 
