@@ -574,6 +574,30 @@ def test_proxy_reaches_exactly_its_clients_on_every_node(mesh: Mesh, case: str) 
     )
 
 
+def test_channels_spread_over_the_masters_of_a_redis_cluster(redis_server: Any, mesh: Mesh) -> None:
+    """On a Redis Cluster the nodes' channels are sharded: each master holds (``PUBSUB
+    SHARDCHANNELS``) the channels of its own slots, several masters hold some, and classic
+    pub/sub carries none."""
+    if not hasattr(redis_server, "master_ports"):
+        pytest.skip("one Redis: no shards")
+    per_master: dict[int, list[bytes]] = {}
+    classic: list[bytes] = []
+    for port in redis_server.master_ports():
+        client = redis_server.client(port)
+        try:
+            per_master[port] = client.execute_command("PUBSUB", "SHARDCHANNELS", WIRE_NAME + ":*")
+            classic += client.execute_command("PUBSUB", "CHANNELS", WIRE_NAME + ":*")
+        finally:
+            client.close()
+    assert sum(1 for channels in per_master.values() if channels) > 1, per_master
+    everywhere = [c for channels in per_master.values() for c in channels]
+    assert len(everywhere) == len(set(everywhere))  # each channel on one master only
+    for puppet in mesh.all:
+        assert f"{WIRE_NAME}:connection:{puppet.id}".encode() in everywhere
+    assert f"{WIRE_NAME}:group:{mesh.g}".encode() in everywhere
+    assert classic == []
+
+
 def test_groups_proxy_spans_nodes(mesh: Mesh) -> None:
     h = unique("h")
     mesh.c2.invoke("Join", h)  # c2 is in h only; g has a1 b1 b2 c1
