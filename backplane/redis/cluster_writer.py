@@ -18,7 +18,7 @@ whole writer, as one Redis would be: the batch goes back to the queue, the map i
 again and every master is connected again (``writer.py``'s loop, with its backoff), and
 meanwhile publishes are kept. The publishes the failed master took in its last
 ``replay_window`` seconds go again too, first: a killed master may have acknowledged a
-SPUBLISH and died before writing it to its subscribers (receivers drop the duplicates).
+publish and died before writing it to its subscribers (receivers drop the duplicates).
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ class ClusterWriter(Writer):
                             wait = True
                             continue
                     results[i] = reply
-                    if routed[i][1][0] == "SPUBLISH":
+                    if commands[i][0] == "PUBLISH":
                         remember(address, now, commands[i])
             self._current = None
             if not retry:
