@@ -135,6 +135,15 @@ _COUNTERS: dict[str, str] = {
     ),
     "hubplane_backplane_reconnects": "Reconnections to Redis.",
     "hubplane_backplane_errors": "Redis commands that failed.",
+    "hubplane_backplane_redirections": (
+        "Redis Cluster: commands sent again to the master a MOVED or ASK named."
+    ),
+    "hubplane_backplane_replayed": (
+        "Redis Cluster: publishes sent again because the master that took them failed."
+    ),
+    "hubplane_backplane_channel_moves": (
+        "Redis Cluster: channels subscribed again on another master (a failover, a reshard)."
+    ),
     "hubplane_resumes": "Stateful reconnects: resumed here, taken from another node, refused.",
     "hubplane_handovers": "Stateful connections handed over to another node.",
     "hubplane_replayed_messages": "Messages sent again to clients after a stateful reconnect.",
@@ -296,6 +305,10 @@ def read(hubplane: MetricsSource, histograms: bool = True) -> _Families:
         out.counter("hubplane_backplane_queue_dropped", {}, bstats.overflowed)
         out.counter("hubplane_backplane_reconnects", {}, bstats.reconnects)
         out.counter("hubplane_backplane_errors", {}, bstats.errors)
+        # Redis Cluster only (0 on one Redis).
+        out.counter("hubplane_backplane_redirections", {}, bstats.redirections)
+        out.counter("hubplane_backplane_replayed", {}, bstats.replayed)
+        out.counter("hubplane_backplane_channel_moves", {}, bstats.channel_moves)
         heard = node.received.stats
         out.counter("hubplane_backplane_duplicates_dropped", {}, heard.duplicates)
         out.counter("hubplane_backplane_gaps", {}, heard.gaps)

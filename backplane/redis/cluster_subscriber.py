@@ -97,8 +97,6 @@ class ClusterSubscriber:
         self._disowned: dict[bytes, tuple[Address, float]] = {}
         self._closing = False
         self._task: asyncio.Task[None] | None = None
-        #: Channels moved from one master to another so far.
-        self.moves = 0
 
     def on_resubscribed(self, hook: Callable[[], None]) -> None:
         """Call ``hook`` each time channels were subscribed again (a reconnect, a move)."""
@@ -278,7 +276,7 @@ class ClusterSubscriber:
                 self.links[current].unsubscribe(channel)
             self._homes[channel] = target
             await self._link(target).subscribe(channel, handler, confirm=False)
-            self.moves += 1
+            self.stats.channel_moves += 1
             moved = True
         used = set(self._homes.values())
         for address in [a for a in self.links if a not in used]:

@@ -72,15 +72,13 @@ class ClusterWriter(Writer):
         #: SPUBLISH (sharded pub/sub) instead of PUBLISH.
         self.sharded = sharded
         self.connections: dict[Address, AbstractConnection] = {}
-        #: Commands sent again after a MOVED or ASK, and after a CLUSTERDOWN or TRYAGAIN.
-        self.redirections = 0
+        #: Commands sent again after a CLUSTERDOWN or TRYAGAIN (after a MOVED or ASK:
+        #: ``stats.redirections``).
         self.retries = 0
         #: Seconds the writer waits before it publishes on a channel whose slot just moved.
         self.moved_pause = MOVED_PAUSE
         #: Seconds of publishes a master took that go again if its connection fails.
         self.replay_window = REPLAY_WINDOW
-        #: Publishes sent again after a master's connection failed.
-        self.replayed = 0
         self._recent: dict[Address, deque[tuple[float, tuple[Any, ...]]]] = {}
         self._replay: list[tuple[Any, ...]] = []
         self._current: Address | None = None  # the master being written to or read from
@@ -109,7 +107,7 @@ class ClusterWriter(Writer):
             # Before the batch that failed (put back at the front): each channel's messages
             # stay in order, and the receivers drop what they had (sequence numbers).
             replay, self._replay = self._replay, []
-            self.replayed += len(replay)
+            self.stats.replayed += len(replay)
             self.outbox.requeue([Command(PUBLISH, args, None) for args in replay])
 
     async def _connection(self, address: Address) -> AbstractConnection:
@@ -218,7 +216,7 @@ class ClusterWriter(Writer):
                                 channel_moved |= routed[i][1][0] == "SPUBLISH"
                             else:
                                 asking[i] = where
-                            self.redirections += 1
+                            self.stats.redirections += 1
                             retry.append(i)
                             continue
                         if is_retryable(reply):
