@@ -93,6 +93,7 @@ class ClusterSubscriber:
         self._hooks: list[Callable[[], None]] = []
         self._kick = asyncio.Event()
         self._stale = False  # a shard disowned a channel: read the map even if all is up
+        self._stale_event = asyncio.Event()  # set with _stale
         # channel -> (the master that disowned it, when): not placed there again at once
         self._disowned: dict[bytes, tuple[Address, float]] = {}
         self._closing = False
@@ -160,6 +161,7 @@ class ClusterSubscriber:
                 link.forget(channel)
             self._disowned[channel] = (address, asyncio.get_running_loop().time())
         self._stale = True
+        self._stale_event.set()
         self._kick.set()
 
     def _resubscribed(self) -> None:
@@ -177,7 +179,7 @@ class ClusterSubscriber:
         self._handlers[channel] = handler
         address = self._homes.get(channel) or self._address(channel)
         if address is None:
-            self._kick.set()  # no map yet, or the slot has no master: placed once there is
+            self._moved(b"")  # no map yet, or the slot has no master: placed once there is
             return
         self._homes[channel] = address
         new = address not in self.links
@@ -229,7 +231,7 @@ class ClusterSubscriber:
                     await asyncio.sleep(REFRESH_INTERVAL / 5)
                 continue
             self._stale = False
-            self._kick.clear()
+            self._stale_event.clear()
             try:
                 await self._place()
                 attempt = 0
@@ -242,11 +244,10 @@ class ClusterSubscriber:
             elif self._stale:
                 await asyncio.sleep(STALE_INTERVAL)  # a master's view lags (a reshard)
             else:
-                # A connection still down: read the map again in a while, or at once when
-                # a shard disowns a channel meanwhile.
-                await asyncio.sleep(STALE_INTERVAL)
+                # A connection still down (or still connecting): read the map again in a
+                # while, or at once when a shard disowns a channel meanwhile.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), REFRESH_INTERVAL)
+                    await asyncio.wait_for(self._stale_event.wait(), REFRESH_INTERVAL)
 
     def _all_placed(self) -> bool:
         """True when every channel has a connection and each is up (nothing to move)."""
