@@ -151,3 +151,43 @@ async def test_classic_pubsub_on_a_cluster(redis_cluster: Any) -> None:
         assert sharded == [] and any(b":group:room" in c for c in classic)
     finally:
         await cluster.close()
+
+
+def test_the_slot_map_and_redirections() -> None:
+    from redis.exceptions import AskError, MovedError, ResponseError, TryAgainError
+
+    from backplane.redis.slots import SlotMap, by_slot, is_retryable, redirection
+
+    reply = [
+        [0, 5460, [b"10.0.0.1", 7000, b"id1"]],
+        [5461, 10922, [b"", 7001, b"id2"]],  # a node that does not know its own address
+        [10923, 16383, [b"10.0.0.3", 7002, b"id3"]],
+    ]
+    slot_map = SlotMap.from_cluster_slots(reply, "10.0.0.9")
+    assert slot_map.masters == [("10.0.0.1", 7000), ("10.0.0.9", 7001), ("10.0.0.3", 7002)]
+    assert slot_map.route(None) == ("10.0.0.1", 7000)  # keyless: the master of slot 0
+    assert slot_map.route(b"{a}x") == slot_map.owner(key_slot(b"a"))
+    slot_map.moved(0, ("10.0.0.4", 7003))
+    assert slot_map.owner(0) == ("10.0.0.4", 7003) and ("10.0.0.4", 7003) in slot_map.masters
+    # redis-py turns "-MOVED 3999 host:port" into a MovedError whose text has no "MOVED".
+    assert redirection(MovedError("3999 10.0.0.2:7001")) == ("MOVED", 3999, ("10.0.0.2", 7001))
+    assert redirection(AskError("12 h:1")) == ("ASK", 12, ("h", 1))
+    assert redirection(ResponseError("MOVED 5 h:2")) == ("MOVED", 5, ("h", 2))
+    assert redirection(ResponseError("WRONGTYPE")) is None
+    assert is_retryable(TryAgainError("x")) and is_retryable(ResponseError("CLUSTERDOWN x"))
+    assert not is_retryable(ResponseError("ERR x"))
+    runs = by_slot([b"{a}1", b"b", b"{a}2"])
+    assert sorted(runs) == sorted([[b"{a}1", b"{a}2"], [b"b"]])
+
+
+async def test_a_dead_seed_is_skipped(redis_cluster: Any) -> None:
+    """The first seed of the URL does not answer: the next one gives the map."""
+    dead = redis_cluster.url.replace("redis+cluster://", "redis+cluster://127.0.0.1:1,")
+    cluster = Cluster(dead)
+    try:
+        h1, h2 = await cluster.add_node(), await cluster.add_node()
+        b = await cluster.connect(h2, "b")
+        await h1.context.clients.client("b").send("Hi")
+        assert targets(await b.wait_messages(1)) == [("Hi", [])]
+    finally:
+        await cluster.close()
