@@ -22,9 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from backplane import HubConnectionHandler, HubOptions
 from backplane.protocol import InvocationMessage
+from backplane.redis.node import RedisNode
 from backplane.redis.slots import key_slot
-from tests.lifetime.cluster import HUB, Cluster
+from tests.lifetime.cluster import HUB, Cluster, RedisHub, targets
 from tests.redis_cluster import RedisCluster
 
 GROUPS = 9
@@ -204,3 +206,31 @@ async def test_a_master_killed_under_traffic_loses_nothing(
         assert victim not in new_owners.values()
     finally:
         await cluster.close()
+
+
+async def test_nodes_started_before_the_cluster_join_it_when_it_comes(tmp_path: Path) -> None:
+    """A node whose cluster is not there yet serves locally, retries, and joins once it is."""
+    redis = RedisCluster(tmp_path, 3)
+    cluster = Cluster(redis.url)
+    try:
+        nodes = []
+        for _ in range(2):
+            node = RedisNode(redis.url, channel_prefix=cluster.prefix, heartbeat=0.2, timeout=1.0)
+            node.bus.connect_wait = 0.2
+            manager = node.manager(HUB, ("json", "messagepack"))
+            handler = HubConnectionHandler(RedisHub, HubOptions(), manager)
+            await manager.start()
+            cluster.nodes.append(node)
+            cluster.handlers.append(handler)
+            nodes.append(handler)
+        h1, h2 = nodes
+        b = await cluster.connect(h2, "b")
+        assert not cluster.lifetime(h1).bus.connected
+        await asyncio.get_running_loop().run_in_executor(None, redis.start)
+        assert await _wait(lambda: all(cluster.lifetime(h).bus.connected for h in nodes), 10)
+        await h1.context.groups.add("b", "late")
+        await h1.context.clients.group("late").send("Hi")
+        assert targets(await b.wait_messages(1, timeout=5)) == [("Hi", [])]
+    finally:
+        await cluster.close()
+        redis.stop()
