@@ -215,6 +215,24 @@ class RedisCluster:
                 return sorted(out)
         return []
 
+    def replica_of(self, master_port: int) -> int:
+        """The port of a replica of the master at ``master_port``."""
+        ids = self.node_ids()
+        master_id = ids[master_port]
+        for line in command(self.live_ports()[0], "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if len(fields) > 3 and "slave" in fields[2] and fields[3] == master_id:
+                return int(fields[1].split("@")[0].rpartition(":")[2])
+        raise RuntimeError(f"the master at {master_port} has no replica")
+
+    def freeze(self, port: int) -> None:
+        """SIGSTOP one node (it keeps its sockets, answers nothing); :meth:`thaw` it after."""
+        self.procs[port].send_signal(signal.SIGSTOP)
+
+    def thaw(self, port: int) -> None:
+        """SIGCONT a node stopped by :meth:`freeze`."""
+        self.procs[port].send_signal(signal.SIGCONT)
+
     def node_ids(self) -> dict[int, str]:
         """Port -> cluster node id, as the first live node sees them."""
         out = {}

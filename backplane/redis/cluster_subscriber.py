@@ -13,7 +13,9 @@ class decides which channel goes where, and moves channels when the cluster chan
 make it read the slot map again, as often as needed (a failover takes a second or two),
 until every channel is on a connection that works. The resubscribe hooks run after channels
 moved, as after a reconnect: messages published meanwhile may be lost (the sequence
-numbers find them).
+numbers find them). The map is also read every ``map_check_interval`` seconds: when the
+masters changed (a failover of a master this node holds no channel on), the hooks run too,
+since the failed master may have taken writes its replica never got.
 
 With classic pub/sub on a cluster (``--redis-pubsub classic``) every channel is on one
 connection, to the master of slot 0 (the one the writer publishes through, so a publish's
@@ -40,6 +42,8 @@ logger = logging.getLogger("hubplane.redis")
 
 #: Seconds between two reads of the slot map while a connection is down.
 REFRESH_INTERVAL = 0.25
+#: Seconds between two reads of the slot map while all is well.
+MAP_CHECK_INTERVAL = 2.0
 #: ... and while the map read names a master that has just disowned a channel.
 STALE_INTERVAL = 0.01
 #: Seconds a master that disowned a channel is not given it back (its map's word against
@@ -86,6 +90,9 @@ class ClusterSubscriber:
         self.reply_timeout = 2.5
         self.confirm_timeout = SUBSCRIBE_CONFIRM_TIMEOUT
         self.ping_interval = 5.0
+        #: Seconds between two reads of the slot map while nothing happens (a failover
+        #: elsewhere in the cluster is found this way).
+        self.map_check_interval = MAP_CHECK_INTERVAL
         self.links: dict[Address, Subscriber] = {}
         self._states: dict[Address, ShardState] = {}
         self._handlers: dict[bytes, Handler] = {}
@@ -224,7 +231,11 @@ class ClusterSubscriber:
         while not self._closing:
             if self._all_placed() and not self._stale:
                 self._kick.clear()
-                await self._kick.wait()
+                try:
+                    await asyncio.wait_for(self._kick.wait(), self.map_check_interval)
+                except TimeoutError:
+                    await self._check_masters()
+                    continue
                 if not self._stale:
                     # A connection that fails tries its own address again at once: give the
                     # cluster a moment to say whether the master is really gone.
@@ -248,6 +259,23 @@ class ClusterSubscriber:
                 # while, or at once when a shard disowns a channel meanwhile.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stale_event.wait(), REFRESH_INTERVAL)
+
+    async def _check_masters(self) -> None:
+        """Read the slot map; when the masters changed (a failover of a master this node
+        holds no channel on, say), place the channels again and run the resubscribe hooks:
+        the failed master may have taken writes its replica never got, and the hooks write
+        the node's state again."""
+        before = set(self.topology.map.masters)
+        try:
+            masters = set((await self.topology.refresh(self.reply_timeout)).masters)
+            if masters == before:
+                return
+            logger.warning("Redis Cluster: the masters changed (%s)", self.url)
+            await self._place()
+        except (*NETWORK_ERRORS, ClusterUnavailable, TimeoutError) as exc:
+            logger.warning("reading the Redis Cluster's slot map failed: %s", exc)
+            return
+        self._resubscribed()
 
     def _all_placed(self) -> bool:
         """True when every channel has a connection and each is up (nothing to move)."""

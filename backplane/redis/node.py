@@ -115,9 +115,16 @@ class RedisNode:
             self.deaths,
             self._purge_fast,
         )
+        self._register_task: asyncio.Task[None] | None = None
         if presence:
             self.bus.on_reconnect(self._register_all)
             self.bus.on_reconnect(self._writer_connected)
+            if self.cluster:
+                # A failed master may have taken writes its replica never got (replication
+                # is asynchronous): after a failover (channels moved, or the masters
+                # changed) every node writes its entries again, whether or not its own
+                # writer used the failed master.
+                self.bus.on_resubscribed(self._register_soon)
 
     def node_key_of(self, node_id: str) -> bytes:
         """The HASH describing a node."""
@@ -156,7 +163,13 @@ class RedisNode:
             return
         self._started = False
         self.history.stop()
-        tasks = [self._heartbeat_task, self._watch_task, self._resync_task, *self._purges.values()]
+        tasks = [
+            self._heartbeat_task,
+            self._watch_task,
+            self._resync_task,
+            self._register_task,
+            *self._purges.values(),
+        ]
         for task in tasks:
             if task is not None:
                 task.cancel()
@@ -203,6 +216,14 @@ class RedisNode:
             self._resync_task.cancel()
         self._resync_task = asyncio.get_running_loop().create_task(
             self._resync(), name="hubplane-presence-sweep"
+        )
+
+    def _register_soon(self) -> None:
+        """:meth:`_register_all` in a task (from a synchronous hook), while connected."""
+        if not self._started or not self.bus.writer_up:
+            return  # the writer's reconnect writes everything anyway
+        self._register_task = asyncio.get_running_loop().create_task(
+            self._register_all(), name="hubplane-presence-rewrite"
         )
 
     async def _resync(self) -> None:
