@@ -119,6 +119,10 @@ _COUNTERS: dict[str, str] = {
     "hubplane_messages_sent": "Hub messages queued to clients.",
     "hubplane_invocations": "Hub method invocations by outcome.",
     "hubplane_slow_clients": "Connections closed because their outbound buffer overflowed.",
+    "hubplane_send_failures": (
+        "Writes to a client's WebSocket that failed: the socket was dropped, so a stateful "
+        "client resumes and gets them again and a plain connection ends."
+    ),
     "hubplane_limit_refusals": (
         "Requests refused by a limit: a group join past --max-groups-per-connection, a stream "
         "past --max-streams-per-connection, a negotiate past --max-pending-negotiations."
@@ -278,6 +282,7 @@ def read(hubplane: MetricsSource, histograms: bool = True) -> _Families:
             labels = {"hub": hub, "outcome": outcome}
             out.counter("hubplane_invocations", labels, stats.invocations.get(outcome, 0))
         out.counter("hubplane_slow_clients", {"hub": hub}, stats.slow_clients)
+        out.counter("hubplane_send_failures", {"hub": hub}, stats.send_failures)
         refusals = dict(stats.refusals)
         registry = getattr(handler.lifetime, "registry", None)
         refusals["groups"] = getattr(registry, "refused", 0)

@@ -172,3 +172,29 @@ def test_forwarded_allow_ips_and_its_former_name() -> None:
     assert env.forwarded_allow_ips == ("::1/128",)
     with pytest.raises(SettingsError, match="--forwarded-allow-ips"):
         settings_from_cli(["--forwarded-allow-ips", "proxy.local"], {})
+
+
+def test_settings_transports_and_origins() -> None:
+    s = settings_from_cli(
+        [
+            "--transports",
+            "longpolling, WEBSOCKETS",
+            "--cors-origins",
+            "https://A.example/,http://b:8080",
+        ]
+    )
+    assert s.transports == ("WebSockets", "LongPolling")  # negotiate's order, canonical names
+    assert s.cors_origins == ("https://a.example", "http://b:8080")
+    s = settings_from_cli([], {"HUBPLANE_TRANSPORTS": "ServerSentEvents"})
+    assert s.transports == ("ServerSentEvents",)
+    assert settings_from_cli([]).transports == ("WebSockets", "ServerSentEvents", "LongPolling")
+    assert settings_from_cli([]).cors_origins == ()
+    for argv in (
+        ["--transports", "carrier-pigeon"],
+        ["--transports", ""],
+        ["--cors-origins", "*"],
+        ["--cors-origins", "https://a.example/path"],
+        ["--cors-origins", "a.example"],
+    ):
+        with pytest.raises(SettingsError):
+            settings_from_cli(argv)
