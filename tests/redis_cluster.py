@@ -49,11 +49,34 @@ def cluster_ports(count: int, taken: set[int] | None = None) -> list[int]:
     raise RuntimeError("no free ports for a Redis Cluster")
 
 
+# redis-cli's TLS flags for the ports of TLS clusters.
+_TLS_ARGS: dict[int, list[str]] = {}
+
+
+def make_tls_files(folder: Path) -> dict[str, Path]:
+    """A CA, and a certificate it signed for 127.0.0.1 with its key (openssl, one day)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {n: folder / n for n in ("ca.crt", "ca.key", "redis.crt", "redis.key", "redis.csr")}
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", files["ca.key"],
+         "-out", files["ca.crt"], "-days", "1", "-subj", "/CN=hubplane-test-ca"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", files["redis.key"],
+         "-out", files["redis.csr"], "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", files["redis.csr"], "-CA", files["ca.crt"], "-CAkey",
+         files["ca.key"], "-CAcreateserial", "-out", files["redis.crt"], "-days", "1",
+         "-extfile", folder / "san.ext"],
+    ]  # fmt: skip
+    for step in steps:
+        subprocess.run(["openssl", *map(str, step)], check=True, capture_output=True, timeout=30)
+    return files
+
+
 def command(port: int, *args: str, timeout: float = 2.0) -> str:
     """One command to a node with redis-cli, its reply as text ('' when it fails)."""
     try:
         done = subprocess.run(
-            ["redis-cli", "-h", LOOPBACK, "-p", str(port), *args],
+            ["redis-cli", *_TLS_ARGS.get(port, []), "-h", LOOPBACK, "-p", str(port), *args],
             capture_output=True,
             timeout=timeout,
             text=True,
@@ -76,17 +99,27 @@ def cluster_info(port: int) -> dict[str, str]:
 class RedisCluster:
     """``masters`` masters, each with ``replicas`` replicas, on loopback."""
 
-    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 0) -> None:
+    def __init__(
+        self, workdir: Path, masters: int = 3, replicas: int = 0, tls: bool = False
+    ) -> None:
         self.workdir = workdir
         self.masters = masters
         self.replicas = replicas
         self.ports = cluster_ports(masters * (1 + replicas))
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        #: With ``tls``: the CA, certificate and key files (every port speaks TLS only).
+        self.tls = make_tls_files(workdir / "tls") if tls else None
+        if self.tls is not None:
+            for port in self.ports:
+                _TLS_ARGS[port] = ["--tls", "--cacert", str(self.tls["ca.crt"])]
 
     @property
     def url(self) -> str:
-        """``redis+cluster://`` with every node as a seed."""
-        return "redis+cluster://" + ",".join(f"{LOOPBACK}:{p}" for p in self.ports)
+        """``redis+cluster://`` (``rediss+cluster://`` with TLS) with every node as a seed."""
+        hosts = ",".join(f"{LOOPBACK}:{p}" for p in self.ports)
+        if self.tls is not None:
+            return f"rediss+cluster://{hosts}?ssl_ca_certs={self.tls['ca.crt']}"
+        return "redis+cluster://" + hosts
 
     def seed_url(self, count: int = 1) -> str:
         """``redis+cluster://`` with the first ``count`` nodes only as seeds."""
@@ -103,11 +136,19 @@ class RedisCluster:
         folder = self.workdir / str(port)
         folder.mkdir(exist_ok=True)
         log = open(folder / "redis.log", "ab")
+        listen = ["--port", str(port)]
+        if self.tls is not None:
+            listen = [
+                "--port", "0", "--tls-port", str(port),
+                "--tls-cert-file", str(self.tls["redis.crt"]),
+                "--tls-key-file", str(self.tls["redis.key"]),
+                "--tls-ca-cert-file", str(self.tls["ca.crt"]),
+                "--tls-cluster", "yes", "--tls-replication", "yes", "--tls-auth-clients", "no",
+            ]  # fmt: skip
         self.procs[port] = subprocess.Popen(
             [
                 exe,
-                "--port",
-                str(port),
+                *listen,
                 "--bind",
                 LOOPBACK,
                 "--save",
@@ -151,6 +192,7 @@ class RedisCluster:
         done = subprocess.run(
             [
                 "redis-cli",
+                *_TLS_ARGS.get(self.ports[0], []),
                 "--cluster",
                 "create",
                 *(f"{LOOPBACK}:{p}" for p in self.ports),
@@ -196,6 +238,8 @@ class RedisCluster:
             except subprocess.TimeoutExpired:
                 pass
         self.procs.clear()
+        for port in self.ports:
+            _TLS_ARGS.pop(port, None)
 
     # -- looking and faults ----------------------------------------------------------------------
 
@@ -279,6 +323,14 @@ class RedisCluster:
         """A synchronous redis-py client of one node (the caller closes it)."""
         import redis
 
+        if self.tls is not None:
+            return redis.Redis(
+                host=LOOPBACK,
+                port=port,
+                socket_timeout=2.0,
+                ssl=True,
+                ssl_ca_certs=str(self.tls["ca.crt"]),
+            )
         return redis.Redis(host=LOOPBACK, port=port, socket_timeout=2.0)
 
     def logs(self, port: int) -> str:

@@ -191,3 +191,27 @@ async def test_a_dead_seed_is_skipped(redis_cluster: Any) -> None:
         assert targets(await b.wait_messages(1)) == [("Hi", [])]
     finally:
         await cluster.close()
+
+
+async def test_a_tls_cluster(tmp_path: Any) -> None:
+    """``rediss+cluster://``: every node speaks TLS only (the cluster bus too); the nodes
+    verify the servers' certificate against the URL's ``ssl_ca_certs``."""
+    from tests.redis_cluster import RedisCluster
+
+    redis = RedisCluster(tmp_path, 3, tls=True)
+    redis.start()
+    cluster = Cluster(redis.url)
+    try:
+        assert redis.url.startswith("rediss+cluster://")
+        h1, h2 = await cluster.add_node(), await cluster.add_node()
+        b = await cluster.connect(h2, "b", user="bob")
+        for i in range(6):
+            await h1.context.groups.add("b", f"tls-{i}")
+        for i in range(6):
+            await h1.context.clients.group(f"tls-{i}").send("Msg", i)
+        got = targets(await b.wait_messages(6))
+        assert sorted(got) == [("Msg", [i]) for i in range(6)]
+        assert await h1.context.presence.user_connections("bob") == ["b"]
+    finally:
+        await cluster.close()
+        redis.stop()
