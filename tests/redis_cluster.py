@@ -49,8 +49,8 @@ def cluster_ports(count: int, taken: set[int] | None = None) -> list[int]:
     raise RuntimeError("no free ports for a Redis Cluster")
 
 
-# redis-cli's TLS flags for the ports of TLS clusters.
-_TLS_ARGS: dict[int, list[str]] = {}
+# redis-cli's flags (TLS, password) for the ports of such clusters.
+_CLI_ARGS: dict[int, list[str]] = {}
 
 
 def make_tls_files(folder: Path) -> dict[str, Path]:
@@ -76,7 +76,7 @@ def command(port: int, *args: str, timeout: float = 2.0) -> str:
     """One command to a node with redis-cli, its reply as text ('' when it fails)."""
     try:
         done = subprocess.run(
-            ["redis-cli", *_TLS_ARGS.get(port, []), "-h", LOOPBACK, "-p", str(port), *args],
+            ["redis-cli", *_CLI_ARGS.get(port, []), "-h", LOOPBACK, "-p", str(port), *args],
             capture_output=True,
             timeout=timeout,
             text=True,
@@ -100,7 +100,12 @@ class RedisCluster:
     """``masters`` masters, each with ``replicas`` replicas, on loopback."""
 
     def __init__(
-        self, workdir: Path, masters: int = 3, replicas: int = 0, tls: bool = False
+        self,
+        workdir: Path,
+        masters: int = 3,
+        replicas: int = 0,
+        tls: bool = False,
+        password: str | None = None,
     ) -> None:
         self.workdir = workdir
         self.masters = masters
@@ -109,14 +114,21 @@ class RedisCluster:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         #: With ``tls``: the CA, certificate and key files (every port speaks TLS only).
         self.tls = make_tls_files(workdir / "tls") if tls else None
-        if self.tls is not None:
-            for port in self.ports:
-                _TLS_ARGS[port] = ["--tls", "--cacert", str(self.tls["ca.crt"])]
+        #: The password every node asks for (and replicas give their masters).
+        self.password = password
+        for port in self.ports:
+            flags = ["--tls", "--cacert", str(self.tls["ca.crt"])] if self.tls else []
+            if password is not None:
+                flags += ["-a", password, "--no-auth-warning"]
+            if flags:
+                _CLI_ARGS[port] = flags
 
     @property
     def url(self) -> str:
         """``redis+cluster://`` (``rediss+cluster://`` with TLS) with every node as a seed."""
         hosts = ",".join(f"{LOOPBACK}:{p}" for p in self.ports)
+        if self.password is not None:
+            hosts = f":{self.password}@{hosts}"
         if self.tls is not None:
             return f"rediss+cluster://{hosts}?ssl_ca_certs={self.tls['ca.crt']}"
         return "redis+cluster://" + hosts
@@ -145,6 +157,8 @@ class RedisCluster:
                 "--tls-ca-cert-file", str(self.tls["ca.crt"]),
                 "--tls-cluster", "yes", "--tls-replication", "yes", "--tls-auth-clients", "no",
             ]  # fmt: skip
+        if self.password is not None:
+            listen += ["--requirepass", self.password, "--masterauth", self.password]
         self.procs[port] = subprocess.Popen(
             [
                 exe,
@@ -192,7 +206,7 @@ class RedisCluster:
         done = subprocess.run(
             [
                 "redis-cli",
-                *_TLS_ARGS.get(self.ports[0], []),
+                *_CLI_ARGS.get(self.ports[0], []),
                 "--cluster",
                 "create",
                 *(f"{LOOPBACK}:{p}" for p in self.ports),
@@ -239,7 +253,7 @@ class RedisCluster:
                 pass
         self.procs.clear()
         for port in self.ports:
-            _TLS_ARGS.pop(port, None)
+            _CLI_ARGS.pop(port, None)
 
     # -- looking and faults ----------------------------------------------------------------------
 
@@ -323,15 +337,12 @@ class RedisCluster:
         """A synchronous redis-py client of one node (the caller closes it)."""
         import redis
 
+        tls: dict[str, Any] = {}
         if self.tls is not None:
-            return redis.Redis(
-                host=LOOPBACK,
-                port=port,
-                socket_timeout=2.0,
-                ssl=True,
-                ssl_ca_certs=str(self.tls["ca.crt"]),
-            )
-        return redis.Redis(host=LOOPBACK, port=port, socket_timeout=2.0)
+            tls = {"ssl": True, "ssl_ca_certs": str(self.tls["ca.crt"])}
+        return redis.Redis(
+            host=LOOPBACK, port=port, socket_timeout=2.0, password=self.password, **tls
+        )
 
     def logs(self, port: int) -> str:
         try:

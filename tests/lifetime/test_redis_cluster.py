@@ -193,16 +193,17 @@ async def test_a_dead_seed_is_skipped(redis_cluster: Any) -> None:
         await cluster.close()
 
 
-async def test_a_tls_cluster(tmp_path: Any) -> None:
-    """``rediss+cluster://``: every node speaks TLS only (the cluster bus too); the nodes
-    verify the servers' certificate against the URL's ``ssl_ca_certs``."""
+async def test_a_tls_cluster_with_a_password(tmp_path: Any) -> None:
+    """``rediss+cluster://:password@...``: every node speaks TLS only (the cluster bus too) and
+    asks for the password; the nodes verify the servers' certificate against the URL's
+    ``ssl_ca_certs`` and give every master the URL's password."""
     from tests.redis_cluster import RedisCluster
 
-    redis = RedisCluster(tmp_path, 3, tls=True)
+    redis = RedisCluster(tmp_path, 3, tls=True, password="s3cret")
     redis.start()
     cluster = Cluster(redis.url)
     try:
-        assert redis.url.startswith("rediss+cluster://")
+        assert redis.url.startswith("rediss+cluster://:s3cret@")
         h1, h2 = await cluster.add_node(), await cluster.add_node()
         b = await cluster.connect(h2, "b", user="bob")
         for i in range(6):
