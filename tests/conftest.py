@@ -222,6 +222,18 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         cluster.stop()
 
 
+@pytest.fixture
+def ha_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    """A Redis Cluster of one test's own: three masters with a replica each, for the tests
+    that kill a master (its replica takes over)."""
+    cluster = RedisCluster(tmp_path, masters=3, replicas=1)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 # --------------------------------------------------------------------------- hubplane server
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,21 +28,10 @@ TICK_MS = 20
 RECOVERY_TIMEOUT = 12.0
 
 
-@pytest.fixture
-def replicated_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
-    """Three masters with a replica each, for this test only (it kills a master)."""
-    cluster = RedisCluster(tmp_path, 3, replicas=1)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 def test_a_master_killed_under_traffic(
-    replicated_cluster: RedisCluster, hubplane_server: Any, node_client: Any, record_property: Any
+    ha_cluster: RedisCluster, hubplane_server: Any, node_client: Any, record_property: Any
 ) -> None:
-    nodes = start_nodes(hubplane_server, replicated_cluster.url, 3)
+    nodes = start_nodes(hubplane_server, ha_cluster.url, 3)
     urls = [n.hub_url(HUB_PATH) for n in nodes]
     pool = Puppets(node_client.node)
     try:
@@ -55,7 +42,7 @@ def test_a_master_killed_under_traffic(
             for i in range(3)
         ]
         everyone = [sender, *receivers]
-        victim = replicated_cluster.slot_owner(key_slot(f"{WIRE_NAME}:group:{g}"))
+        victim = ha_cluster.slot_owner(key_slot(f"{WIRE_NAME}:group:{g}"))
 
         def last_tick(r: Any) -> int:
             return max((seq for seq, _ in r.ticks()), default=0)
@@ -69,7 +56,7 @@ def test_a_master_killed_under_traffic(
         assert started.ok, started
         assert pool.wait_until(lambda: all(last_tick(r) >= 10 for r in receivers), 5.0)
 
-        replicated_cluster.kill(victim)
+        ha_cluster.kill(victim)
         killed_at = time.monotonic()
         killed_seq = mark()
         recovered = pool.wait_until(
@@ -107,7 +94,7 @@ def test_a_master_killed_under_traffic(
         record_property("redis_cluster_failover", json.dumps(stats))
         assert refused == [], refused
         assert all(v == {"lost": 0, "duplicated": 0} for v in stats["receivers"].values()), stats
-        assert victim not in replicated_cluster.master_ports()
+        assert victim not in ha_cluster.master_ports()
         # Presence is whole again (the nodes rewrite their entries after reconnecting).
         want = {
             "connections": sorted(p.id for p in everyone),

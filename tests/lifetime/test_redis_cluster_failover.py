@@ -28,7 +28,7 @@ from backplane.protocol import InvocationMessage
 from backplane.redis import keys
 from backplane.redis.node import RedisNode
 from backplane.redis.slots import key_slot
-from tests.lifetime.cluster import HUB, Cluster, RedisHub, targets
+from tests.lifetime.cluster import HUB, Cluster, RedisHub, targets, wait_until
 from tests.redis_cluster import RedisCluster
 
 GROUPS = 9
@@ -61,15 +61,6 @@ def _subscribers(cluster: RedisCluster, port: int, channel: bytes) -> int:
         client.close()
 
 
-async def _wait(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
-
-
 async def test_a_migrated_slot_takes_its_channel_along(replicated_cluster: RedisCluster) -> None:
     """A slot moved to another master (a reshard): Redis tells the subscriber (it pushes
     ``sunsubscribe``) and refuses the old master's publishes (``MOVED``): the channel is
@@ -90,7 +81,7 @@ async def test_a_migrated_slot_takes_its_channel_along(replicated_cluster: Redis
         await sender.context.clients.group("moving").send("N", 0)
         assert [m.arguments for m in await member.wait_messages(1)] == [[0]]
         replicated_cluster.migrate_slot(slot, target)
-        assert await _wait(lambda: _subscribers(replicated_cluster, target, channel) == 1, 5)
+        assert await wait_until(lambda: _subscribers(replicated_cluster, target, channel) == 1, 5)
         assert _subscribers(replicated_cluster, source, channel) == 0
         for n in range(1, 6):
             await sender.context.clients.group("moving").send("N", n)
@@ -116,7 +107,7 @@ async def test_a_migrated_slot_takes_its_channel_along(replicated_cluster: Redis
             sent += 1
             await asyncio.sleep(0.002)
         await migrating
-        await _wait(lambda: len(set(received)) >= sent, 3)
+        await wait_until(lambda: len(set(received)) >= sent, 3)
         drainer.cancel()
         lost = sent - len(set(received))
         duplicated = len(received) - len(set(received))
@@ -129,24 +120,13 @@ async def test_a_migrated_slot_takes_its_channel_along(replicated_cluster: Redis
         await cluster.close()
 
 
-@pytest.fixture
-def fresh_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
-    """Three masters with a replica each, for one test (each run kills a master)."""
-    cluster = RedisCluster(tmp_path, 3, replicas=1)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 @pytest.mark.parametrize("pubsub", ["sharded", "classic"])
 async def test_a_master_killed_under_traffic_loses_nothing(
-    fresh_cluster: RedisCluster, pubsub: str
+    ha_cluster: RedisCluster, pubsub: str
 ) -> None:
     """Sharded: the master of most of the groups' channels is killed. Classic: the master of
     slot 0, where every node subscribes and publishes."""
-    replicated_cluster = fresh_cluster
+    replicated_cluster = ha_cluster
     cluster = Cluster(replicated_cluster.url)
     try:
         sender = await cluster.add_node(pubsub=pubsub)
@@ -229,7 +209,7 @@ async def test_nodes_started_before_the_cluster_join_it_when_it_comes(tmp_path: 
         b = await cluster.connect(h2, "b")
         assert not cluster.lifetime(h1).bus.connected
         await asyncio.get_running_loop().run_in_executor(None, redis.start)
-        assert await _wait(lambda: all(cluster.lifetime(h).bus.connected for h in nodes), 10)
+        assert await wait_until(lambda: all(cluster.lifetime(h).bus.connected for h in nodes), 10)
         # h2 wrote its presence when its writer connected (b is known: the group change
         # waits for its ack, held with the publishes for a moment after a reconnect).
         assert await _wait_async(lambda: h1.context.presence.has_connection("b"), 5)
@@ -242,14 +222,14 @@ async def test_nodes_started_before_the_cluster_join_it_when_it_comes(tmp_path: 
 
 
 async def test_presence_writes_a_failover_lost_are_written_again(
-    fresh_cluster: RedisCluster,
+    ha_cluster: RedisCluster,
 ) -> None:
     """Replication is asynchronous: a master may die with writes its replica never got. Here
     the replica is frozen while a connection's presence entries are written, then the master
     is killed and the replica, thawed, takes over without them. Every node writes its entries
     again after a failover (its subscriber moved channels), so the connection is listed again
     though its node's writer never used the failed master again."""
-    redis = fresh_cluster
+    redis = ha_cluster
     # Nodes whose writers have no business with the presence master once the entries are
     # written (their heartbeats and liveness checks go to other masters): else their writer
     # would meet the failure and write everything again anyway.
@@ -275,7 +255,7 @@ async def test_presence_writes_a_failover_lost_are_written_again(
             redis.kill(master)
         finally:
             redis.thaw(replica)
-        assert await _wait(lambda: redis.slot_owner(presence_slot) == replica, 15)
+        assert await wait_until(lambda: redis.slot_owner(presence_slot) == replica, 15)
         assert await _wait_async(lambda: h1.context.presence.has_connection("late"), 10)
     finally:
         await cluster.close()
