@@ -45,6 +45,7 @@ class WatchedChannels:
         self.channels: dict[bytes, tuple[float, int]] = {}
         #: On a Redis Cluster the keys take a slot's hash tag (``keys.history_key``).
         self.cluster = bus.cluster
+        self.sharded = bus.sharded
         self.key = watched_key(prefix, self.cluster)
         self.announcements = watch_channel(prefix)
         self._reload_sha = bus.register_script(WATCHED)
@@ -64,7 +65,7 @@ class WatchedChannels:
         if time.monotonic() > entry[0]:
             del self.channels[channel]
             return None
-        return history_key(self.prefix, channel, self.cluster), entry[1]
+        return history_key(self.prefix, channel, self.cluster, self.sharded), entry[1]
 
     def publish(self, channel: bytes, data: bytes) -> bool:
         """Publish ``data`` on ``channel`` with history when it is watched; False (nothing

@@ -21,8 +21,9 @@ Keys (``docs/redis-protocol.md``; ``B`` = prefix + hub wire name, ``N`` = node i
   watch expires (ms, Redis time); ``<prefix>hubplane:hist:{<channel>}``: STREAM of what was
   published on a watched channel lately (field ``m``: the invocation as published). On a
   Redis Cluster both names start with a slot's hash tag (``slots.slot_tag``): the history
-  with the tag of its channel's slot, the ZSET with that of the ``watch`` channel, so the
-  scripts that write them publish on those channels from the same shard (SPUBLISH)
+  with the tag of its channel's slot (with classic pub/sub, of slot 0), the ZSET with that of
+  the ``watch`` channel, so the scripts that write them publish on those channels from the
+  same shard (SPUBLISH)
 - ``<prefix>hubplane:stats:N``: STRING, node N's figures for the admin API's cluster view
   (JSON, rewritten every second while the admin API is on, expiring by itself)
 - ``B:hubplane:user-groups:{user:U}:added`` / ``...:expires``: ZSETs of the groups of user U
@@ -158,15 +159,22 @@ def watch_channel(prefix: bytes) -> bytes:
     return prefix + b"hubplane:watch"
 
 
-def history_key(prefix: bytes, channel: bytes, cluster: bool = False) -> bytes:
+def history_key(
+    prefix: bytes, channel: bytes, cluster: bool = False, sharded: bool = True
+) -> bytes:
     """The STREAM of what was published lately on a watched ``channel`` (a full channel name).
 
-    On a Redis Cluster it starts with the hash tag of the channel's slot (the channel's own
-    braces, if any, come after it and count for nothing): ``HISTORY_PUBLISH`` keeps the
-    message and publishes it (SPUBLISH) on the channel's shard in one script.
+    On a Redis Cluster it starts with a hash tag (the channel's own braces, if any, come after
+    it and count for nothing). With sharded pub/sub, the tag of the channel's slot:
+    ``SHARD_HISTORY_PUBLISH`` keeps the message and publishes it (SPUBLISH) on the channel's
+    shard in one script. With classic pub/sub, the tag of slot 0, whose master takes every
+    classic PUBLISH (``cluster_writer.py``): a channel's messages with and without history
+    travel over one connection, in order.
     """
     key = prefix + b"hubplane:hist:{" + channel + b"}"
-    return slot_tag(key_slot(channel)) + key if cluster else key
+    if not cluster:
+        return key
+    return slot_tag(key_slot(channel) if sharded else 0) + key
 
 
 class PresenceKeys:

@@ -224,7 +224,7 @@ async def read_history(
     clock = bus.query("TIME")
     queries = []
     for channel, point in since.items():
-        key = history_key(prefix, channel, cluster)
+        key = history_key(prefix, channel, cluster, bus.sharded)
         start = f"({point[0]}-{point[1]}"
         queries.append(bus.query("XRANGE", key, start, "+"))
         queries.append(bus.query("XINFO", "STREAM", key))

@@ -229,7 +229,7 @@ async def test_a_resume_that_could_miss_something_is_refused(
         elif damage == "no log":
             await bus.query("DEL", resume_log_key(key, on_cluster))
         elif damage == "history gap":
-            history = history_key(prefix, group, on_cluster)
+            history = history_key(prefix, group, on_cluster, bus.sharded)
             entries = await bus.query("XRANGE", history, "-", "+")
             await bus.query("XDEL", history, entries[-5][0])
         elif damage == "not watched":  # the watch expired: publishers keep no history

@@ -87,6 +87,8 @@ def test_keys_of_one_script_share_a_slot_on_a_cluster(prefix: bytes) -> None:
     assert len({key_slot(k) for k in record}) == 1
     for channel in [b"P:group:room", b"P:group:{g}", b"a}b{", b"{}x", b"}{", b"{a}{b}", b""]:
         assert key_slot(keys.history_key(prefix, channel, True)) == key_slot(channel), channel
+        # classic pub/sub: on the master of slot 0, where the classic publishes go
+        assert key_slot(keys.history_key(prefix, channel, True, sharded=False)) == 0
     watched = keys.watched_key(prefix, True)
     assert key_slot(watched) == key_slot(keys.watch_channel(prefix))
     # The classic layout is unchanged (a rolling upgrade shares one Redis).
