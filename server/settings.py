@@ -339,10 +339,6 @@ class Settings:
                 cluster_seeds(self.redis_url or "")
             except ValueError as exc:
                 raise SettingsError(f"--redis-url: {exc}") from None
-            if self.durable_resume:
-                raise SettingsError(
-                    "--durable-resume does not run on a Redis Cluster yet: use one Redis"
-                )
         if self.redis_url and not self.redis_url.startswith(
             ("redis://", "rediss://", "unix://", "redis+sentinel://", *CLUSTER_SCHEMES)
         ):

@@ -43,7 +43,7 @@ from .connect import (
     is_cluster_url,
     safe_url,
 )
-from .keys import HISTORY_PUBLISH, PUBLISH_MANY
+from .keys import HISTORY_PUBLISH, PUBLISH_MANY, SHARD_HISTORY_PUBLISH
 from .outbox import (
     KEEP,
     MAX_BATCH,
@@ -138,7 +138,9 @@ class RedisBus:
         self.publish_history = outbox.publish_history
         self.command = outbox.command
         self._writer.register_script(PUBLISH_MANY)
-        self.history_sha = self._writer.register_script(HISTORY_PUBLISH)
+        # With sharded pub/sub the history publish SPUBLISHes (from the channel's shard).
+        history = SHARD_HISTORY_PUBLISH if self.sharded else HISTORY_PUBLISH
+        self.history_sha = outbox.history_sha = self._writer.register_script(history)
 
     # -- state -------------------------------------------------------------------------------
 

@@ -17,8 +17,9 @@ goes twice. A master that fails (its connection lost, no reply in time) is an ou
 whole writer, as one Redis would be: the batch goes back to the queue, the map is read
 again and every master is connected again (``writer.py``'s loop, with its backoff), and
 meanwhile publishes are kept. The publishes the failed master took in its last
-``replay_window`` seconds go again too, first: a killed master may have acknowledged a
-publish and died before writing it to its subscribers (receivers drop the duplicates).
+``replay_window`` seconds go again too, first (those on watched channels, history included):
+a killed master may have acknowledged a publish and died before writing it to its
+subscribers, or to its replica (receivers drop the duplicates, and so does a revival).
 """
 
 from __future__ import annotations
@@ -173,6 +174,7 @@ class ClusterWriter(Writer):
 
     async def _exchange_routed(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         remember = self._remember
+        history_sha = self.outbox.history_sha  # a publish on a watched channel
         now = asyncio.get_running_loop().time()
         routed = [self._route(c) for c in commands]
         results: list[Any] = [None] * len(commands)
@@ -225,8 +227,11 @@ class ClusterWriter(Writer):
                             wait = True
                             continue
                     results[i] = reply
-                    if commands[i][0] == "PUBLISH":
-                        remember(address, now, commands[i])
+                    command = commands[i]
+                    if command[0] == "PUBLISH" or (
+                        command[0] == "EVALSHA" and command[1] == history_sha
+                    ):
+                        remember(address, now, command)
             self._current = None
             if not retry:
                 return results

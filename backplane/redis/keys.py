@@ -14,10 +14,16 @@ Keys (``docs/redis-protocol.md``; ``B`` = prefix + hub wire name, ``N`` = node i
   ``since:<channel>``
 - ``<prefix>hubplane:resume:{T}:log``: ZSET of a durable connection's unacknowledged messages,
   scored by their number; ``...:pos``: HASH ``<channel>\0<publisher>`` -> the last number
-  delivered (``docs/design/durable-resume.md``)
+  delivered (``docs/design/durable-resume.md``); on a Redis Cluster the three share the
+  entry's slot (the two others start with that slot's tag when the prefix's braces would
+  keep the entry's tag from counting)
 - ``<prefix>hubplane:watched``: ZSET of the channels with a durable member, scored by when the
   watch expires (ms, Redis time); ``<prefix>hubplane:hist:{<channel>}``: STREAM of what was
-  published on a watched channel lately (field ``m``: the invocation as published)
+  published on a watched channel lately (field ``m``: the invocation as published). On a
+  Redis Cluster both names start with a slot's hash tag (``slots.slot_tag``): the history
+  with the tag of its channel's slot (with classic pub/sub, of slot 0), the ZSET with that of
+  the ``watch`` channel, so the scripts that write them publish on those channels from the
+  same shard (SPUBLISH)
 - ``<prefix>hubplane:stats:N``: STRING, node N's figures for the admin API's cluster view
   (JSON, rewritten every second while the admin API is on, expiring by itself)
 - ``B:hubplane:user-groups:{user:U}:added`` / ``...:expires``: ZSETs of the groups of user U
@@ -29,7 +35,8 @@ Keys (``docs/redis-protocol.md``; ``B`` = prefix + hub wire name, ``N`` = node i
 
 Every script declares every key it touches in KEYS and builds none from ARGV (Redis Cluster
 routes a script by its keys; ``tests/lifetime/test_scripts.py`` runs each one with a guard
-that refuses an undeclared key). The keys of one script are not all in one hash slot yet.
+that refuses an undeclared key). On a Redis Cluster the keys of one call share a hash slot
+(the callers split ``RECORD``'s batches per slot).
 Pub/sub channels are not keys: see ``wire.Channels``, except two of the node's own, named
 here because a script counts the first one's subscribers:
 
@@ -43,6 +50,8 @@ here because a script counts the first one's subscribers:
 from __future__ import annotations
 
 import hashlib
+
+from .slots import key_slot, slot_tag
 
 # -- keys ------------------------------------------------------------------------------------
 
@@ -115,19 +124,34 @@ def user_groups_keys(base: bytes, user: str) -> tuple[bytes, bytes]:
     return stem + b":added", stem + b":expires"
 
 
-def resume_log_key(entry: bytes) -> bytes:
+def _beside(entry: bytes, suffix: bytes, cluster: bool) -> bytes:
+    """``entry + suffix``; on a Redis Cluster in the entry's slot even when the prefix's
+    braces keep the entry's tag from counting (a prefix like ``{}``): then it starts with
+    the tag of the entry's slot."""
+    key = entry + suffix
+    if cluster and key_slot(key) != key_slot(entry):
+        return slot_tag(key_slot(entry)) + key
+    return key
+
+
+def resume_log_key(entry: bytes, cluster: bool = False) -> bytes:
     """The ZSET of a durable connection's unacknowledged messages (beside its entry)."""
-    return entry + b":log"
+    return _beside(entry, b":log", cluster)
 
 
-def resume_pos_key(entry: bytes) -> bytes:
+def resume_pos_key(entry: bytes, cluster: bool = False) -> bytes:
     """The HASH of where delivery to a durable connection stands (beside its entry)."""
-    return entry + b":pos"
+    return _beside(entry, b":pos", cluster)
 
 
-def watched_key(prefix: bytes) -> bytes:
-    """The ZSET of watched channels (a durable member somewhere), scored by their expiry."""
-    return prefix + b"hubplane:watched"
+def watched_key(prefix: bytes, cluster: bool = False) -> bytes:
+    """The ZSET of watched channels (a durable member somewhere), scored by their expiry.
+
+    On a Redis Cluster it starts with the hash tag of the :func:`watch_channel`'s slot:
+    ``WATCH_CHANNELS`` announces on that channel from the ZSET's shard.
+    """
+    key = prefix + b"hubplane:watched"
+    return slot_tag(key_slot(watch_channel(prefix))) + key if cluster else key
 
 
 def watch_channel(prefix: bytes) -> bytes:
@@ -135,9 +159,22 @@ def watch_channel(prefix: bytes) -> bytes:
     return prefix + b"hubplane:watch"
 
 
-def history_key(prefix: bytes, channel: bytes) -> bytes:
-    """The STREAM of what was published lately on a watched ``channel`` (a full channel name)."""
-    return prefix + b"hubplane:hist:{" + channel + b"}"
+def history_key(
+    prefix: bytes, channel: bytes, cluster: bool = False, sharded: bool = True
+) -> bytes:
+    """The STREAM of what was published lately on a watched ``channel`` (a full channel name).
+
+    On a Redis Cluster it starts with a hash tag (the channel's own braces, if any, come after
+    it and count for nothing). With sharded pub/sub, the tag of the channel's slot:
+    ``SHARD_HISTORY_PUBLISH`` keeps the message and publishes it (SPUBLISH) on the channel's
+    shard in one script. With classic pub/sub, the tag of slot 0, whose master takes every
+    classic PUBLISH (``cluster_writer.py``): a channel's messages with and without history
+    travel over one connection, in order.
+    """
+    key = prefix + b"hubplane:hist:{" + channel + b"}"
+    if not cluster:
+        return key
+    return slot_tag(key_slot(channel) if sharded else 0) + key
 
 
 class PresenceKeys:
@@ -443,6 +480,10 @@ return redis.call('PUBLISH', ARGV[1], ARGV[2])
 """
 )
 
+# HISTORY_PUBLISH with sharded pub/sub (a Redis Cluster): SPUBLISH, on the shard of the history
+# key, which is the channel's (``history_key``).
+SHARD_HISTORY_PUBLISH = HISTORY_PUBLISH.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+
 # Watch channels (or watch them longer), forget expired watches, announce. KEYS: watched zset.
 # ARGV: announcement channel, announcement, window (ms), channel, ... Returns now (ms).
 WATCH_CHANNELS = (
@@ -455,6 +496,10 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return now
 """
 )
+
+# WATCH_CHANNELS with sharded pub/sub: SPUBLISH, on the shard of the watched zset, which is the
+# announcement channel's (``watched_key``).
+SHARD_WATCH_CHANNELS = WATCH_CHANNELS.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
 
 # The watched channels. KEYS: watched zset. Returns {now, channel, expiry, channel, ...}.
 WATCHED = (

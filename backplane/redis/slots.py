@@ -9,7 +9,9 @@ goes to the master of its key's slot; a node that does not serve the slot answer
 
 from __future__ import annotations
 
+import binascii
 from collections.abc import Iterable, Sequence
+from functools import cache
 from typing import Any
 
 from redis.crc import key_slot as _crc_slot
@@ -32,6 +34,28 @@ Address = tuple[str, int]
 def key_slot(key: bytes | str) -> int:
     """The hash slot of a key or a sharded channel (hash tags honoured)."""
     return int(_crc_slot(key.encode() if isinstance(key, str) else key))
+
+
+@cache
+def _slot_tags() -> tuple[bytes, ...]:
+    """Per slot, the smallest decimal number whose hash is that slot (about 110,000 numbers
+    tried, once: some 70 ms)."""
+    tags: list[bytes | None] = [None] * SLOTS
+    left, n = SLOTS, 0
+    while left:
+        text = str(n).encode()
+        slot = binascii.crc_hqx(text, 0) % SLOTS
+        if tags[slot] is None:
+            tags[slot] = text
+            left -= 1
+        n += 1
+    return tuple(t for t in tags if t is not None)
+
+
+def slot_tag(slot: int) -> bytes:
+    """A hash tag for ``slot``: ``b"{" + slot_tag(s) + b"}" + anything`` hashes to slot ``s``,
+    whatever braces ``anything`` holds (the smallest decimal number that hashes there)."""
+    return b"{" + _slot_tags()[slot] + b"}"
 
 
 def by_slot(channels: Iterable[bytes]) -> list[list[bytes]]:

@@ -150,7 +150,7 @@ def check_redis_url_from_secret(
     assert not ref.get("optional", False), "a missing Redis Secret must stop the pod"
     if ref["name"] not in existing:
         url = secret_value(docs, ref["name"], ref["key"])
-        assert url.startswith(("redis://", "rediss://")), url
+        assert url.startswith(("redis://", "rediss://", "redis+cluster://", "rediss+cluster://"))
     return dict(ref)
 
 

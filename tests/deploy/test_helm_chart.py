@@ -79,12 +79,22 @@ ADMIN_PORT: Doc = {
     "serviceMonitor": {"enabled": True},
     "metrics": {"scrapeAnnotations": True},
 }
+# A Redis Cluster with sharded pub/sub and durable resume.
+REDIS_CLUSTER: Doc = {
+    "replicaCount": 3,
+    "redis": {
+        "url": "redis+cluster://:secret@redis-0.redis:6379,redis-1.redis:6379",
+        "pubsub": "sharded",
+        "durableResume": True,
+    },
+}
 CONFIGS = {
     "defaults": {},
     "everything": EVERYTHING,
     "sticky": STICKY,
     "no-sticky": NO_STICKY,
     "admin-port": ADMIN_PORT,
+    "redis-cluster": REDIS_CLUSTER,
 }
 EXISTING_SECRETS = {"my-redis", "my-token", "my-admin"}
 # limits.* -> its variable, and the server's default, which is the chart's.
@@ -161,6 +171,10 @@ def test_environment(rendered: tuple[Doc, list[Doc]]) -> None:
             assert ref == {"name": redis["existingSecret"], "key": redis["existingSecretKey"]}
         durable = "true" if redis.get("durableResume") else "false"
         assert env["HUBPLANE_DURABLE_RESUME"] == durable
+        if redis.get("pubsub"):
+            assert env["HUBPLANE_REDIS_PUBSUB"] == redis["pubsub"]
+        else:
+            assert "HUBPLANE_REDIS_PUBSUB" not in env, "empty: the server's default"
     else:
         assert "REDIS_URL" not in env, "no Redis configured: the pod runs standalone"
         assert "HUBPLANE_DURABLE_RESUME" not in env, "it needs Redis"
@@ -218,7 +232,7 @@ def test_the_server_accepts_every_render(rendered: tuple[Doc, list[Doc]]) -> Non
     plain = {k: v if isinstance(v, str) else "x" * 40 for k, v in env.items()}
     plain.pop("REDIS_URL", None)
     if "REDIS_URL" in env:
-        plain["REDIS_URL"] = "redis://redis.example:6379/0"
+        plain["REDIS_URL"] = values.get("redis", {}).get("url") or "redis://redis.example:6379/0"
     settings = build_settings(None, plain)
     defaults = Settings()
     if not values.get("limits"):
@@ -248,6 +262,7 @@ def test_chart_defaults_are_the_server_defaults() -> None:
     assert values["redis"]["queueLimit"] == defaults.redis_queue_limit
     assert values["redis"]["buffer"] == defaults.redis_buffer
     assert values["redis"]["replyTimeout"] == defaults.redis_reply_timeout
+    assert values["redis"]["pubsub"] == "" and defaults.redis_pubsub is None  # "": unset
     assert values["admin"]["dashboard"] is defaults.dashboard
     assert values["admin"]["port"] == 0 and defaults.admin_port is None  # 0: unset
     assert values["forwardedAllowIps"] == list(defaults.forwarded_allow_ips)
@@ -457,6 +472,8 @@ def test_grace_period_follows_the_values(render_chart: Callable[..., list[Doc]])
         (["--set", "limits.maxGroups=10"], "maxGroups"),
         (["--set", "redis.queueLimit=0"], "redis.queueLimit"),
         (["--set", "redis.buffer=-1"], "redis.buffer"),
+        (["--set", "redis.pubsub=fast"], "redis.pubsub"),
+        (["--set", "redis.url=redis+clusters://h:1"], "url"),
     ],
     ids=lambda v: v if isinstance(v, str) else v[-1],
 )
@@ -485,6 +502,14 @@ def test_schema_rejects_bad_values(tools: Tools, args: list[str], message: str) 
             "minReplicas",
         ),
         ({"admin": {"dashboard": True}}, "admin.dashboard needs admin.token"),
+        (
+            {"redis": {"internal": {"enabled": True}, "pubsub": "sharded"}},
+            "redis.pubsub sharded needs a Redis Cluster",
+        ),
+        (
+            {"redis": {"url": "redis://r:6379/0", "pubsub": "sharded"}},
+            "redis.pubsub sharded needs a Redis Cluster URL",
+        ),
         ({"admin": {"port": 8000}}, "admin.port must differ from containerPort"),
     ],
 )

@@ -80,8 +80,21 @@ def test_keys_of_one_script_share_a_slot_on_a_cluster(prefix: bytes) -> None:
     hub = keys.PresenceKeys(prefix + b"My.Hub", cluster=True)
     presence = [hub.conns, hub.node("n"), hub.user("u}"), hub.group("{g}"), hub.groups_of("c")]
     assert len({key_slot(k) for k in presence}) == 1
+    # --durable-resume: a connection's record in one slot; a channel's history in the
+    # channel's slot, the watched channels in the announcements' (scripts SPUBLISH there).
+    entry = keys.resume_key(prefix, "token")
+    record = [entry, keys.resume_log_key(entry, True), keys.resume_pos_key(entry, True)]
+    assert len({key_slot(k) for k in record}) == 1
+    for channel in [b"P:group:room", b"P:group:{g}", b"a}b{", b"{}x", b"}{", b"{a}{b}", b""]:
+        assert key_slot(keys.history_key(prefix, channel, True)) == key_slot(channel), channel
+        # classic pub/sub: on the master of slot 0, where the classic publishes go
+        assert key_slot(keys.history_key(prefix, channel, True, sharded=False)) == 0
+    watched = keys.watched_key(prefix, True)
+    assert key_slot(watched) == key_slot(keys.watch_channel(prefix))
     # The classic layout is unchanged (a rolling upgrade shares one Redis).
     assert keys.nodes_key(prefix) == prefix + b"hubplane:nodes"
+    assert keys.watched_key(prefix) == prefix + b"hubplane:watched"
+    assert keys.history_key(prefix, b"c") == prefix + b"hubplane:hist:{c}"
     assert keys.PresenceKeys(prefix + b"H").conns == prefix + b"H:hubplane:conns"
 
 

@@ -32,7 +32,9 @@ _FIRST = (
     "ZRANGEBYSCORE ZCARD ZREMRANGEBYSCORE PEXPIRE PEXPIREAT EXPIRE XADD"
 ).split()
 _ALL = ["DEL", "UNLINK", "EXISTS"]
-_NONE = ["PUBLISH", "PUBSUB", "TIME", "PING"]
+# SPUBLISH's channel is no key, but on a cluster it must be in the script's slot: the cluster
+# run refuses one that is not ("a non local key").
+_NONE = ["PUBLISH", "SPUBLISH", "PUBSUB", "TIME", "PING"]
 
 _GUARD = (
     "local __keys = {}\n"
@@ -183,7 +185,7 @@ async def test_every_script_declares_every_key_it_touches(run: Run) -> None:
     assert await run("USER_GROUPS_CLEAR", ug) == [b"i"]
 
     # Durable records (--durable-resume): recorded while the entry names this node, forgotten.
-    log, pos = keys.resume_log_key(entry), keys.resume_pos_key(entry)
+    log, pos = keys.resume_log_key(entry, cluster), keys.resume_pos_key(entry, cluster)
     await c.hset(entry, "node", "n2")
     record = [
         "n2",  # the node, then one connection:
@@ -198,12 +200,19 @@ async def test_every_script_declares_every_key_it_touches(run: Run) -> None:
     assert await run("FORGET_RESUME", [entry, log, pos], "n1") == 0  # another node holds it
     assert await run("FORGET_RESUME", [entry, log, pos], "n2") == 1
     assert not await c.exists(entry, log, pos)
-    # Watched channels and their history.
-    watched, history = keys.watched_key(p), keys.history_key(p, b"scripts:ch")
-    await run("WATCH_CHANNELS", [watched], b"scripts:watch", b"x", 60000, b"scripts:ch")
+    # Watched channels and their history: on a cluster the history shares its channel's slot
+    # and the watched zset the announcements' (the SHARD_ scripts SPUBLISH from there),
+    # whatever braces the channel holds.
+    watched, announcements = keys.watched_key(p, cluster), keys.watch_channel(p)
+    for name in ("WATCH_CHANNELS", "SHARD_WATCH_CHANNELS"):
+        await run(name, [watched], announcements, b"x", 60000, b"scripts:ch")
     assert (await run("WATCHED", [watched]))[1] == b"scripts:ch"
-    await run("HISTORY_PUBLISH", [history], b"scripts:ch", b"m4", 60000)
-    assert await c.xlen(history) == 1
+    for channel in (b"scripts:ch", p + b"H:group:{g}", p + b"H:group:}{", p + b"H:group:{}"):
+        classic = keys.history_key(p, channel, cluster, sharded=False)  # in slot 0
+        history = keys.history_key(p, channel, cluster)  # in the channel's slot
+        await run("HISTORY_PUBLISH", [classic], channel, b"m4", 60000)
+        await run("SHARD_HISTORY_PUBLISH", [history], channel, b"m5", 60000)
+        assert await c.xlen(history) == (1 if cluster else 2)
 
     missing = set(scripts()) - run.ran
     assert not missing, f"scripts without a case here: {sorted(missing)}"

@@ -61,7 +61,6 @@ def test_flags_win_over_variables_over_defaults() -> None:
         (["--redis-pubsub", "sharded"], {"REDIS_URL": "redis://h:1/0"}, "Redis Cluster"),
         (["--redis-url", "redis+cluster://h:1/3"], {}, "database 0"),
         (["--redis-url", "redis+cluster://h:x"], {}, "host:port"),
-        (["--redis-url", "redis+cluster://h:1", "--durable-resume"], {}, "Redis Cluster"),
     ],
 )
 def test_bad_values_name_the_setting(argv: list[str], env: dict[str, str], fragment: str) -> None:
@@ -96,6 +95,13 @@ def test_a_cluster_url_and_the_pubsub_mode_reach_the_bus() -> None:
     assert node is not None and node.bus.sharded
     node = redis_node(settings_from_cli(["--redis-url", "redis://h:1/0"], environ={}))
     assert node is not None and not node.bus.cluster and not node.bus.sharded
+
+
+def test_durable_resume_runs_on_a_cluster_in_both_pubsub_modes() -> None:
+    for pubsub in ("sharded", "classic"):
+        argv = ["--redis-url", "redis+cluster://h:1", "--durable-resume", "--redis-pubsub", pubsub]
+        s = settings_from_cli(argv, environ={})
+        assert s.durable_resume and s.redis_pubsub == pubsub
 
 
 def test_settings_object_is_usable_directly() -> None:

@@ -150,6 +150,14 @@ writes and the exit. Computed here so that the three stay consistent whatever th
 {{- fail "workers > 1 needs the Redis backplane (redis.url, redis.existingSecret or redis.internal.enabled)" }}
 {{- end }}
 {{- end }}
+{{- if eq (.Values.redis.pubsub | default "") "sharded" }}
+{{- if .Values.redis.internal.enabled }}
+{{- fail "redis.pubsub sharded needs a Redis Cluster: the internal Redis is a single one" }}
+{{- end }}
+{{- if and (not .Values.redis.existingSecret) .Values.redis.url (not (regexMatch "^rediss?\\+cluster://" .Values.redis.url)) }}
+{{- fail "redis.pubsub sharded needs a Redis Cluster URL (redis+cluster:// or rediss+cluster://)" }}
+{{- end }}
+{{- end }}
 {{- if and .Values.redis.internal.enabled .Values.redis.existingSecret }}
 {{- fail "redis.internal.enabled and redis.existingSecret exclude each other: the pods would not use the internal Redis" }}
 {{- end }}
