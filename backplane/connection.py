@@ -441,12 +441,13 @@ class HubConnection:
     async def finish_and_close(self) -> None:
         """Let the invocations received so far answer, then Close allowing a reconnect.
 
-        A draining server closes connections this way: an invocation the server took gets
-        its result before the Close, and one the client sends after it is failed by the
-        client itself (it fails pending invocations on a Close), so a client that retries
-        never runs a method twice.
+        A draining server closes connections this way: an invocation the server took (or
+        one reading uploads) gets its result before the Close, and one the client sends
+        after it is failed by the client (it fails pending invocations on a Close).
         """
         await self.settle()
+        if self._streams is not None:
+            await self._streams.uploads_read()
         self.close(None, allow_reconnect=True)
 
     def abort(self, allow_reconnect: bool = False) -> None:

@@ -16,11 +16,16 @@ be reached, so a service knows its message went out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import queue
 import threading
 import time
 import uuid
-from collections.abc import Collection, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
+
+import anyio
+from anyio.from_thread import BlockingPortal
 
 from .clients import ClientProxy, GroupManager, HubClients
 from .presence import Presence, new_node_id
@@ -29,6 +34,9 @@ from .redis.manager import RedisLifetimeManager
 from .redis.node import RedisNode
 
 T = TypeVar("T")
+
+#: Seconds the synchronous emitter's loop thread has to start, and to stop on close.
+PORTAL_START_TIMEOUT = 5.0
 
 
 class _EmitterLifetime(RedisLifetimeManager):
@@ -131,11 +139,15 @@ class Emitter:
         hub: str,
         channel_prefix: str | bytes = "",
         protocols: Sequence[str] = ("json", "messagepack"),
+        pubsub: str | None = None,
     ) -> None:
         self.hub = hub
+        # ``pubsub``: as the nodes' --redis-pubsub (a redis+cluster:// URL: sharded unless
+        # "classic").
         self._node = RedisNode(
             redis_url,
             channel_prefix=channel_prefix,
+            pubsub=pubsub,
             node_id=f"emitter_{new_node_id().partition('_')[0]}_{uuid.uuid4().hex}",
             presence=False,
         )
@@ -172,25 +184,43 @@ class Emitter:
 # --------------------------------------------------------------------------- synchronous
 
 
-class _LoopThread:
-    """An event loop in a daemon thread that runs coroutines for synchronous callers."""
+class _Portal:
+    """An event loop in a daemon thread, serving an anyio blocking portal, that runs the
+    emitter's coroutines for synchronous callers, each within ``timeout`` seconds.
+
+    The thread is a daemon (as anyio's own ``start_blocking_portal`` thread is not): a
+    process that never closes its ``SyncEmitter`` still exits.
+    """
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_forever, name="hubplane-emitter", daemon=True
+        started: queue.SimpleQueue[BlockingPortal] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=anyio.run, args=(_serve, started), name="hubplane-emitter", daemon=True
         )
-        self.thread.start()
+        self._thread.start()
+        self._portal = started.get(timeout=PORTAL_START_TIMEOUT)
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(self.timeout)
+    def run(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``await func(*args)`` in the portal's loop; a call that times out is cancelled
+        there (raising ``TimeoutError`` here) instead of going on unseen."""
+        future = self._portal.start_task_soon(func, *args)
+        try:
+            return future.result(self.timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        if not self.thread.is_alive():
-            self.loop.close()
+        with contextlib.suppress(RuntimeError):  # already stopped
+            self._portal.call(self._portal.stop, True)
+        self._thread.join(PORTAL_START_TIMEOUT)
+
+
+async def _serve(started: queue.SimpleQueue[BlockingPortal]) -> None:
+    async with BlockingPortal() as portal:
+        started.put(portal)
+        await portal.sleep_until_stopped()
 
 
 class SyncClientProxy:
@@ -198,19 +228,19 @@ class SyncClientProxy:
 
     __slots__ = ("_runner", "_proxy")
 
-    def __init__(self, runner: _LoopThread, proxy: ClientProxy) -> None:
+    def __init__(self, runner: _Portal, proxy: ClientProxy) -> None:
         self._runner = runner
         self._proxy = proxy
 
     def send(self, method: str, *args: Any) -> None:
         """Send ``method(*args)``; returns once Redis has taken it."""
-        self._runner.run(self._proxy.send(method, *args))
+        self._runner.run(self._proxy.send, method, *args)
 
 
 class SyncHubClients:
     """The client proxies of :class:`HubClients`, synchronous."""
 
-    def __init__(self, runner: _LoopThread, clients: HubClients) -> None:
+    def __init__(self, runner: _Portal, clients: HubClients) -> None:
         self._runner = runner
         self._clients = clients
         self.all = SyncClientProxy(runner, clients.all)
@@ -254,17 +284,17 @@ class SyncHubClients:
 class SyncGroupManager:
     """Adds connections to groups and removes them, synchronously."""
 
-    def __init__(self, runner: _LoopThread, groups: GroupManager) -> None:
+    def __init__(self, runner: _Portal, groups: GroupManager) -> None:
         self._runner = runner
         self._groups = groups
 
     def add(self, connection_id: str, group: str) -> None:
         """Add a connection (on any node) to a group."""
-        self._runner.run(self._groups.add(connection_id, group))
+        self._runner.run(self._groups.add, connection_id, group)
 
     def remove(self, connection_id: str, group: str) -> None:
         """Remove a connection (on any node) from a group."""
-        self._runner.run(self._groups.remove(connection_id, group))
+        self._runner.run(self._groups.remove, connection_id, group)
 
 
 class SyncEmitter:
@@ -277,10 +307,11 @@ class SyncEmitter:
         channel_prefix: str | bytes = "",
         protocols: Sequence[str] = ("json", "messagepack"),
         timeout: float = 35.0,
+        pubsub: str | None = None,
     ) -> None:
-        self._runner = _LoopThread(timeout)
+        self._runner = _Portal(timeout)
         self._emitter: Emitter = self._runner.run(
-            _make_emitter(redis_url, hub, channel_prefix, protocols)
+            _make_emitter, redis_url, hub, channel_prefix, protocols, pubsub
         )
         self.hub = hub
         self.clients = SyncHubClients(self._runner, self._emitter.clients)
@@ -288,16 +319,16 @@ class SyncEmitter:
 
     def abort(self, connection_id: str) -> None:
         """Disconnect a connection wherever it is connected."""
-        self._runner.run(self._emitter.abort(connection_id))
+        self._runner.run(self._emitter.abort, connection_id)
 
     def abort_user(self, user_id: str) -> None:
         """Disconnect every connection of a user wherever it is connected."""
-        self._runner.run(self._emitter.abort_user(user_id))
+        self._runner.run(self._emitter.abort_user, user_id)
 
     def close(self) -> None:
         """Flush, close the Redis connections and stop the background loop."""
         try:
-            self._runner.run(self._emitter.aclose())
+            self._runner.run(self._emitter.aclose)
         finally:
             self._runner.close()
 
@@ -313,7 +344,11 @@ class SyncEmitter:
 
 
 async def _make_emitter(
-    redis_url: str, hub: str, channel_prefix: str | bytes, protocols: Sequence[str]
+    redis_url: str,
+    hub: str,
+    channel_prefix: str | bytes,
+    protocols: Sequence[str],
+    pubsub: str | None,
 ) -> Emitter:
     # Built inside the loop thread: its asyncio objects belong to that loop.
-    return Emitter(redis_url, hub, channel_prefix, protocols)
+    return Emitter(redis_url, hub, channel_prefix, protocols, pubsub)

@@ -27,6 +27,9 @@ from .user import User
 
 logger = logging.getLogger("hubplane.handler")
 
+#: Seconds a drain keeps for the Closes after invocations and uploads have run.
+CLOSE_ALLOWANCE = 2.0
+
 
 class HubConnectionHandler:
     """Runs the connections of one hub type."""
@@ -100,8 +103,9 @@ class HubConnectionHandler:
     ) -> None:
         """Close every connection, letting a reconnect go elsewhere, within ``timeout`` seconds.
 
-        Invocations already received answer first (half the time at most), then each client
-        gets a Close with ``allowReconnect``; what is queued for it goes out before the Close.
+        Invocations already received, and those reading uploads, answer first (until
+        ``CLOSE_ALLOWANCE`` before the deadline, or half the time when that is shorter), then
+        each client gets a Close with ``allowReconnect``; what is queued for it goes out first.
         Returns when every connection has ended, or when the time is up. Connections that
         ``skip`` names are left alone (they move to another node).
         """
@@ -111,7 +115,8 @@ class HubConnectionHandler:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         finishing = [asyncio.ensure_future(c.finish_and_close()) for c in conns]
-        _, late = await asyncio.wait(finishing, timeout=timeout / 2)
+        finish_by = timeout - min(timeout / 2, CLOSE_ALLOWANCE)
+        _, late = await asyncio.wait(finishing, timeout=finish_by)
         for task in late:
             task.cancel()
         for connection in conns:

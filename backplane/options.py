@@ -42,6 +42,8 @@ class HubStats:
     """Counters for metrics (plain integers: the per-message paths add to them)."""
 
     slow_clients: int = 0
+    #: Writes to a client's socket that raised; the socket was dropped (see the transports).
+    send_failures: int = 0
     messages_received: int = 0
     messages_sent: int = 0
     #: Completed handshakes and ended connections by (transport, protocol).

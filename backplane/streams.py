@@ -172,6 +172,11 @@ class StreamTracker:
         """Server-to-client streams running and upload streams open, together."""
         return len(self.running) + len(self.uploads)
 
+    async def uploads_read(self) -> None:
+        """Wait until the invocations reading uploads have returned."""
+        while self._readers:
+            await asyncio.wait(set(self._readers))
+
     @property
     def readers(self) -> frozenset[asyncio.Task[None]]:
         """The invocations reading uploads that are still running."""

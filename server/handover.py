@@ -156,8 +156,8 @@ class Handover:
                 self._forget_sha,
                 3,
                 key,
-                resume_log_key(key),
-                resume_pos_key(key),
+                resume_log_key(key, self.node.cluster),
+                resume_pos_key(key, self.node.cluster),
                 self.node.node_id,
                 keep=True,
             )

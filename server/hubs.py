@@ -51,6 +51,7 @@ def redis_node(settings: Settings) -> RedisNode | None:
         timeout=settings.presence_timeout,
         buffer_limit=settings.redis_buffer,
         payload_protocols=settings.redis_payload_protocols,
+        pubsub=settings.redis_pubsub,
     )
     node.bus.reply_timeout = settings.redis_reply_timeout
     node.bus.queue_limit = settings.redis_queue_limit

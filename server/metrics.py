@@ -119,6 +119,10 @@ _COUNTERS: dict[str, str] = {
     "hubplane_messages_sent": "Hub messages queued to clients.",
     "hubplane_invocations": "Hub method invocations by outcome.",
     "hubplane_slow_clients": "Connections closed because their outbound buffer overflowed.",
+    "hubplane_send_failures": (
+        "Writes to a client's WebSocket that failed: the socket was dropped, so a stateful "
+        "client resumes and gets them again and a plain connection ends."
+    ),
     "hubplane_limit_refusals": (
         "Requests refused by a limit: a group join past --max-groups-per-connection, a stream "
         "past --max-streams-per-connection, a negotiate past --max-pending-negotiations."
@@ -135,6 +139,15 @@ _COUNTERS: dict[str, str] = {
     ),
     "hubplane_backplane_reconnects": "Reconnections to Redis.",
     "hubplane_backplane_errors": "Redis commands that failed.",
+    "hubplane_backplane_redirections": (
+        "Redis Cluster: commands sent again to the master a MOVED or ASK named."
+    ),
+    "hubplane_backplane_replayed": (
+        "Redis Cluster: publishes sent again because the master that took them failed."
+    ),
+    "hubplane_backplane_channel_moves": (
+        "Redis Cluster: channels subscribed again on another master (a failover, a reshard)."
+    ),
     "hubplane_resumes": "Stateful reconnects: resumed here, taken from another node, refused.",
     "hubplane_handovers": "Stateful connections handed over to another node.",
     "hubplane_replayed_messages": "Messages sent again to clients after a stateful reconnect.",
@@ -269,6 +282,7 @@ def read(hubplane: MetricsSource, histograms: bool = True) -> _Families:
             labels = {"hub": hub, "outcome": outcome}
             out.counter("hubplane_invocations", labels, stats.invocations.get(outcome, 0))
         out.counter("hubplane_slow_clients", {"hub": hub}, stats.slow_clients)
+        out.counter("hubplane_send_failures", {"hub": hub}, stats.send_failures)
         refusals = dict(stats.refusals)
         registry = getattr(handler.lifetime, "registry", None)
         refusals["groups"] = getattr(registry, "refused", 0)
@@ -296,6 +310,10 @@ def read(hubplane: MetricsSource, histograms: bool = True) -> _Families:
         out.counter("hubplane_backplane_queue_dropped", {}, bstats.overflowed)
         out.counter("hubplane_backplane_reconnects", {}, bstats.reconnects)
         out.counter("hubplane_backplane_errors", {}, bstats.errors)
+        # Redis Cluster only (0 on one Redis).
+        out.counter("hubplane_backplane_redirections", {}, bstats.redirections)
+        out.counter("hubplane_backplane_replayed", {}, bstats.replayed)
+        out.counter("hubplane_backplane_channel_moves", {}, bstats.channel_moves)
         heard = node.received.stats
         out.counter("hubplane_backplane_duplicates_dropped", {}, heard.duplicates)
         out.counter("hubplane_backplane_gaps", {}, heard.gaps)

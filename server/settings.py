@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from backplane.redis.connect import CLUSTER_SCHEMES, cluster_seeds, is_cluster_url
+
 from .errors import SettingsError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -114,6 +116,14 @@ class Settings:
     redis_url: str | None = field(
         default=None,
         metadata={"help": "Redis URL for the backplane (also read from REDIS_URL)"},
+    )
+    redis_pubsub: str | None = field(
+        default=None,
+        metadata={
+            "help": "how hub channels travel on a Redis Cluster: sharded (SPUBLISH/SSUBSCRIBE, "
+            "each channel on its shard; the default with a redis+cluster:// URL) or classic "
+            "(PUBLISH/SUBSCRIBE, as .NET nodes sharing the cluster publish); one Redis: classic"
+        },
     )
     channel_prefix: str = field(
         default="",
@@ -316,11 +326,25 @@ class Settings:
             raise SettingsError("--redis-buffer must be 0 or more")
         if self.redis_queue_limit < 1:
             raise SettingsError("--redis-queue-limit must be at least 1")
+        if self.redis_pubsub is not None and self.redis_pubsub not in ("sharded", "classic"):
+            raise SettingsError("--redis-pubsub must be sharded or classic")
+        cluster = bool(self.redis_url) and is_cluster_url(self.redis_url or "")
+        if self.redis_pubsub == "sharded" and not cluster:
+            raise SettingsError(
+                "--redis-pubsub sharded needs a Redis Cluster: "
+                "--redis-url redis+cluster://host:port[,host:port...]"
+            )
+        if cluster:
+            try:
+                cluster_seeds(self.redis_url or "")
+            except ValueError as exc:
+                raise SettingsError(f"--redis-url: {exc}") from None
         if self.redis_url and not self.redis_url.startswith(
-            ("redis://", "rediss://", "unix://", "redis+sentinel://")
+            ("redis://", "rediss://", "unix://", "redis+sentinel://", *CLUSTER_SCHEMES)
         ):
             raise SettingsError(
-                "--redis-url must start with redis://, rediss://, unix:// or redis+sentinel://"
+                "--redis-url must start with redis://, rediss://, unix://, redis+sentinel://, "
+                "redis+cluster:// or rediss+cluster://"
             )
         if self.durable_resume and not self.redis_url:
             raise SettingsError(

@@ -31,6 +31,8 @@ from typing import Any
 
 import pytest
 
+from tests.redis_cluster import RedisCluster
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = REPO_ROOT / "tests" / "node"
 NODE_DRIVER = NODE_DIR / "client.mjs"
@@ -206,6 +208,30 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     finally:
         if server.controllable:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A private Redis Cluster for the session: three masters, no replicas (see
+    ``tests/redis_cluster.py``). Its ``url`` is ``redis+cluster://`` with every node a seed."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"), masters=3)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def ha_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    """A Redis Cluster of one test's own: three masters with a replica each, for the tests
+    that kill a master (its replica takes over)."""
+    cluster = RedisCluster(tmp_path, masters=3, replicas=1)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 # --------------------------------------------------------------------------- hubplane server

@@ -77,6 +77,11 @@ class ClusterNode(Protocol):
         ...
 
     @property
+    def cluster(self) -> bool:
+        """True on a Redis Cluster: keys in the cluster layout (``keys.py``)."""
+        ...
+
+    @property
     def payload_protocols(self) -> Sequence[str]:
         """The protocols serialized into each published message (empty: all of the hub's)."""
         ...

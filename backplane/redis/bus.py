@@ -33,8 +33,17 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .connect import BACKOFF_FIRST, BACKOFF_MAX, REPLY_TIMEOUT, connect_redis, safe_url
-from .keys import HISTORY_PUBLISH, PUBLISH_MANY
+from .cluster_subscriber import ClusterSubscriber
+from .cluster_writer import ClusterWriter
+from .connect import (
+    BACKOFF_FIRST,
+    BACKOFF_MAX,
+    REPLY_TIMEOUT,
+    connect_redis,
+    is_cluster_url,
+    safe_url,
+)
+from .keys import HISTORY_PUBLISH, PUBLISH_MANY, SHARD_HISTORY_PUBLISH
 from .outbox import (
     KEEP,
     MAX_BATCH,
@@ -47,6 +56,7 @@ from .outbox import (
     Outbox,
 )
 from .subscriber import SUBSCRIBE_CONFIRM_TIMEOUT, Handler, Subscriber
+from .topology import Topology
 from .writer import FLUSH_DELAY, ReconnectHook, Writer
 
 __all__ = [
@@ -62,6 +72,7 @@ __all__ = [
     "STATE",
     "SUBSCRIBE_CONFIRM_TIMEOUT",
     "BackplaneUnavailable",
+    "PUBSUB_MODES",
     "BusStats",
     "Handler",
     "ReconnectHook",
@@ -70,6 +81,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("hubplane.redis")
+
+#: How hub channels travel: ``classic`` PUBLISH/SUBSCRIBE (one Redis, or a cluster shared
+#: with .NET nodes), ``sharded`` SPUBLISH/SSUBSCRIBE (Redis Cluster, Redis 7+).
+PUBSUB_MODES = ("sharded", "classic")
 
 
 class RedisBus:
@@ -82,16 +97,39 @@ class RedisBus:
         buffer_limit: int = 10000,
         reply_timeout: float = REPLY_TIMEOUT,
         queue_limit: int = QUEUE_LIMIT,
+        pubsub: str | None = None,
     ) -> None:
         self.url = url
+        #: On a Redis Cluster (``redis+cluster://``): one connection per master.
+        self.cluster = is_cluster_url(url)
+        if pubsub is None:
+            pubsub = "sharded" if self.cluster else "classic"
+        if pubsub not in PUBSUB_MODES:
+            raise ValueError(f"pubsub must be one of {', '.join(PUBSUB_MODES)}, not {pubsub!r}")
+        if pubsub == "sharded" and not self.cluster:
+            raise ValueError("sharded pub/sub needs a Redis Cluster URL (redis+cluster://)")
+        #: Channels over sharded pub/sub (SSUBSCRIBE / SPUBLISH, on each channel's shard).
+        self.sharded = pubsub == "sharded"
         self.stats = BusStats()
         wake = asyncio.Event()
         outbox = self._outbox = Outbox(
             self.stats, wake.set, buffer_limit=buffer_limit, queue_limit=queue_limit
         )
         logged_url = safe_url(url)
-        self._writer = Writer(connect_redis(url), outbox, wake, self.stats, logged_url)
-        self._subscriber = Subscriber(connect_redis(url), outbox, self.stats, logged_url)
+        self._writer: Writer
+        self._subscriber: Subscriber | ClusterSubscriber
+        if self.cluster:
+            # Scripts cannot publish on several shards: each publish is a command of its own.
+            outbox.publish_script = False
+            self._writer = ClusterWriter(
+                Topology(url), outbox, wake, self.stats, logged_url, self.sharded
+            )
+            self._subscriber = ClusterSubscriber(
+                Topology(url), outbox, self.stats, logged_url, self.sharded
+            )
+        else:
+            self._writer = Writer(connect_redis(url), outbox, wake, self.stats, logged_url)
+            self._subscriber = Subscriber(connect_redis(url), outbox, self.stats, logged_url)
         self.reply_timeout = reply_timeout
         #: How long start() waits for Redis before going on in the background.
         self.connect_wait = 5.0
@@ -100,7 +138,9 @@ class RedisBus:
         self.publish_history = outbox.publish_history
         self.command = outbox.command
         self._writer.register_script(PUBLISH_MANY)
-        self.history_sha = self._writer.register_script(HISTORY_PUBLISH)
+        # With sharded pub/sub the history publish SPUBLISHes (from the channel's shard).
+        history = SHARD_HISTORY_PUBLISH if self.sharded else HISTORY_PUBLISH
+        self.history_sha = outbox.history_sha = self._writer.register_script(history)
 
     # -- state -------------------------------------------------------------------------------
 

@@ -80,6 +80,58 @@ def connect_redis(url: str, **kwargs: Any) -> aioredis.Redis:
     return client
 
 
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
+def is_cluster_url(url: str) -> bool:
+    """True for ``redis+cluster://`` and ``rediss+cluster://`` (a Redis Cluster's seeds)."""
+    return url.startswith(CLUSTER_SCHEMES)
+
+
+def cluster_seeds(url: str) -> list[tuple[str, int]]:
+    """The seed nodes of a cluster URL:
+    ``redis+cluster://[user:password@]host:port[,host:port...][/0][?options]``.
+
+    Raises :class:`ValueError` for a URL that is not one (a database other than 0: a Redis
+    Cluster has only database 0)."""
+    if not is_cluster_url(url):
+        raise ValueError(f"not a Redis Cluster URL: {safe_url(url)}")
+    rest = url.partition("://")[2]
+    rest = rest.partition("?")[0]
+    rest = rest.rpartition("@")[2]
+    hosts_part, _, path = rest.partition("/")
+    if path not in ("", "0"):
+        raise ValueError("a Redis Cluster has database 0 only: use an empty path or /0")
+    seeds = []
+    for item in hosts_part.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if item.startswith("["):  # [IPv6]:port
+            host, _, port = item[1:].partition("]")
+            port = port.lstrip(":")
+        else:
+            host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+        try:
+            seeds.append((host or "127.0.0.1", int(port or 6379)))
+        except ValueError:
+            raise ValueError(f"bad host:port {item!r} in a Redis Cluster URL") from None
+    if not seeds:
+        raise ValueError("a Redis Cluster URL needs at least one host:port")
+    return seeds
+
+
+def cluster_node_url(url: str, host: str, port: int) -> str:
+    """The plain URL of one node of the cluster of ``url`` (same TLS, credentials, options)."""
+    scheme = "rediss" if url.startswith("rediss+") else "redis"
+    rest = url.partition("://")[2]
+    rest, _, query = rest.partition("?")
+    credentials = rest.rpartition("@")[0] if "@" in rest.partition("/")[0] else ""
+    hostpart = f"[{host}]" if ":" in host else host
+    node = f"{scheme}://{credentials + '@' if credentials else ''}{hostpart}:{port}/0"
+    return node + (f"?{query}" if query else "")
+
+
 def safe_url(url: str) -> str:
     """``url`` fit for a log line (never log a password)."""
     if "@" in url:

@@ -25,7 +25,11 @@ tells :attr:`DurableRecorder.on_taken`. Acks wait while an invocation runs
 (``MessageBuffer.hold_acks``), so what the client saw acknowledged has its completion recorded.
 
 Every channel of a durable connection is *watched* (``history.py``): announced when it
-becomes watched and again every quarter window, so publishers keep its history.
+becomes watched and again every quarter window, so publishers keep its history
+(``announce.py``).
+
+On a Redis Cluster a connection's three keys share a hash slot (``keys.resume_key``), and
+the connections of one call must too: the records of a turn go in one call per slot.
 """
 
 from __future__ import annotations
@@ -43,9 +47,11 @@ import msgpack
 from ..lifetime.base import ClientConnection
 from ..outbound import OutboundBuffer
 from ..stateful import MessageBuffer
+from .announce import ChannelWatches
 from .capture import Positions, positions
-from .keys import RECORD, WATCH_CHANNELS, resume_log_key, resume_pos_key
+from .keys import RECORD, resume_log_key, resume_pos_key
 from .outbox import BackplaneUnavailable
+from .slots import key_slot
 
 if TYPE_CHECKING:
     from .base import ClusterNode
@@ -121,6 +127,18 @@ class _Sent:
     waiters: list[asyncio.Future[None]]
 
 
+class _Call:
+    """One RECORD call being built: its keys, arguments, connections and bytes."""
+
+    __slots__ = ("keys", "args", "batch", "size")
+
+    def __init__(self, node_id: str) -> None:
+        self.keys: list[bytes] = []
+        self.args: list[Any] = [node_id]
+        self.batch: list[tuple[_State, _Sent]] = []
+        self.size = 0
+
+
 class _State:
     """One durable connection: what Redis has, what it is being sent."""
 
@@ -128,6 +146,7 @@ class _State:
         "connection",
         "manager",
         "keys",
+        "slot",
         "sent",
         "client_ack",
         "acked",
@@ -151,7 +170,10 @@ class _State:
     ) -> None:
         self.connection = connection
         self.manager = manager
-        self.keys = (entry, resume_log_key(entry), resume_pos_key(entry))
+        cluster = manager.node.cluster
+        self.keys = (entry, resume_log_key(entry, cluster), resume_pos_key(entry, cluster))
+        #: The keys' hash slot on a Redis Cluster (one call per slot), else 0.
+        self.slot = key_slot(entry) if cluster else 0
         # As Redis has it (confirmed): numbers, positions, channels with a since, groups.
         self.sent = 0
         self.client_ack = 0
@@ -193,19 +215,13 @@ class DurableRecorder:
         self.node = node
         self.bus = node.bus
         self.window_ms = int(2 * (disconnect_timeout + WINDOW_MARGIN) * 1000)
-        self.refresh_every = self.window_ms / 4000
-        self.heartbeat = heartbeat
         self.stats = DurableStats()
         self._record_sha = self.bus.register_script(RECORD)
-        self._watch_sha = self.bus.register_script(WATCH_CHANNELS)
         self._states: dict[int, _State] = {}
         self._pending: list[_State] = []
         self._scheduled = False
-        #: Watched channel -> durable connections here on it; when it was last announced.
-        self.watching: dict[bytes, int] = {}
-        self._announced: dict[bytes, float] = {}
-        self._new = False
-        self._task: asyncio.Task[None] | None = None
+        #: The channels of the connections recorded here, announced as watched.
+        self.watches = ChannelWatches(node, self.window_ms, heartbeat)
         #: Told of a connection whose entry another node claimed; True when the connection
         #: was ended for it (it moved), False to try again later (a handover is under way).
         self.on_taken: Callable[[RecordedConnection], bool] = lambda _connection: False
@@ -283,21 +299,13 @@ class DurableRecorder:
             if buffer is not None:
                 buffer.hold_acks = False
 
+    @property
+    def watching(self) -> dict[bytes, int]:
+        """Watched channel -> durable connections here on it."""
+        return self.watches.watching
+
     def _set_channels(self, state: _State, channels: frozenset[bytes]) -> None:
-        watching = self.watching
-        for channel in channels - state.channels:
-            count = watching.get(channel, 0)
-            watching[channel] = count + 1
-            if not count:
-                self._announced[channel] = 0.0
-                self._new = True
-        for channel in state.channels - channels:
-            count = watching.get(channel, 0) - 1
-            if count > 0:
-                watching[channel] = count
-            else:
-                watching.pop(channel, None)
-                self._announced.pop(channel, None)
+        self.watches.change(state.channels, channels)
         state.channels = channels
 
     # -- recording ----------------------------------------------------------------------------
@@ -316,27 +324,28 @@ class DurableRecorder:
 
     def _flush(self) -> None:
         self._scheduled = False
-        if self._new:
-            self._announce(0.0)
+        if self.watches.new:
+            self.watches.announce(0.0)
         pending, self._pending = self._pending, []
-        keys: list[bytes] = []
-        args: list[Any] = [self.node.node_id]
-        batch: list[tuple[_State, _Sent]] = []
-        size = 0
+        calls: dict[int, _Call] = {}  # per hash slot (one on a single Redis)
         cache: Positions = {}
         for state in pending:
             if not state.live or state.in_flight or state.retry is not None:
                 continue
-            built = self._build(state, keys, args, cache)
+            call = calls.get(state.slot)
+            if call is None:
+                call = calls[state.slot] = _Call(self.node.node_id)
+            built = self._build(state, call.keys, call.args, cache)
             if built is None:
                 continue
-            batch.append((state, built))
-            size += built.size + 64
-            if len(batch) >= MAX_RECORDS or size >= MAX_RECORD_BYTES:
-                self._send(batch, keys, args)
-                keys, args, batch, size = [], [self.node.node_id], [], 0
-        if batch:
-            self._send(batch, keys, args)
+            call.batch.append((state, built))
+            call.size += built.size + 64
+            if len(call.batch) >= MAX_RECORDS or call.size >= MAX_RECORD_BYTES:
+                self._send(call.batch, call.keys, call.args)
+                del calls[state.slot]
+        for call in calls.values():
+            if call.batch:
+                self._send(call.batch, call.keys, call.args)
 
     def _build(
         self, state: _State, keys: list[bytes], args: list[Any], cache: Positions
@@ -542,52 +551,10 @@ class DurableRecorder:
 
     # -- watches ------------------------------------------------------------------------------
 
-    def _announce(self, older_than: float) -> None:
-        """Announce the watched channels not announced since ``older_than`` (monotonic)."""
-        self._new = False
-        due = [c for c, at in self._announced.items() if at <= older_than]
-        if not due:
-            return
-        now = time.monotonic()
-        for channel in due:
-            self._announced[channel] = now
-        announcement = _packb([self.window_ms, due])
-        args = (self.node.history.announcements, announcement, self.window_ms, *due)
-        try:
-            future = self.bus.query_soon(
-                "EVALSHA", self._watch_sha, 1, self.node.history.key, *args
-            )
-        except BackplaneUnavailable:
-            self._announce_failed(due)
-            return
-        future.add_done_callback(functools.partial(self._announced_or_not, due))
-
-    def _announced_or_not(self, due: list[bytes], future: asyncio.Future[Any]) -> None:
-        if future.cancelled() or future.exception() is not None:
-            self._announce_failed(due)
-        else:
-            # This node publishes there too: it knows at once.
-            self.node.history.watch(due, self.window_ms)
-
-    def _announce_failed(self, due: list[bytes]) -> None:
-        for channel in due:
-            if channel in self._announced:
-                self._announced[channel] = 0.0  # due again at the next beat
-
-    async def _refresh_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat)
-            self._announce(time.monotonic() - self.refresh_every)
-
     def start(self) -> None:
         """Announce watches every beat (the node is started)."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._refresh_forever(), name="hubplane-durable-watch"
-            )
+        self.watches.start()
 
     def stop(self) -> None:
         """Stop announcing (the watches expire by themselves)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
+        self.watches.stop()

@@ -6,7 +6,9 @@ A channel with a member recorded for ``--durable-resume`` somewhere (``durable.p
 and emitter of this release keeps the set it heard of (reloading the ZSET on every
 (re)connect) and publishes on a watched channel with ``keys.HISTORY_PUBLISH``: the message goes
 into the channel's history stream (``<prefix>hubplane:hist:{<channel>}``) and is published, in
-one script. A node that takes over the connection of a node that crashed finds there what the
+one script (on a Redis Cluster with sharded pub/sub, ``keys.SHARD_HISTORY_PUBLISH`` on the
+channel's shard: the stream's name starts with the hash tag of the channel's slot). A node
+that takes over the connection of a node that crashed finds there what the
 dead node never delivered (``revive.py``).
 
 A watch lasts ``window`` after its last announcement; history is kept for as long (trimmed with
@@ -41,7 +43,10 @@ class WatchedChannels:
         self.prefix = prefix
         #: channel -> (until when it is watched, on the monotonic clock; history kept, ms)
         self.channels: dict[bytes, tuple[float, int]] = {}
-        self.key = watched_key(prefix)
+        #: On a Redis Cluster the keys take a slot's hash tag (``keys.history_key``).
+        self.cluster = bus.cluster
+        self.sharded = bus.sharded
+        self.key = watched_key(prefix, self.cluster)
         self.announcements = watch_channel(prefix)
         self._reload_sha = bus.register_script(WATCHED)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -60,7 +65,7 @@ class WatchedChannels:
         if time.monotonic() > entry[0]:
             del self.channels[channel]
             return None
-        return history_key(self.prefix, channel), entry[1]
+        return history_key(self.prefix, channel, self.cluster, self.sharded), entry[1]
 
     def publish(self, channel: bytes, data: bytes) -> bool:
         """Publish ``data`` on ``channel`` with history when it is watched; False (nothing

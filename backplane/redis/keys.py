@@ -14,10 +14,16 @@ Keys (``docs/redis-protocol.md``; ``B`` = prefix + hub wire name, ``N`` = node i
   ``since:<channel>``
 - ``<prefix>hubplane:resume:{T}:log``: ZSET of a durable connection's unacknowledged messages,
   scored by their number; ``...:pos``: HASH ``<channel>\0<publisher>`` -> the last number
-  delivered (``docs/design/durable-resume.md``)
+  delivered (``docs/design/durable-resume.md``); on a Redis Cluster the three share the
+  entry's slot (the two others start with that slot's tag when the prefix's braces would
+  keep the entry's tag from counting)
 - ``<prefix>hubplane:watched``: ZSET of the channels with a durable member, scored by when the
   watch expires (ms, Redis time); ``<prefix>hubplane:hist:{<channel>}``: STREAM of what was
-  published on a watched channel lately (field ``m``: the invocation as published)
+  published on a watched channel lately (field ``m``: the invocation as published). On a
+  Redis Cluster both names start with a slot's hash tag (``slots.slot_tag``): the history
+  with the tag of its channel's slot (with classic pub/sub, of slot 0), the ZSET with that of
+  the ``watch`` channel, so the scripts that write them publish on those channels from the
+  same shard (SPUBLISH)
 - ``<prefix>hubplane:stats:N``: STRING, node N's figures for the admin API's cluster view
   (JSON, rewritten every second while the admin API is on, expiring by itself)
 - ``B:hubplane:user-groups:{user:U}:added`` / ``...:expires``: ZSETs of the groups of user U
@@ -29,7 +35,8 @@ Keys (``docs/redis-protocol.md``; ``B`` = prefix + hub wire name, ``N`` = node i
 
 Every script declares every key it touches in KEYS and builds none from ARGV (Redis Cluster
 routes a script by its keys; ``tests/lifetime/test_scripts.py`` runs each one with a guard
-that refuses an undeclared key). The keys of one script are not all in one hash slot yet.
+that refuses an undeclared key). On a Redis Cluster the keys of one call share a hash slot
+(the callers split ``RECORD``'s batches per slot).
 Pub/sub channels are not keys: see ``wire.Channels``, except two of the node's own, named
 here because a script counts the first one's subscribers:
 
@@ -44,16 +51,28 @@ from __future__ import annotations
 
 import hashlib
 
+from .slots import key_slot, slot_tag
+
 # -- keys ------------------------------------------------------------------------------------
 
 
-def nodes_key(prefix: bytes) -> bytes:
-    """The ZSET of live node ids, scored by their last heartbeat."""
+def nodes_key(prefix: bytes, cluster: bool = False) -> bytes:
+    """The ZSET of live node ids, scored by their last heartbeat.
+
+    On a Redis Cluster the name is one hash tag, ``{<prefix>hubplane:nodes}``, which starts
+    the node's HASH and its purge lease too: the purge scripts touch the three at once.
+    (Whatever braces the prefix holds, the three names start with the same characters up
+    to the tag's closing brace, so their first tag is the same.)
+    """
+    if cluster:
+        return b"{" + prefix + b"hubplane:nodes}"
     return prefix + b"hubplane:nodes"
 
 
-def node_key(prefix: bytes, node_id: str) -> bytes:
-    """The HASH describing a node."""
+def node_key(prefix: bytes, node_id: str, cluster: bool = False) -> bytes:
+    """The HASH describing a node (on a Redis Cluster: in the slot of the nodes ZSET)."""
+    if cluster:
+        return nodes_key(prefix, True) + b":node:" + node_id.encode()
     return prefix + b"hubplane:node:" + node_id.encode()
 
 
@@ -81,8 +100,11 @@ def resume_key(prefix: bytes, token: str) -> bytes:
     return prefix + b"hubplane:resume:{" + digest + b"}"
 
 
-def purge_lease_key(prefix: bytes, node_id: str) -> bytes:
-    """The STRING naming the node purging ``node_id`` (expires by itself)."""
+def purge_lease_key(prefix: bytes, node_id: str, cluster: bool = False) -> bytes:
+    """The STRING naming the node purging ``node_id`` (expires by itself; on a Redis
+    Cluster in the slot of the nodes ZSET)."""
+    if cluster:
+        return nodes_key(prefix, True) + b":purging:" + node_id.encode()
     return prefix + b"hubplane:purging:" + node_id.encode()
 
 
@@ -102,19 +124,34 @@ def user_groups_keys(base: bytes, user: str) -> tuple[bytes, bytes]:
     return stem + b":added", stem + b":expires"
 
 
-def resume_log_key(entry: bytes) -> bytes:
+def _beside(entry: bytes, suffix: bytes, cluster: bool) -> bytes:
+    """``entry + suffix``; on a Redis Cluster in the entry's slot even when the prefix's
+    braces keep the entry's tag from counting (a prefix like ``{}``): then it starts with
+    the tag of the entry's slot."""
+    key = entry + suffix
+    if cluster and key_slot(key) != key_slot(entry):
+        return slot_tag(key_slot(entry)) + key
+    return key
+
+
+def resume_log_key(entry: bytes, cluster: bool = False) -> bytes:
     """The ZSET of a durable connection's unacknowledged messages (beside its entry)."""
-    return entry + b":log"
+    return _beside(entry, b":log", cluster)
 
 
-def resume_pos_key(entry: bytes) -> bytes:
+def resume_pos_key(entry: bytes, cluster: bool = False) -> bytes:
     """The HASH of where delivery to a durable connection stands (beside its entry)."""
-    return entry + b":pos"
+    return _beside(entry, b":pos", cluster)
 
 
-def watched_key(prefix: bytes) -> bytes:
-    """The ZSET of watched channels (a durable member somewhere), scored by their expiry."""
-    return prefix + b"hubplane:watched"
+def watched_key(prefix: bytes, cluster: bool = False) -> bytes:
+    """The ZSET of watched channels (a durable member somewhere), scored by their expiry.
+
+    On a Redis Cluster it starts with the hash tag of the :func:`watch_channel`'s slot:
+    ``WATCH_CHANNELS`` announces on that channel from the ZSET's shard.
+    """
+    key = prefix + b"hubplane:watched"
+    return slot_tag(key_slot(watch_channel(prefix))) + key if cluster else key
 
 
 def watch_channel(prefix: bytes) -> bytes:
@@ -122,35 +159,56 @@ def watch_channel(prefix: bytes) -> bytes:
     return prefix + b"hubplane:watch"
 
 
-def history_key(prefix: bytes, channel: bytes) -> bytes:
-    """The STREAM of what was published lately on a watched ``channel`` (a full channel name)."""
-    return prefix + b"hubplane:hist:{" + channel + b"}"
+def history_key(
+    prefix: bytes, channel: bytes, cluster: bool = False, sharded: bool = True
+) -> bytes:
+    """The STREAM of what was published lately on a watched ``channel`` (a full channel name).
+
+    On a Redis Cluster it starts with a hash tag (the channel's own braces, if any, come after
+    it and count for nothing). With sharded pub/sub, the tag of the channel's slot:
+    ``SHARD_HISTORY_PUBLISH`` keeps the message and publishes it (SPUBLISH) on the channel's
+    shard in one script. With classic pub/sub, the tag of slot 0, whose master takes every
+    classic PUBLISH (``cluster_writer.py``): a channel's messages with and without history
+    travel over one connection, in order.
+    """
+    key = prefix + b"hubplane:hist:{" + channel + b"}"
+    if not cluster:
+        return key
+    return slot_tag(key_slot(channel) if sharded else 0) + key
 
 
 class PresenceKeys:
-    """Redis keys of one hub's presence entries."""
+    """Redis keys of one hub's presence entries.
 
-    __slots__ = ("base", "conns")
+    On a Redis Cluster every name starts with the hash tag ``{B}``: a connection's removal
+    (``REMOVE_CONNECTION``) touches its record, its node's, user's and groups' SETs at once,
+    so one hub's presence lives in one slot (its messages still spread over every shard:
+    channels are not keys).
+    """
 
-    def __init__(self, base: bytes) -> None:
+    __slots__ = ("base", "stem", "conns")
+
+    def __init__(self, base: bytes, cluster: bool = False) -> None:
         self.base = base
-        self.conns = base + b":hubplane:conns"
+        #: What every key starts with: ``B``, or ``{B}`` on a Redis Cluster.
+        self.stem = b"{" + base + b"}" if cluster else base
+        self.conns = self.stem + b":hubplane:conns"
 
     def node(self, node_id: str) -> bytes:
         """The SET of the hub's connections on node ``node_id``."""
-        return self.base + b":hubplane:node:" + node_id.encode()
+        return self.stem + b":hubplane:node:" + node_id.encode()
 
     def user(self, user: str) -> bytes:
         """The SET of the hub's connections of ``user``."""
-        return self.base + b":hubplane:user:" + user.encode()
+        return self.stem + b":hubplane:user:" + user.encode()
 
     def group(self, group: str) -> bytes:
         """The SET of the connections in ``group``."""
-        return self.base + b":hubplane:group:" + group.encode()
+        return self.stem + b":hubplane:group:" + group.encode()
 
     def groups_of(self, connection_id: str) -> bytes:
         """The SET of the groups of a connection."""
-        return self.base + b":hubplane:groups-of:" + connection_id.encode()
+        return self.stem + b":hubplane:groups-of:" + connection_id.encode()
 
 
 # -- scripts ---------------------------------------------------------------------------------
@@ -235,6 +293,22 @@ _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
+
+# Every registered node and its heartbeat: WATCH without the subscriber counts, for a Redis
+# Cluster, where the nodes' channels live on other shards (``watch.py`` asks each for its
+# counts). KEYS: nodes zset. Returns {now, node id, heartbeat (ms), node id, ...}.
+NODE_BEATS = (
+    _NOW
+    + """
+local rows = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local out = {now}
+for i = 1, #rows, 2 do
+  out[#out + 1] = rows[i]
+  out[#out + 1] = tonumber(rows[i + 1])
+end
+return out
+"""
+)
 
 # Registers a node. KEYS: nodes zset. ARGV: node id.
 TOUCH = (
@@ -406,6 +480,10 @@ return redis.call('PUBLISH', ARGV[1], ARGV[2])
 """
 )
 
+# HISTORY_PUBLISH with sharded pub/sub (a Redis Cluster): SPUBLISH, on the shard of the history
+# key, which is the channel's (``history_key``).
+SHARD_HISTORY_PUBLISH = HISTORY_PUBLISH.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+
 # Watch channels (or watch them longer), forget expired watches, announce. KEYS: watched zset.
 # ARGV: announcement channel, announcement, window (ms), channel, ... Returns now (ms).
 WATCH_CHANNELS = (
@@ -418,6 +496,10 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return now
 """
 )
+
+# WATCH_CHANNELS with sharded pub/sub: SPUBLISH, on the shard of the watched zset, which is the
+# announcement channel's (``watched_key``).
+SHARD_WATCH_CHANNELS = WATCH_CHANNELS.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
 
 # The watched channels. KEYS: watched zset. Returns {now, channel, expiry, channel, ...}.
 WATCHED = (

@@ -62,7 +62,7 @@ class RedisLifetimeManager(HubLifetimeManager):
         self.bus = node.bus
         self.node_id = node.node_id
         self.channels = wire.Channels(hub_name, node.prefix)
-        self.keys = PresenceKeys(self.channels.base)
+        self.keys = PresenceKeys(self.channels.base, node.cluster)
         wanted = [p for p in node.payload_protocols if p in protocols] or list(protocols)
         protos = [get_protocol(p) for p in wanted]
         #: The protocols each published message carries (see RedisNode.payload_protocols).

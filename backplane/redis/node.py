@@ -57,6 +57,7 @@ class RedisNode:
         buffer_limit: int = 10000,
         presence: bool = True,
         payload_protocols: Sequence[str] = (),
+        pubsub: str | None = None,
     ) -> None:
         self.prefix = (
             channel_prefix.encode() if isinstance(channel_prefix, str) else bytes(channel_prefix)
@@ -69,10 +70,13 @@ class RedisNode:
         # hub offers (the .NET layout). Fewer makes publishing cheaper; receiving nodes
         # encode the others once per message for their clients.
         self.payload_protocols = tuple(payload_protocols)
-        self.bus = RedisBus(redis_url, buffer_limit=buffer_limit)
+        # ``pubsub``: "sharded" or "classic" (see bus.PUBSUB_MODES); None: the URL's default.
+        self.bus = RedisBus(redis_url, buffer_limit=buffer_limit, pubsub=pubsub)
         self.started = time.time()
         self.managers: list[RedisLifetimeManager] = []
-        self.nodes_key = keys.nodes_key(self.prefix)
+        #: On a Redis Cluster: keys in the cluster layout (hash tags, ``keys.py``).
+        self.cluster = self.bus.cluster
+        self.nodes_key = keys.nodes_key(self.prefix, self.cluster)
         self.node_key = self.node_key_of(self.node_id)
         self.purger = PresencePurge(self.bus, self.prefix, self.node_id)
         self._touch_sha = self.bus.register_script(keys.TOUCH)
@@ -111,13 +115,20 @@ class RedisNode:
             self.deaths,
             self._purge_fast,
         )
+        self._register_task: asyncio.Task[None] | None = None
         if presence:
             self.bus.on_reconnect(self._register_all)
             self.bus.on_reconnect(self._writer_connected)
+            if self.cluster:
+                # A failed master may have taken writes its replica never got (replication
+                # is asynchronous): after a failover (channels moved, or the masters
+                # changed) every node writes its entries again, whether or not its own
+                # writer used the failed master.
+                self.bus.on_resubscribed(self._register_soon)
 
     def node_key_of(self, node_id: str) -> bytes:
         """The HASH describing a node."""
-        return keys.node_key(self.prefix, node_id)
+        return keys.node_key(self.prefix, node_id, self.cluster)
 
     def manager(self, hub_name: str, protocols: Sequence[str]) -> RedisLifetimeManager:
         """A lifetime manager for one hub on this node."""
@@ -152,7 +163,13 @@ class RedisNode:
             return
         self._started = False
         self.history.stop()
-        tasks = [self._heartbeat_task, self._watch_task, self._resync_task, *self._purges.values()]
+        tasks = [
+            self._heartbeat_task,
+            self._watch_task,
+            self._resync_task,
+            self._register_task,
+            *self._purges.values(),
+        ]
         for task in tasks:
             if task is not None:
                 task.cancel()
@@ -199,6 +216,14 @@ class RedisNode:
             self._resync_task.cancel()
         self._resync_task = asyncio.get_running_loop().create_task(
             self._resync(), name="hubplane-presence-sweep"
+        )
+
+    def _register_soon(self) -> None:
+        """:meth:`_register_all` in a task (from a synchronous hook), while connected."""
+        if not self._started or not self.bus.writer_up:
+            return  # the writer's reconnect writes everything anyway
+        self._register_task = asyncio.get_running_loop().create_task(
+            self._register_all(), name="hubplane-presence-rewrite"
         )
 
     async def _resync(self) -> None:

@@ -72,6 +72,12 @@ class BusStats:
     reconnects: int = 0
     batches: int = 0
     errors: int = 0
+    #: Redis Cluster: commands sent again to another master (MOVED, ASK).
+    redirections: int = 0
+    #: Redis Cluster: publishes sent again because the master that took them failed.
+    replayed: int = 0
+    #: Redis Cluster: channels subscribed again on another master (a failover, a reshard).
+    channel_moves: int = 0
     #: Commands per pipelined round trip, and how long each round trip took (seconds).
     batch_sizes: Observer = field(default_factory=lambda: Buckets(BATCH_BUCKETS))
     round_trips: Observer = field(default_factory=lambda: Buckets(ROUND_TRIP_BUCKETS))

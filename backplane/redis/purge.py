@@ -43,7 +43,8 @@ class PresencePurge:
         self.bus = bus
         self.prefix = prefix
         self.node_id = node_id
-        self.nodes_key = keys.nodes_key(prefix)
+        self.cluster = bus.cluster
+        self.nodes_key = keys.nodes_key(prefix, self.cluster)
         self.remove_sha = bus.register_script(keys.REMOVE_CONNECTION)
         self._begin_sha = bus.register_script(keys.PURGE_BEGIN)
         self._end_sha = bus.register_script(keys.PURGE_END)
@@ -82,8 +83,8 @@ class PresencePurge:
         """Purge ``node_id`` unless it beat after ``cutoff`` (ms, Redis time), is gone already
         or is being purged by another node: the number of its connections removed, or None."""
         bus = self.bus
-        lease = keys.purge_lease_key(self.prefix, node_id)
-        node_key = keys.node_key(self.prefix, node_id)
+        lease = keys.purge_lease_key(self.prefix, node_id, self.cluster)
+        node_key = keys.node_key(self.prefix, node_id, self.cluster)
         hubs = await bus.query(
             "EVALSHA",
             self._begin_sha,
@@ -100,7 +101,7 @@ class PresencePurge:
             return None
         removed = 0
         for base in msgpack.unpackb(hubs, raw=True) if hubs else ():
-            removed += await self.sweep(PresenceKeys(base), node_id, None, lease)
+            removed += await self.sweep(PresenceKeys(base, self.cluster), node_id, None, lease)
         await bus.query(
             "EVALSHA", self._end_sha, 3, self.nodes_key, node_key, lease, node_id, self.node_id
         )

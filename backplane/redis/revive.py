@@ -170,11 +170,12 @@ def check_record(record: Record, holder: str) -> None:
 
 
 async def read_record(bus: RedisBus, entry: bytes) -> Record:
-    """Read the record of the connection whose resume entry is ``entry`` (one round trip)."""
+    """Read the record of the connection whose resume entry is ``entry`` (one round trip;
+    on a Redis Cluster the three keys share the entry's slot, ``keys.resume_key``)."""
     raw, log, positions = await asyncio.gather(
         bus.query("HGETALL", entry),
-        bus.query("ZRANGE", resume_log_key(entry), 0, -1),
-        bus.query("HGETALL", resume_pos_key(entry)),
+        bus.query("ZRANGE", resume_log_key(entry, bus.cluster), 0, -1),
+        bus.query("HGETALL", resume_pos_key(entry, bus.cluster)),
     )
     return parse_record(raw or {}, log or [], positions or {})
 
@@ -218,11 +219,12 @@ async def read_history(
     Refuses when a channel is not watched now: publishers may not have kept its history.
     """
     channels = list(since)
-    scores = bus.query("ZMSCORE", watched_key(prefix), *channels)
+    cluster = bus.cluster  # each query goes to the shard of its key
+    scores = bus.query("ZMSCORE", watched_key(prefix, cluster), *channels)
     clock = bus.query("TIME")
     queries = []
     for channel, point in since.items():
-        key = history_key(prefix, channel)
+        key = history_key(prefix, channel, cluster, bus.sharded)
         start = f"({point[0]}-{point[1]}"
         queries.append(bus.query("XRANGE", key, start, "+"))
         queries.append(bus.query("XINFO", "STREAM", key))

@@ -18,13 +18,15 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from .connect import NETWORK_ERRORS, HeldConnection, backoff, close_connection, open_connection
 from .outbox import BackplaneUnavailable, BusStats, Outbox
+from .slots import by_slot, key_slot, redirection
 
 logger = logging.getLogger("hubplane.redis")
 
@@ -37,6 +39,13 @@ SUBSCRIBE_ATTEMPTS = 3
 IDLE_CHANNEL = b"hubplane:idle"
 
 
+class LinkState(Protocol):
+    """Where a subscriber reports its connection's state (the outbox has these too)."""
+
+    reader_up: bool
+    last_error: str | None
+
+
 class Subscriber(HeldConnection):
     """The node's subscribing connection to Redis, its reading task and its sending task.
 
@@ -45,9 +54,27 @@ class Subscriber(HeldConnection):
 
     task_name = "hubplane-redis-reader"
 
-    def __init__(self, client: aioredis.Redis, outbox: Outbox, stats: BusStats, url: str) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        outbox: Outbox | LinkState,
+        stats: BusStats,
+        url: str,
+        sharded: bool = False,
+    ) -> None:
         super().__init__(client, url, asyncio.Event())  # woken when there is a command to send
+        #: Where the connection's state is reported (the bus's outbox, or one shard's state).
         self.outbox = outbox
+        #: SSUBSCRIBE (sharded pub/sub, one Redis Cluster shard) instead of SUBSCRIBE.
+        self.sharded = sharded
+        self._message = b"smessage" if sharded else b"message"
+        self._confirmation = b"ssubscribe" if sharded else b"subscribe"
+        #: Subscribed to when no other channel is (in a shard: a channel of one of its slots).
+        self.idle_channel = IDLE_CHANNEL
+        #: Called with a channel Redis says this connection does not serve (any more).
+        self.on_moved: Callable[[bytes], None] | None = None
+        #: Called each time the connection fails.
+        self.on_lost: Callable[[], None] | None = None
         self.stats = stats
         #: Seconds between keep-alive PINGs on the idle subscriber connection.
         self.ping_interval = 5.0
@@ -124,6 +151,10 @@ class Subscriber(HeldConnection):
             f"({self.confirm_attempts} attempts of {self.confirm_timeout:g} s)"
         )
 
+    def forget(self, channel: bytes) -> None:
+        """Drop ``channel`` without a word to Redis (it unsubscribed us itself)."""
+        self._handlers.pop(channel, None)
+
     def unsubscribe(self, channel: bytes) -> None:
         """Stop receiving ``channel``."""
         if self._handlers.pop(channel, None) is None:
@@ -148,7 +179,7 @@ class Subscriber(HeldConnection):
                 # Start from scratch on every connection: subscribe to every channel held.
                 self._queue.clear()
                 channels = list(self._handlers)
-                await connection.send_command("SUBSCRIBE", *(channels or [IDLE_CHANNEL]))
+                await self._send(connection, True, channels or [self.idle_channel])
                 if attempt:
                     self.stats.reconnects += 1
                     logger.warning(
@@ -171,7 +202,9 @@ class Subscriber(HeldConnection):
                 raise
             except NETWORK_ERRORS + (RedisError,) as exc:
                 if outbox.reader_up:
-                    logger.error("Redis subscriber lost its connection: %s", exc)
+                    logger.error("Redis subscriber lost its connection to %s: %s", self.url, exc)
+                if self.on_lost is not None:
+                    self.on_lost()
                 outbox.reader_up = False
                 outbox.last_error = str(exc) or type(exc).__name__
                 await asyncio.sleep(backoff(attempt))
@@ -238,9 +271,30 @@ class Subscriber(HeldConnection):
             while queue and queue[0][0] == action and len(run) < 512:
                 run.append(queue.popleft()[1])
             try:
-                await connection.send_command("SUBSCRIBE" if action else "UNSUBSCRIBE", *run)
+                await self._send(connection, action, run)
             except NETWORK_ERRORS:
                 return  # the reader notices, reconnects and resubscribes everything
+
+    async def _send(
+        self, connection: AbstractConnection, subscribe: bool, run: list[bytes]
+    ) -> None:
+        """SUBSCRIBE (or UNSUBSCRIBE) ``run``; sharded, one SSUBSCRIBE per slot (Redis
+        refuses channels of several slots in one)."""
+        if not self.sharded:
+            await connection.send_command("SUBSCRIBE" if subscribe else "UNSUBSCRIBE", *run)
+            return
+        verb = "SSUBSCRIBE" if subscribe else "SUNSUBSCRIBE"
+        for channels in by_slot(run):
+            await connection.send_command(verb, *channels)
+
+    def _refused(self, error: ResponseError) -> None:
+        """Tell ``on_moved`` of the channels a shard refused (those of the slot it names)."""
+        if self.on_moved is None:
+            return
+        moved = redirection(error)
+        channels = [c for c in self._handlers if moved and key_slot(c) == moved[1]]
+        for channel in channels or [b""]:
+            self.on_moved(channel)
 
     async def _read_forever(self, connection: AbstractConnection) -> None:
         read = connection.read_response
@@ -248,13 +302,25 @@ class Subscriber(HeldConnection):
         self._last_read = loop_time()
         handlers = self._handlers
         stats = self.stats
+        message, confirmation = self._message, self._confirmation
+        sharded = self.sharded
         while not self._closing:
-            response = await read()
+            try:
+                response = await read()
+            except ResponseError as exc:
+                if not sharded:
+                    raise
+                # A shard refusing a SSUBSCRIBE or SUNSUBSCRIBE (MOVED: the slot is another
+                # master's now): not a failed connection, but a map to read again.
+                self._last_read = loop_time()
+                logger.info("Redis Cluster refused a subscription change on %s: %s", self.url, exc)
+                self._refused(exc)
+                continue
             self._last_read = loop_time()
             if response is None:
                 continue
             # ['message', channel, data] is by far the most common reply.
-            if response[0] == b"message":
+            if response[0] == message:
                 stats.received += 1
                 channel = response[1]
                 handler = handlers.get(channel)
@@ -263,9 +329,13 @@ class Subscriber(HeldConnection):
                         handler(channel, response[2])
                     except Exception:
                         logger.exception("handling a message on %r failed", channel)
-            elif response[0] == b"subscribe":
+            elif response[0] == confirmation:
                 waiters = self._confirm.pop(response[1], None)
                 if waiters:
                     for fut in waiters:
                         if not fut.done():
                             fut.set_result(None)
+            elif response[0] == b"sunsubscribe" and response[1] in handlers:
+                # Redis Cluster moved the channel's slot away (a migration, a failover).
+                if self.on_moved is not None:
+                    self.on_moved(response[1])

@@ -5,6 +5,12 @@ Redis's time, every registered node's heartbeat and the subscriber count of each
 channel. :class:`~.liveness.DeathRule` judges; the dead are purged by the node (the same
 script as the heartbeat's purges, which re-checks the heartbeat atomically). The Redis
 server's ``run_id`` is read again after every reconnect of the writer, where these queries go.
+
+On a Redis Cluster the nodes' channels live on their own shards: with sharded pub/sub the
+heartbeats come from one script (``keys.NODE_BEATS``) and each channel's count from
+``PUBSUB SHARDNUMSUB`` on its shard. With classic pub/sub on a cluster, a count is only
+the subscriptions of the one Redis node asked: no count is trusted (every node counts as
+connected) and only heartbeats find the dead.
 """
 
 from __future__ import annotations
@@ -12,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .bus import BackplaneUnavailable, RedisBus
-from .keys import WATCH
+from .keys import NODE_BEATS, WATCH
 from .liveness import CHECKS_PER_BEAT, DeadNodes, DeathRule, PurgeGuard
 
 logger = logging.getLogger("hubplane.redis")
@@ -47,7 +54,7 @@ class NodeWatcher:
         self.guard = guard
         self.deaths = deaths
         self.purge = purge
-        self._sha = bus.register_script(WATCH)
+        self._sha = bus.register_script(NODE_BEATS if bus.cluster else WATCH)
         self._generation = 0  # writer connections so far
         self._known = -1  # the connection whose run_id the rule has
 
@@ -64,7 +71,10 @@ class NodeWatcher:
             info = await bus.query("INFO", "server")
             self.rule.redis_is(str(info.get("run_id", "")))
             self._known = generation
-        raw = await bus.query("EVALSHA", self._sha, 1, self.nodes_key, self.channel_start)
+        if bus.cluster:
+            raw = await self._cluster_rows()
+        else:
+            raw = await bus.query("EVALSHA", self._sha, 1, self.nodes_key, self.channel_start)
         if self._generation != generation:
             return []  # a reconnect in between: these counts may be another server's
         now = int(raw[0])
@@ -86,6 +96,23 @@ class NodeWatcher:
             if await self.purge(node, now - self.rule.stale_ms):
                 purged.append(node)
         return purged
+
+    async def _cluster_rows(self) -> list[Any]:
+        """WATCH's reply on a Redis Cluster: ``[now, node, beat, subscribers, ...]``."""
+        bus = self.bus
+        beats = await bus.query("EVALSHA", self._sha, 1, self.nodes_key)
+        nodes = beats[1::2]
+        if bus.sharded:
+            replies = await asyncio.gather(
+                *(bus.query("PUBSUB", "SHARDNUMSUB", self.channel_start + node) for node in nodes)
+            )
+            counts = [int(reply[1]) for reply in replies]
+        else:
+            counts = [1] * len(nodes)  # not known: see the module's docstring
+        out: list[Any] = [beats[0]]
+        for node, beat, count in zip(nodes, beats[2::2], counts, strict=True):
+            out += [node, beat, count]
+        return out
 
     async def run(self) -> None:
         """Check every ``period`` seconds until cancelled."""

@@ -24,6 +24,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
@@ -144,8 +145,7 @@ class Writer(HeldConnection):
                 if task is not None:
                     task.uncancel()
                 self._stalled = False
-                await close_connection(self.connection)
-                self.connection = None
+                await self._close_connections()
                 self._down(TimeoutError(f"no reply within {self.reply_timeout:g} s"))
                 attempt = 1
             except NETWORK_ERRORS + (RedisError,) as exc:
@@ -156,9 +156,13 @@ class Writer(HeldConnection):
                 logger.warning("Redis writer connection failed (%s); reconnecting", exc)
                 attempt = 1
 
-    async def _connect(self) -> None:
+    async def _close_connections(self) -> None:
+        """Close the connection the writer holds (if any)."""
         await close_connection(self.connection)
         self.connection = None
+
+    async def _open(self) -> None:
+        """Open the connection and load the scripts into Redis (bounded by ``reply_timeout``)."""
         # A frozen Redis still accepts connections (the kernel's backlog) but answers
         # neither the handshake nor PING: both are bounded, and the loop retries later.
         timeout = self.reply_timeout
@@ -172,8 +176,12 @@ class Writer(HeldConnection):
             if isinstance(exc, TimeoutError):
                 raise TimeoutError(f"Redis did not answer within {timeout:g} s") from None
             raise
-        outbox = self.outbox
         self.connection = connection
+
+    async def _connect(self) -> None:
+        await self._close_connections()
+        await self._open()
+        outbox = self.outbox
         outbox.writer_up = True
         outbox.last_error = None
         # Hooks run before buffered publishes flush: presence is rewritten first. The queue's
@@ -205,6 +213,18 @@ class Writer(HeldConnection):
                 raise loaded
             if (loaded.decode() if isinstance(loaded, bytes) else loaded) != sha:
                 raise RuntimeError("Lua script SHA mismatch")
+
+    async def _reload_scripts(self) -> None:
+        """Load the scripts again (Redis said NOSCRIPT)."""
+        assert self.connection is not None
+        await self._load_scripts(self.connection)
+
+    async def _exchange(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write and read their replies (errors as values)."""
+        connection = self.connection
+        assert connection is not None
+        await connection.send_packed_command(b"".join(map(_pack, commands)), check_health=False)
+        return [await read_reply(connection) for _ in commands]
 
     def _down(self, exc: BaseException) -> None:
         outbox = self.outbox
@@ -249,8 +269,7 @@ class Writer(HeldConnection):
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
-        connection = self.connection
-        assert connection is not None
+        exchange = self._exchange
         # redis-py's reply callbacks (HGETALL to a dict, ...), applied to query replies.
         callbacks = self.client.response_callbacks
         outbox = self.outbox
@@ -273,10 +292,7 @@ class Writer(HeldConnection):
             self.in_flight = len(batch)
             self._due = now + self.reply_timeout  # one time stamp per batch: see _watch
             try:
-                await connection.send_packed_command(
-                    b"".join(map(_pack, commands)), check_health=False
-                )
-                results = [await read_reply(connection) for _ in groups]
+                results = await exchange(commands)
             except BaseException:
                 # A lost connection, or the watchdog (no reply in time). Redis may have run
                 # some of the batch already: its publishes go again after reconnecting and
@@ -320,7 +336,7 @@ class Writer(HeldConnection):
                 logger.warning("Redis lost hubplane's Lua scripts: loading them again")
                 self._due = loop.time() + self.reply_timeout
                 try:
-                    await self._load_scripts(connection)
+                    await self._reload_scripts()
                 except BaseException:
                     outbox.requeue(retry)
                     raise

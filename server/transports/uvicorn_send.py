@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from backplane import HubConnection
 
-logger = logging.getLogger("hubplane.websockets")
 
 SANSIO = "uvicorn.protocols.websockets.websockets_sansio_impl"
 #: What the direct write reads of uvicorn's websockets-sansio protocol object.
@@ -104,7 +102,9 @@ def make_sink(
     connection: HubConnection, send: Any, state: dict[str, Any]
 ) -> Callable[[bytes], None]:
     """The outbound buffer's sink for a connection served by uvicorn (see the module's
-    docstring); ``state["pending"]`` and ``state["start_writer"]`` are the transport's."""
+    docstring); ``state["pending"]``, ``state["start_writer"]`` and ``state["send_failed"]``
+    (a write raised: what it carried is lost, so the transport drops the socket) are the
+    transport's."""
     outbound = connection.outbound
     direct = sansio_protocol(send)
 
@@ -115,10 +115,8 @@ def make_sink(
                 if write_direct(direct, data, protocol is not None and protocol.is_binary):
                     return
             except Exception:
-                # The state machine refused (the socket is closing): the reader sees the
-                # disconnect and tears down.
                 outbound.sink = None
-                logger.debug("%s: send failed", connection.log_name, exc_info=True)
+                state["send_failed"]()
                 return
         coro = send(frame(connection, data))
         try:
@@ -126,9 +124,8 @@ def make_sink(
         except StopIteration:
             return
         except (Exception, asyncio.CancelledError):
-            # The client is gone; the reader sees the disconnect and tears down.
             outbound.sink = None
-            logger.debug("%s: send failed", connection.log_name, exc_info=True)
+            state["send_failed"]()
             return
         state["pending"] = (coro, yielded)
         outbound.suspend()

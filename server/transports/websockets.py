@@ -296,6 +296,8 @@ async def run_websocket(
             state["writer"] = loop.create_task(_writer(connection, send, state))
 
     state["start_writer"] = start_writer
+    state["drop"] = functools.partial(drop_socket, send, main)
+    state["send_failed"] = functools.partial(_send_failed, connection, state)
 
     def _give_up() -> None:
         # The connection is ending but the socket did not finish in time: abandon it.
@@ -414,6 +416,23 @@ def _discard(data: bytes) -> None:
     """The sink of a detached connection: writes are dropped (they are in the replay)."""
 
 
+def _send_failed(connection: HubConnection, state: dict[str, Any]) -> None:
+    """A write to the socket raised: the messages it carried (already taken from the
+    outbound buffer) did not reach the client. The loss is never silent: the write is
+    counted and the socket dropped, so a stateful client resumes and gets them again from
+    its replay, and a plain connection ends (its client sees the drop) instead of going on
+    with a gap in what it was sent."""
+    if state["client_gone"]:
+        return  # the reader already saw the disconnect and is tearing down
+    connection.handler.stats.send_failures += 1
+    logger.info(
+        "%s: a write to the socket failed, dropping it",
+        connection.log_name,
+        exc_info=logger.isEnabledFor(logging.DEBUG),
+    )
+    state["drop"]()
+
+
 async def _writer(connection: HubConnection, send: Any, state: dict[str, Any]) -> None:
     outbound = connection.outbound
     try:
@@ -444,8 +463,7 @@ async def _writer(connection: HubConnection, send: Any, state: dict[str, Any]) -
         state["give_up"]()
         return
     except Exception:
-        # The client went away mid-write; the reader sees the disconnect.
-        logger.debug("%s: send failed", connection.log_name, exc_info=True)
+        _send_failed(connection, state)
         return
     if state["client_gone"]:
         return

@@ -150,25 +150,49 @@ def check_redis_url_from_secret(
     assert not ref.get("optional", False), "a missing Redis Secret must stop the pod"
     if ref["name"] not in existing:
         url = secret_value(docs, ref["name"], ref["key"])
-        assert url.startswith(("redis://", "rediss://")), url
+        assert url.startswith(("redis://", "rediss://", "redis+cluster://", "rediss+cluster://"))
     return dict(ref)
 
 
 def check_service(docs: Sequence[Doc], deployment: Doc) -> Doc:
-    """The Service selects the hubplane pods, and only them, on the http port."""
+    """The Service selects the hubplane pods, and only them, on the http port; the container's
+    admin port, when it has one, is only on a ClusterIP Service of its own (never on the one
+    clients reach). Returns the http Service."""
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert selects(deployment["spec"]["selector"]["matchLabels"], pod_labels)
     services = [s for s in by_kind(docs, "Service") if selects(s["spec"]["selector"], pod_labels)]
-    assert len(services) == 1, [s["metadata"]["name"] for s in services]
-    service = services[0]
     others = [d for d in by_kind(docs, "Deployment") if d is not deployment]
-    for other in others:
-        assert not selects(
-            service["spec"]["selector"], other["spec"]["template"]["metadata"]["labels"]
-        )
+    for service in services:
+        for other in others:
+            assert not selects(
+                service["spec"]["selector"], other["spec"]["template"]["metadata"]["labels"]
+            )
+    http = [s for s in services if any(p["name"] == "http" for p in s["spec"]["ports"])]
+    assert len(http) == 1, [s["metadata"]["name"] for s in services]
+    service = http[0]
     (port,) = service["spec"]["ports"]
     assert port["name"] == "http" and port["targetPort"] == "http"
+    admin = [s for s in services if s is not service]
+    container_ports = {p["name"] for p in container(deployment)["ports"]}
+    assert len(admin) == ("admin" in container_ports), [s["metadata"]["name"] for s in admin]
+    for admin_service in admin:
+        assert admin_service["spec"].get("type", "ClusterIP") == "ClusterIP", admin_service
+        (admin_port,) = admin_service["spec"]["ports"]
+        assert admin_port["name"] == "admin" and admin_port["targetPort"] == "admin"
     return service
+
+
+def admin_service(docs: Sequence[Doc], deployment: Doc) -> Doc | None:
+    """The Service of the container's admin port (see check_service), or None."""
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    found = [
+        s
+        for s in by_kind(docs, "Service")
+        if selects(s["spec"]["selector"], pod_labels)
+        and [p["name"] for p in s["spec"]["ports"]] == ["admin"]
+    ]
+    assert len(found) <= 1, found
+    return found[0] if found else None
 
 
 def check_pdb(docs: Sequence[Doc], deployment: Doc) -> Doc:

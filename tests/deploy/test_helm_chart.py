@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from server.settings import Settings, build_settings
+
 from . import manifests as m
 from .conftest import CHART_DIR, RELEASE, REPO_ROOT, Doc, Tools, helm_template, run
 
@@ -56,8 +58,54 @@ NO_STICKY: Doc = {
     "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 6},
     "serviceMonitor": {"enabled": True},
 }
-CONFIGS = {"defaults": {}, "everything": EVERYTHING, "sticky": STICKY, "no-sticky": NO_STICKY}
-EXISTING_SECRETS = {"my-redis", "my-token"}
+ADMIN_PORT: Doc = {
+    "redis": {"url": "redis://redis.example:6379/0", "queueLimit": 5000, "buffer": 0},
+    "admin": {
+        "port": 9100,
+        "token": {"existingSecret": "my-admin", "existingSecretKey": "token"},
+        "dashboard": True,
+    },
+    "forwardedAllowIps": ["10.244.0.0/16", "fd00::/8"],
+    "limits": {
+        "maxMessageSize": 0,
+        "maxBufferSize": 4194304,
+        "maxGroupsPerConnection": 50,
+        "maxStreamsPerConnection": 5,
+        "streamBufferCapacity": 1,
+        "maxPendingNegotiations": 200000,
+    },
+    "service": {"type": "LoadBalancer"},
+    "ingress": {"enabled": True},
+    "serviceMonitor": {"enabled": True},
+    "metrics": {"scrapeAnnotations": True},
+}
+# A Redis Cluster with sharded pub/sub and durable resume.
+REDIS_CLUSTER: Doc = {
+    "replicaCount": 3,
+    "redis": {
+        "url": "redis+cluster://:secret@redis-0.redis:6379,redis-1.redis:6379",
+        "pubsub": "sharded",
+        "durableResume": True,
+    },
+}
+CONFIGS = {
+    "defaults": {},
+    "everything": EVERYTHING,
+    "sticky": STICKY,
+    "no-sticky": NO_STICKY,
+    "admin-port": ADMIN_PORT,
+    "redis-cluster": REDIS_CLUSTER,
+}
+EXISTING_SECRETS = {"my-redis", "my-token", "my-admin"}
+# limits.* -> its variable, and the server's default, which is the chart's.
+LIMITS = {
+    "maxMessageSize": ("HUBPLANE_MAX_MESSAGE_SIZE", 32768),
+    "maxBufferSize": ("HUBPLANE_MAX_BUFFER_SIZE", 1048576),
+    "maxGroupsPerConnection": ("HUBPLANE_MAX_GROUPS_PER_CONNECTION", 1000),
+    "maxStreamsPerConnection": ("HUBPLANE_MAX_STREAMS_PER_CONNECTION", 100),
+    "streamBufferCapacity": ("HUBPLANE_STREAM_BUFFER_CAPACITY", 10),
+    "maxPendingNegotiations": ("HUBPLANE_MAX_PENDING_NEGOTIATIONS", 10000),
+}
 
 
 @pytest.fixture(params=list(CONFIGS), ids=list(CONFIGS))
@@ -123,6 +171,10 @@ def test_environment(rendered: tuple[Doc, list[Doc]]) -> None:
             assert ref == {"name": redis["existingSecret"], "key": redis["existingSecretKey"]}
         durable = "true" if redis.get("durableResume") else "false"
         assert env["HUBPLANE_DURABLE_RESUME"] == durable
+        if redis.get("pubsub"):
+            assert env["HUBPLANE_REDIS_PUBSUB"] == redis["pubsub"]
+        else:
+            assert "HUBPLANE_REDIS_PUBSUB" not in env, "empty: the server's default"
     else:
         assert "REDIS_URL" not in env, "no Redis configured: the pod runs standalone"
         assert "HUBPLANE_DURABLE_RESUME" not in env, "it needs Redis"
@@ -137,6 +189,142 @@ def test_environment(rendered: tuple[Doc, list[Doc]]) -> None:
         assert "HUBPLANE_TOKEN_SECRET" not in env
     for extra in values.get("extraEnv", []):
         assert env[extra["name"]] == extra["value"]
+    limits = values.get("limits", {})
+    for key, (name, default) in LIMITS.items():
+        assert env[name] == str(limits.get(key, default)), name
+    if redis:
+        assert env["HUBPLANE_REDIS_QUEUE_LIMIT"] == str(redis.get("queueLimit", 100000))
+        assert env["HUBPLANE_REDIS_BUFFER"] == str(redis.get("buffer", 10000))
+    else:
+        assert "HUBPLANE_REDIS_QUEUE_LIMIT" not in env and "HUBPLANE_REDIS_BUFFER" not in env
+    proxies = values.get("forwardedAllowIps")
+    if proxies:
+        assert env["HUBPLANE_FORWARDED_ALLOW_IPS"] == ",".join(proxies)
+    else:
+        assert "HUBPLANE_FORWARDED_ALLOW_IPS" not in env
+    assert "HUBPLANE_REST_TRUSTED_PROXIES" not in env
+    admin = values.get("admin", {})
+    if admin.get("port"):
+        assert env["HUBPLANE_ADMIN_PORT"] == str(admin["port"])
+        assert env["HUBPLANE_ADMIN_HOST"] == "0.0.0.0"
+    else:
+        assert "HUBPLANE_ADMIN_PORT" not in env and "HUBPLANE_ADMIN_HOST" not in env
+    assert env["HUBPLANE_DASHBOARD"] == ("true" if admin.get("dashboard") else "false")
+    if admin.get("token"):
+        ref = env["HUBPLANE_ADMIN_TOKEN"]["secretKeyRef"]
+        token_values = admin["token"]
+        if token_values.get("existingSecret"):
+            assert ref == {
+                "name": token_values["existingSecret"],
+                "key": token_values["existingSecretKey"],
+            }
+        else:
+            assert m.secret_value(docs, ref["name"], ref["key"]) == token_values["value"]
+    else:
+        assert "HUBPLANE_ADMIN_TOKEN" not in env
+
+
+def test_the_server_accepts_every_render(rendered: tuple[Doc, list[Doc]]) -> None:
+    """The pods' environment passes the server's own validation (secrets stand in for the
+    Secrets), and whatever the values leave alone keeps the server's default."""
+    values, docs = rendered
+    env = m.env_of(docs, m.container(m.hubplane_deployment(docs)))
+    plain = {k: v if isinstance(v, str) else "x" * 40 for k, v in env.items()}
+    plain.pop("REDIS_URL", None)
+    if "REDIS_URL" in env:
+        plain["REDIS_URL"] = values.get("redis", {}).get("url") or "redis://redis.example:6379/0"
+    settings = build_settings(None, plain)
+    defaults = Settings()
+    if not values.get("limits"):
+        for key in LIMITS:
+            name = "".join("_" + c.lower() if c.isupper() else c for c in key)
+            assert getattr(settings, name) == getattr(defaults, name), name
+    if not values.get("redis", {}).get("queueLimit"):
+        assert settings.redis_queue_limit == defaults.redis_queue_limit
+        assert settings.redis_buffer == defaults.redis_buffer
+    assert settings.redis_reply_timeout == defaults.redis_reply_timeout
+    assert settings.dashboard == values.get("admin", {}).get("dashboard", False)
+
+
+def test_chart_defaults_are_the_server_defaults() -> None:
+    """values.yaml's limits and Redis queue bounds are the server's defaults, as it says."""
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    defaults = Settings()
+    assert values["limits"] == {
+        "maxMessageSize": defaults.max_message_size,
+        "maxBufferSize": defaults.max_buffer_size,
+        "maxGroupsPerConnection": defaults.max_groups_per_connection,
+        "maxStreamsPerConnection": defaults.max_streams_per_connection,
+        "streamBufferCapacity": defaults.stream_buffer_capacity,
+        "maxPendingNegotiations": defaults.max_pending_negotiations,
+    }
+    assert {key: default for key, (_, default) in LIMITS.items()} == values["limits"]
+    assert values["redis"]["queueLimit"] == defaults.redis_queue_limit
+    assert values["redis"]["buffer"] == defaults.redis_buffer
+    assert values["redis"]["replyTimeout"] == defaults.redis_reply_timeout
+    assert values["redis"]["pubsub"] == "" and defaults.redis_pubsub is None  # "": unset
+    assert values["admin"]["dashboard"] is defaults.dashboard
+    assert values["admin"]["port"] == 0 and defaults.admin_port is None  # 0: unset
+    assert values["forwardedAllowIps"] == list(defaults.forwarded_allow_ips)
+
+
+def test_admin_listener(render_chart: Callable[..., list[Doc]]) -> None:
+    """admin.port: a container port "admin" bound on every address, a ClusterIP Service of its
+    own even when the main one is a LoadBalancer, and metrics scraped there; the Ingress and
+    the main Service keep to http, and the probes too."""
+    docs = render_chart(ADMIN_PORT)
+    deployment = m.hubplane_deployment(docs)
+    c = m.container(deployment)
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8000, "admin": 9100}
+    m.check_probes(c)
+    service = m.check_service(docs, deployment)
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
+    admin = m.admin_service(docs, deployment)
+    assert admin is not None
+    assert admin["metadata"]["name"] == f"{FULLNAME}-admin"
+    assert admin["spec"]["type"] == "ClusterIP"
+    assert admin["spec"]["ports"][0]["port"] == 9100
+    monitor = m.one(docs, "ServiceMonitor")
+    m.check_service_monitor(docs, monitor)
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["admin"]
+    match = monitor["spec"]["selector"]["matchLabels"]
+    assert [
+        s["metadata"]["name"]
+        for s in m.by_kind(docs, "Service")
+        if m.selects(match, s["metadata"]["labels"])
+    ] == [admin["metadata"]["name"]]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "9100"
+    for rule in m.one(docs, "Ingress")["spec"]["rules"]:
+        for path in rule["http"]["paths"]:
+            assert path["backend"]["service"] == {
+                "name": service["metadata"]["name"],
+                "port": {"name": "http"},
+            }
+
+    off = render_chart(
+        {"serviceMonitor": {"enabled": True}, "metrics": {"scrapeAnnotations": True}}
+    )
+    deployment = m.hubplane_deployment(off)
+    assert [p["name"] for p in m.container(deployment)["ports"]] == ["http"]
+    assert m.admin_service(off, deployment) is None
+    assert len(m.by_kind(off, "Service")) == 1
+    assert [e["port"] for e in m.one(off, "ServiceMonitor")["spec"]["endpoints"]] == ["http"]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "8000"
+
+
+def test_admin_token_from_the_chart_secret(render_chart: Callable[..., list[Doc]]) -> None:
+    docs = render_chart({"admin": {"token": {"value": "an-admin-token"}, "dashboard": True}})
+    deployment = m.hubplane_deployment(docs)
+    env = m.env_of(docs, m.container(deployment))
+    ref = env["HUBPLANE_ADMIN_TOKEN"]["secretKeyRef"]
+    assert ref == {"name": FULLNAME, "key": "admin-token"}
+    assert m.secret_value(docs, ref["name"], ref["key"]) == "an-admin-token"
+    assert env["HUBPLANE_DASHBOARD"] == "true"
+    assert "checksum/secret" in deployment["spec"]["template"]["metadata"]["annotations"]
+    assert not m.by_kind(render_chart(), "Secret"), "no secret value, no Secret"
 
 
 def test_internal_redis_is_wired_through_the_secret(render_chart: Callable[..., list[Doc]]) -> None:
@@ -267,6 +455,25 @@ def test_grace_period_follows_the_values(render_chart: Callable[..., list[Doc]])
         (["--set", "redis.url=http://redis:6379"], "url"),
         (["--set", "hubs[0].path=/hubs/chat,hubs[0].hub=nocolon"], "hub"),
         (["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
+        (["--set", "admin.port=70000"], "admin.port"),
+        (["--set", "admin.port=-1"], "admin.port"),
+        (["--set-string", "admin.port=9100"], "admin.port"),
+        (["--set", "admin.dashboard=yes"], "admin.dashboard"),
+        (["--set", "admin.tokn.value=x"], "tokn"),
+        (["--set", "forwardedAllowIps[0]=ingress-nginx"], "forwardedAllowIps"),
+        (["--set", "forwardedAllowIps=10.0.0.0/8"], "forwardedAllowIps"),
+        (["--set", "limits.maxMessageSize=-1"], "limits.maxMessageSize"),
+        (["--set", "limits.maxBufferSize=1000"], "limits.maxBufferSize"),
+        (["--set", "limits.maxGroupsPerConnection=0"], "limits.maxGroupsPerConnection"),
+        (["--set", "limits.maxStreamsPerConnection=0"], "limits.maxStreamsPerConnection"),
+        (["--set", "limits.streamBufferCapacity=0"], "limits.streamBufferCapacity"),
+        (["--set", "limits.maxPendingNegotiations=0"], "limits.maxPendingNegotiations"),
+        (["--set", "limits.maxPendingNegotiations=1.5"], "limits.maxPendingNegotiations"),
+        (["--set", "limits.maxGroups=10"], "maxGroups"),
+        (["--set", "redis.queueLimit=0"], "redis.queueLimit"),
+        (["--set", "redis.buffer=-1"], "redis.buffer"),
+        (["--set", "redis.pubsub=fast"], "redis.pubsub"),
+        (["--set", "redis.url=redis+clusters://h:1"], "url"),
     ],
     ids=lambda v: v if isinstance(v, str) else v[-1],
 )
@@ -294,6 +501,16 @@ def test_schema_rejects_bad_values(tools: Tools, args: list[str], message: str) 
             },
             "minReplicas",
         ),
+        ({"admin": {"dashboard": True}}, "admin.dashboard needs admin.token"),
+        (
+            {"redis": {"internal": {"enabled": True}, "pubsub": "sharded"}},
+            "redis.pubsub sharded needs a Redis Cluster",
+        ),
+        (
+            {"redis": {"url": "redis://r:6379/0", "pubsub": "sharded"}},
+            "redis.pubsub sharded needs a Redis Cluster URL",
+        ),
+        ({"admin": {"port": 8000}}, "admin.port must differ from containerPort"),
     ],
 )
 def test_inconsistent_values_fail_with_a_message(tools: Tools, values: Doc, message: str) -> None:
@@ -302,7 +519,7 @@ def test_inconsistent_values_fail_with_a_message(tools: Tools, values: Doc, mess
     assert message in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize("config", ["defaults", "everything", "no-sticky"])
+@pytest.mark.parametrize("config", ["defaults", "everything", "no-sticky", "admin-port"])
 def test_notes_render(tools: Tools, tmp_path: Path, config: str) -> None:
     """NOTES.txt is not rendered by helm template: render it as a template of a copy."""
     chart = tmp_path / "hubplane"
@@ -331,6 +548,11 @@ def test_notes_render(tools: Tools, tmp_path: Path, config: str) -> None:
     text: Any = yaml.safe_load(result.stdout)["notes"]
     assert "terminationGracePeriodSeconds is" in text
     assert "/healthz" in text and "/readyz" in text
+    if config == "admin-port":
+        assert f"port-forward service/{FULLNAME}-admin 9100:9100" in text
+        assert "/metrics (Prometheus), the admin API and the dashboard" in text
+    if config == "everything":
+        assert "forwardedAllowIps is empty" in text
 
 
 def test_schema_covers_values_yaml() -> None:

@@ -8,11 +8,24 @@ from pathlib import Path
 
 import pytest
 
+from server.settings import Settings, build_settings
+
 from . import manifests as m
 from .conftest import DEPLOY_DIR, Doc, parse
 
 BASE = DEPLOY_DIR / "base"
 DEV = DEPLOY_DIR / "overlays" / "dev"
+# Set in the base at the server's defaults.
+LIMITS = (
+    "max_message_size",
+    "max_buffer_size",
+    "max_groups_per_connection",
+    "max_streams_per_connection",
+    "stream_buffer_capacity",
+    "max_pending_negotiations",
+    "redis_queue_limit",
+    "redis_buffer",
+)
 
 
 @pytest.mark.parametrize("directory", [BASE, DEV], ids=["base", "dev"])
@@ -36,6 +49,36 @@ def test_builds_and_validates(
     assert env["HUBPLANE_DURABLE_RESUME"] == "false"  # off by default (docs/operations.md)
     token = env["HUBPLANE_TOKEN_SECRET"]["secretKeyRef"]
     assert token["optional"] is True, "no-sticky mode only when the Secret exists"
+    settings = build_settings(
+        None, {k: v for k, v in env.items() if isinstance(v, str)} | {"REDIS_URL": "redis://r"}
+    )
+    defaults = Settings()
+    for name in LIMITS:
+        assert "HUBPLANE_" + name.upper() in env, name
+        assert getattr(settings, name) == getattr(defaults, name), name
+    assert settings.forwarded_allow_ips == ()
+
+
+def test_admin_port(render_kustomize: Callable[[Path], list[Doc]]) -> None:
+    """/metrics and the admin API on the container port "admin", which only a ClusterIP Service
+    of its own carries; the admin token from an optional Secret."""
+    docs = render_kustomize(BASE)
+    deployment = m.hubplane_deployment(docs)
+    c = m.container(deployment)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    env = m.env_of(docs, c)
+    assert env["HUBPLANE_ADMIN_PORT"] == str(ports["admin"]) == "9100"
+    assert env["HUBPLANE_ADMIN_HOST"] == "0.0.0.0"
+    assert env["HUBPLANE_ADMIN_PORT"] != env["HUBPLANE_PORT"]
+    m.check_probes(c)
+    service = m.check_service(docs, deployment)
+    assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
+    admin = m.admin_service(docs, deployment)
+    assert admin is not None and admin["metadata"]["name"] == "hubplane-admin"
+    assert admin["spec"]["type"] == "ClusterIP"
+    token = env["HUBPLANE_ADMIN_TOKEN"]["secretKeyRef"]
+    assert token == {"name": "hubplane-admin", "key": "admin-token", "optional": True}
+    assert "HUBPLANE_DASHBOARD" not in env, "it needs the token, which may be missing"
 
 
 def test_base_reads_redis_from_the_documented_secret(

@@ -70,6 +70,7 @@ from tests.e2e.churn_counting import (
 from tests.e2e.churn_hubs import HUB_PATH
 from tests.e2e.churn_publishers import NodeTickPublisher, TickPublisher
 from tests.e2e.churn_redis import PresenceWatch, freeze_redis, kill_redis
+from tests.redis_cluster import RedisCluster
 
 __all__ = [
     "ChurnClients",
@@ -132,6 +133,9 @@ class ChurnOptions:
     #: nginx sends every request of one connection to one node (hash on its id) instead of
     #: round robin: no request needs forwarding to the connection's owner over Redis
     affinity: bool = False
+    #: a private Redis Cluster of three masters (the nodes' default: sharded pub/sub) instead of
+    #: one Redis (the Redis faults need one Redis)
+    redis_cluster: bool = False
 
 
 class ChurnCluster:
@@ -141,7 +145,11 @@ class ChurnCluster:
         self.workdir = workdir
         self.options = options or ChurnOptions()
         self.prefix = f"churn-{uuid.uuid4().hex[:8]}:"
-        self.redis = RedisServer(workdir, port=conftest.get_free_port())
+        self.redis: Any = (
+            RedisCluster(workdir / "redis-cluster", masters=3)
+            if self.options.redis_cluster
+            else RedisServer(workdir, port=conftest.get_free_port())
+        )
         self.nodes: list[HubplaneServer] = []
         self.nginx: Nginx | None = None
 
@@ -186,6 +194,8 @@ class ChurnCluster:
         raise AssertionError("unreachable")
 
     def start(self) -> ChurnCluster:
+        if self.options.redis_cluster:
+            (self.workdir / "redis-cluster").mkdir(exist_ok=True)
         self.redis.start()
         with concurrent.futures.ThreadPoolExecutor(max_workers=self.options.nodes) as pool:
             futures = [pool.submit(self._start_node) for _ in range(self.options.nodes)]

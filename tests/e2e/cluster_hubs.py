@@ -131,7 +131,9 @@ class ClusterHub(Hub):
         await self.clients.group(group).send("Events", client, seq, os.getpid())
 
     async def slow(self, seconds: float) -> int:
-        """Answer after ``seconds`` (an invocation still running when a node drains)."""
+        """Answer after ``seconds`` (an invocation still running when a node drains); the
+        caller first gets ``Receive("slow", seconds)``: the invocation is running."""
+        await self.clients.caller.send("Receive", "slow", seconds)
         await asyncio.sleep(seconds)
         return os.getpid()
 

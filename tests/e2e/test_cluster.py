@@ -1,6 +1,7 @@
 """Several hubplane nodes on one Redis behave as one hub, seen through official JS clients.
 
-The module's cluster is three ``hubplane serve`` processes on the session Redis, started once;
+The module's cluster is three ``hubplane serve`` processes on the session Redis, started once
+(and again on the session's Redis Cluster: every test runs on both, see ``redis_server``);
 some tests add an in-process node (``create_app`` on a real uvicorn in a background thread)
 to reach clients through its ``HubContext``. The clients are official ``@microsoft/signalr``
 clients in one Node process per test (``tests/node/cluster.mjs``), driven step by step from
@@ -458,10 +459,22 @@ class InProcessNode:
 # --------------------------------------------------------------------------- fixtures
 
 
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+def redis_server(request: pytest.FixtureRequest, redis_server: Any) -> Any:
+    """What the module's nodes share: the session's Redis, then the session's Redis Cluster
+    (three masters, sharded pub/sub: ``redis+cluster://``). Every test runs on both."""
+    if request.param == "redis-cluster":
+        return request.getfixturevalue("redis_cluster")
+    return redis_server
+
+
 @pytest.fixture(scope="module")
-def cluster(redis_server: Any, module_hubplane_server: Any) -> list[Any]:
+def cluster(redis_server: Any, module_hubplane_server: Any) -> Iterator[list[Any]]:
     """Three ``hubplane serve`` nodes on the session Redis (default channel prefix)."""
-    return start_nodes(module_hubplane_server, redis_server.url, 3)
+    nodes = start_nodes(module_hubplane_server, redis_server.url, 3)
+    yield nodes
+    for node in nodes:  # before the nodes of the next Redis start
+        node.stop()
 
 
 @pytest.fixture(scope="module")
@@ -559,6 +572,29 @@ def test_proxy_reaches_exactly_its_clients_on_every_node(mesh: Mesh, case: str) 
         mesh.all,
         lambda token: sender.invoke("Barrier", token),
     )
+
+
+@pytest.mark.parametrize("redis_server", ["redis-cluster"], indirect=True)
+def test_channels_spread_over_the_masters_of_a_redis_cluster(redis_server: Any, mesh: Mesh) -> None:
+    """On a Redis Cluster the nodes' channels are sharded: each master holds (``PUBSUB
+    SHARDCHANNELS``) the channels of its own slots, several masters hold some, and classic
+    pub/sub carries none."""
+    per_master: dict[int, list[bytes]] = {}
+    classic: list[bytes] = []
+    for port in redis_server.master_ports():
+        client = redis_server.client(port)
+        try:
+            per_master[port] = client.execute_command("PUBSUB", "SHARDCHANNELS", WIRE_NAME + ":*")
+            classic += client.execute_command("PUBSUB", "CHANNELS", WIRE_NAME + ":*")
+        finally:
+            client.close()
+    assert sum(1 for channels in per_master.values() if channels) > 1, per_master
+    everywhere = [c for channels in per_master.values() for c in channels]
+    assert len(everywhere) == len(set(everywhere))  # each channel on one master only
+    for puppet in mesh.all:
+        assert f"{WIRE_NAME}:connection:{puppet.id}".encode() in everywhere
+    assert f"{WIRE_NAME}:group:{mesh.g}".encode() in everywhere
+    assert classic == []
 
 
 def test_groups_proxy_spans_nodes(mesh: Mesh) -> None:

@@ -240,7 +240,7 @@ def test_sigterm_answers_running_invocations_then_closes_with_reconnect(
         client = pool.connect(url, name="slowpoke", reconnect=[5000])
         other = pool.connect(url, name="other", reconnect=[5000], transport="ServerSentEvents")
         slow = client.call_later("Slow", 1.5)
-        time.sleep(0.3)  # the invocation is running on the server
+        client.wait_for("slow", 1.5)  # the invocation is running on the server
         assert node.proc is not None
         sent_at = time.monotonic()
         node.proc.send_signal(signal.SIGTERM)
@@ -284,7 +284,7 @@ def test_the_drain_timeout_bounds_the_exit(
     try:
         client = pool.connect(node.hub_url(HUB_PATH), name="stuck")
         stuck = client.call_later("Slow", 60)
-        time.sleep(0.3)
+        client.wait_for("slow", 60)  # the invocation is running on the server
         assert node.proc is not None
         sent_at = time.monotonic()
         node.proc.send_signal(signal.SIGTERM)
@@ -412,13 +412,21 @@ def test_sigterm_moves_every_client_to_the_surviving_node(
         for p in clients:
             assert not p.closes(), (p.name, p.closes())
 
-        time.sleep(0.5)  # a few ticks on the survivor
+        # a few ticks on the survivor (where every client is now)
+        ticked = {p.name: len(ran().get(p.name, [])) for p in clients}
+        assert pool.wait_until(
+            lambda: all(len(ran().get(p.name, [])) >= ticked[p.name] + 3 for p in clients), 10
+        ), (ticked, {n: len(s) for n, s in ran().items()})
         results = {}
         for p in clients:
             stopped = pool.request("tickStop", conn=p.name, settleMs=5000, timeout=15)
             assert stopped.ok, stopped
             results[p.name] = stopped.value
-        time.sleep(0.5)  # the last Records reach the observer
+        # the last Records reach the observer: one more from each client, on the same node
+        # after all of its others, reaches the observer after them
+        for p in clients:
+            p.invoke("Record", observers, f"{p.name}/end", 0)
+        assert pool.wait_until(lambda: all(f"{p.name}/end" in ran() for p in clients), 10), ran()
         seen = ran()
         record_property(
             "drain",

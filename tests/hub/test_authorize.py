@@ -96,3 +96,18 @@ async def test_a_refused_stream_completes_with_the_error() -> None:
     await admin.send(StreamInvocationMessage("s", "Numbers", [2]))
     got = await admin.wait_messages(3)
     assert isinstance(got[-1], CompletionMessage) and got[-1].error is None
+
+
+class FailingPolicy(Hub):
+    @authorize(policy=lambda user: user.claims["plan"] == "pro")  # KeyError: no such claim
+    async def export(self) -> str:
+        return "data"
+
+
+async def test_a_failing_policy_refuses_instead_of_hanging() -> None:
+    client = Client(make_handler(FailingPolicy), "c", user=User("ann"))
+    await client.handshake()
+    await client.send(InvocationMessage("Export", [], "1"))
+    (reply,) = await client.wait_messages(1)
+    assert isinstance(reply, CompletionMessage)
+    assert reply.error == "Failed to invoke 'Export' because user is unauthorized"

@@ -19,6 +19,7 @@ from backplane.protocol import (
     StreamInvocationMessage,
     StreamItemMessage,
 )
+from tests.waiting import until
 
 from .helpers import RS, Client, make_handler
 
@@ -166,8 +167,9 @@ async def test_non_blocking_invocations_get_no_reply(protocol: str) -> None:
     for target, args in (("Nope", []), ("Add", [1]), ("Fail", []), ("Crash", []), ("Void", [])):
         await c.send(InvocationMessage(target, args))
     await c.send(InvocationMessage("Add", [1, 1], "last"))
+    # Invocations run one at a time in arrival order: a reply to any of the five would come
+    # before the answer to "last".
     assert await c.wait_messages(1) == [CompletionMessage.with_result("last", 2)]
-    await asyncio.sleep(0.02)
     assert c.messages() == []
     assert events.count("void") == 1
 
@@ -244,8 +246,8 @@ async def test_disconnect_cancels_streams_and_runs_on_disconnected_once() -> Non
     await c.wait_messages(1)
     await c.conn.transport_closed()
     await c.conn.transport_closed()
-    await asyncio.sleep(0.02)
-    assert "stream-finally" in events
+    # The stream's task is cancelled and ends on its own; on_disconnected was awaited above.
+    await until(lambda: "stream-finally" in events, 2.0, "the stream's finally block")
     assert [e for e in events if isinstance(e, tuple) and e[0] == "disconnected"] == [
         ("disconnected", "c1", "NoneType")
     ]
@@ -464,8 +466,8 @@ class UploadHub(Hub):
 
     async def wait_forever(self, items: AsyncIterator[int]) -> None:
         try:
-            async for _ in items:
-                pass
+            async for item in items:
+                events.append(("upload-got", item))
             events.append("upload-looked-complete")
         except ConnectionAbortedError:
             events.append("upload-aborted")
@@ -486,10 +488,8 @@ async def test_upload_stream_with_invoke_send_and_stream(protocol: str) -> None:
     await c.send(StreamItemMessage("s2", "a"))
     await c.send(StreamItemMessage("s2", "b"))
     await c.send(CompletionMessage.empty("s2"))
-    for _ in range(100):
-        if ("lbl", ["a", "b"]) in events:
-            break
-        await asyncio.sleep(0.01)
+    # A method reading uploads runs in a task of its own, which ends after whatever it sends.
+    await until(lambda: not c.conn.stream_tracker.readers, 2.0, "Record to return")
     assert ("lbl", ["a", "b"]) in events
     assert c.messages() == []  # send() gets no reply
 
@@ -541,15 +541,15 @@ async def test_abandoned_upload_leaks_no_task() -> None:
     c = await connect(handler, "c1", "json")
     await c.send(InvocationMessage("WaitForever", [], "1", stream_ids=["s1"]))
     await c.send(StreamItemMessage("s1", 1))
-    await asyncio.sleep(0.02)
+    await until(lambda: ("upload-got", 1) in events, 2.0, "the method reading its upload")
     before = len(asyncio.all_tasks())
     await c.conn.transport_closed()
-    await asyncio.sleep(0.05)
+    # The reading method's task must end (no task left running for the abandoned upload).
+    await until(lambda: not c.conn.stream_tracker.readers, 2.0, "the reading method to end")
     assert "upload-finally" in events and "upload-aborted" in events
     assert "upload-looked-complete" not in events
     assert len(asyncio.all_tasks()) < before
     assert not c.conn.stream_tracker.uploads
-    assert not [t for t in c.conn.stream_tracker.readers if not t.done()]
 
 
 async def test_json_in_binary_frames_is_accepted_like_the_java_client_sends_it() -> None:

@@ -27,14 +27,17 @@ class RedisHub(Hub):
 class Cluster:
     """Nodes in one process sharing a Redis under a private prefix."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, **options: Any) -> None:
         self.url = url
+        #: What every node gets besides (``RedisNode``'s arguments, e.g. ``pubsub``).
+        self.options = options
         self.prefix = f"t{uuid.uuid4().hex[:8]}:"
         self.nodes: list[RedisNode] = []
         self.handlers: list[HubConnectionHandler] = []
         self.clients: list[Client] = []
 
     async def add_node(self, options: HubOptions | None = None, **kw: Any) -> HubConnectionHandler:
+        kw = {**self.options, **kw}
         node = RedisNode(self.url, channel_prefix=self.prefix, heartbeat=0.2, timeout=1.0, **kw)
         manager = node.manager(HUB, ("json", "messagepack"))
         handler = HubConnectionHandler(RedisHub, options or HubOptions(), manager)

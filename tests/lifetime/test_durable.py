@@ -48,7 +48,8 @@ async def test_a_crashed_nodes_connection_is_taken_up_with_every_message_once(
                 await asyncio.sleep(0.003)
 
         steady.append(asyncio.ensure_future(direct()))
-        emitter = Emitter(cluster.url, hub=HUB, channel_prefix=cluster.prefix)
+        pubsub = cluster.options.get("pubsub")
+        emitter = Emitter(cluster.url, hub=HUB, channel_prefix=cluster.prefix, pubsub=pubsub)
 
         async def emit() -> None:  # a service publishing to the group through Redis
             for i in range(1, 101):
@@ -221,18 +222,18 @@ async def test_a_resume_that_could_miss_something_is_refused(
         # Published while no node delivers to the connection: only the history has these.
         await publish("late", other, 10, sent)
         bus = other.node.bus
-        key = resume_key(cluster.prefix.encode(), record.token)
+        prefix, on_cluster = cluster.prefix.encode(), bus.cluster
+        key = resume_key(prefix, record.token)
         if damage == "no entry":
             await bus.query("DEL", key)
         elif damage == "no log":
-            await bus.query("DEL", resume_log_key(key))
+            await bus.query("DEL", resume_log_key(key, on_cluster))
         elif damage == "history gap":
-            entries = await bus.query(
-                "XRANGE", history_key(cluster.prefix.encode(), group), "-", "+"
-            )
-            await bus.query("XDEL", history_key(cluster.prefix.encode(), group), entries[-5][0])
+            history = history_key(prefix, group, on_cluster, bus.sharded)
+            entries = await bus.query("XRANGE", history, "-", "+")
+            await bus.query("XDEL", history, entries[-5][0])
         elif damage == "not watched":  # the watch expired: publishers keep no history
-            await bus.query("ZREM", watched_key(cluster.prefix.encode()), group)
+            await bus.query("ZREM", watched_key(prefix, on_cluster), group)
         refused = taker.handover.take_up(record.token, PATH, None, {}, {})
         assert await refused == 404
         why = {

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import queue
 import time
 from typing import Any
 
 import pytest
 
 from backplane import BackplaneUnavailable, ConnectionNotFoundError, Emitter, SyncEmitter
+from backplane.emitter import _Portal
 from tests.conftest import get_free_port
 from tests.lifetime.cluster import HUB, Cluster, settle, targets
 
@@ -89,3 +91,29 @@ async def test_emitter_without_redis_fails_clearly(tmp_path: Any) -> None:
             await emitter.clients.all.send("Nobody")
     finally:
         await emitter.aclose()
+
+
+def test_a_sync_call_that_times_out_is_cancelled_in_the_emitter_loop() -> None:
+    # SyncEmitter's calls run in a loop thread (anyio's blocking portal): a caller that gave
+    # up must not leave its coroutine running there (it would publish later, unseen).
+    portal = _Portal(timeout=0.2)
+    ended: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    async def hangs() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            ended.put("cancelled")
+            raise
+
+    async def answers(x: int) -> int:
+        return x + 1
+
+    try:
+        with pytest.raises(TimeoutError):
+            portal.run(hangs)
+        assert ended.get(timeout=5) == "cancelled"
+        assert portal.run(answers, 1) == 2  # the loop goes on serving
+    finally:
+        portal.close()
+    assert not portal._thread.is_alive()

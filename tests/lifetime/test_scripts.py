@@ -5,7 +5,9 @@ on another shard.
 Each script of ``backplane/redis/keys.py`` runs on the session's Redis with ``redis.call``
 and ``redis.pcall`` behind a guard that refuses a key not in KEYS, on arguments that take
 it down its key-touching paths. A script the table below does not know fails the test, so a
-new script comes with its case.
+new script comes with its case. The cases run on the session's Redis Cluster too, with the
+keys in the cluster layout: a script whose keys are not all in one slot fails there
+(CROSSSLOT).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import msgpack
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from backplane.redis import keys
 from backplane.redis.keys import PresenceKeys
@@ -29,7 +32,9 @@ _FIRST = (
     "ZRANGEBYSCORE ZCARD ZREMRANGEBYSCORE PEXPIRE PEXPIREAT EXPIRE XADD"
 ).split()
 _ALL = ["DEL", "UNLINK", "EXISTS"]
-_NONE = ["PUBLISH", "PUBSUB", "TIME", "PING"]
+# SPUBLISH's channel is no key, but on a cluster it must be in the script's slot: the cluster
+# run refuses one that is not ("a non local key").
+_NONE = ["PUBLISH", "SPUBLISH", "PUBSUB", "TIME", "PING"]
 
 _GUARD = (
     "local __keys = {}\n"
@@ -82,10 +87,12 @@ Case = Callable[[aioredis.Redis, str], Any]
 class Run:
     """Runs scripts with the guard on the session's Redis, under a private prefix."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: Any, cluster: bool = False) -> None:
         self.client = client
+        #: Keys in the Redis Cluster layout.
+        self.cluster = cluster
         self.prefix = f"scripts-{uuid.uuid4().hex[:8]}:".encode()
-        self.hub = PresenceKeys(self.prefix + b"Hub")
+        self.hub = PresenceKeys(self.prefix + b"Hub", cluster)
         self.ran: set[str] = set()
 
     async def __call__(self, name: str, script_keys: list[bytes], *args: Any) -> Any:
@@ -94,11 +101,16 @@ class Run:
         return await self.client.eval(source, len(script_keys), *script_keys, *args)
 
 
-@pytest.fixture
-async def run(redis_server: Any) -> AsyncIterator[Run]:
-    client = aioredis.Redis.from_url(redis_server.url)
+@pytest.fixture(params=["redis", "cluster"])
+async def run(request: pytest.FixtureRequest) -> AsyncIterator[Run]:
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        port = cluster.master_ports()[0]
+        client: Any = RedisCluster(host="127.0.0.1", port=port)
+    else:
+        client = aioredis.Redis.from_url(request.getfixturevalue("redis_server").url)
     try:
-        yield Run(client)
+        yield Run(client, request.param == "cluster")
     finally:
         await client.aclose()
 
@@ -111,9 +123,9 @@ async def test_the_guard_refuses_an_undeclared_key(run: Run) -> None:
 
 
 async def test_every_script_declares_every_key_it_touches(run: Run) -> None:
-    p, hub = run.prefix, run.hub
-    nodes, node_hash = keys.nodes_key(p), keys.node_key(p, "dead")
-    lease = keys.purge_lease_key(p, "dead")
+    p, hub, cluster = run.prefix, run.hub, run.cluster
+    nodes, node_hash = keys.nodes_key(p, cluster), keys.node_key(p, "dead", cluster)
+    lease = keys.purge_lease_key(p, "dead", cluster)
     c = run.client
 
     await run("PUBLISH_MANY", [], b"scripts:ch", b"m1", b"scripts:ch", b"m2")
@@ -121,6 +133,7 @@ async def test_every_script_declares_every_key_it_touches(run: Run) -> None:
     await run("HEARTBEAT", [nodes], "me", 5000)
     await run("LIVE", [nodes], 5000)
     await run("WATCH", [nodes], p + b"hubplane:node:")
+    assert (await run("NODE_BEATS", [nodes]))[1:] == [b"me", int(await c.zscore(nodes, "me"))]
 
     # A connection with a user and two groups, removed with every key named.
     await c.hset(hub.conns, "c1", msgpack.packb(["n1", "ann"]))
@@ -172,7 +185,7 @@ async def test_every_script_declares_every_key_it_touches(run: Run) -> None:
     assert await run("USER_GROUPS_CLEAR", ug) == [b"i"]
 
     # Durable records (--durable-resume): recorded while the entry names this node, forgotten.
-    log, pos = keys.resume_log_key(entry), keys.resume_pos_key(entry)
+    log, pos = keys.resume_log_key(entry, cluster), keys.resume_pos_key(entry, cluster)
     await c.hset(entry, "node", "n2")
     record = [
         "n2",  # the node, then one connection:
@@ -187,12 +200,19 @@ async def test_every_script_declares_every_key_it_touches(run: Run) -> None:
     assert await run("FORGET_RESUME", [entry, log, pos], "n1") == 0  # another node holds it
     assert await run("FORGET_RESUME", [entry, log, pos], "n2") == 1
     assert not await c.exists(entry, log, pos)
-    # Watched channels and their history.
-    watched, history = keys.watched_key(p), keys.history_key(p, b"scripts:ch")
-    await run("WATCH_CHANNELS", [watched], b"scripts:watch", b"x", 60000, b"scripts:ch")
+    # Watched channels and their history: on a cluster the history shares its channel's slot
+    # and the watched zset the announcements' (the SHARD_ scripts SPUBLISH from there),
+    # whatever braces the channel holds.
+    watched, announcements = keys.watched_key(p, cluster), keys.watch_channel(p)
+    for name in ("WATCH_CHANNELS", "SHARD_WATCH_CHANNELS"):
+        await run(name, [watched], announcements, b"x", 60000, b"scripts:ch")
     assert (await run("WATCHED", [watched]))[1] == b"scripts:ch"
-    await run("HISTORY_PUBLISH", [history], b"scripts:ch", b"m4", 60000)
-    assert await c.xlen(history) == 1
+    for channel in (b"scripts:ch", p + b"H:group:{g}", p + b"H:group:}{", p + b"H:group:{}"):
+        classic = keys.history_key(p, channel, cluster, sharded=False)  # in slot 0
+        history = keys.history_key(p, channel, cluster)  # in the channel's slot
+        await run("HISTORY_PUBLISH", [classic], channel, b"m4", 60000)
+        await run("SHARD_HISTORY_PUBLISH", [history], channel, b"m5", 60000)
+        assert await c.xlen(history) == (1 if cluster else 2)
 
     missing = set(scripts()) - run.ran
     assert not missing, f"scripts without a case here: {sorted(missing)}"

@@ -12,14 +12,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from backplane import Hub
 from server import Settings, create_app
+from tests.waiting import until
 
 from .util import serve_app
 
@@ -49,13 +48,6 @@ class AsksOnConnect(Hub):
 
     async def on_disconnected(self, exception: Exception | None) -> None:
         EVENTS.append(("disconnected", self.context.connection_id))
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 def app_and_gate() -> Any:

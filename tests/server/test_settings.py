@@ -57,6 +57,10 @@ def test_flags_win_over_variables_over_defaults() -> None:
         (["--workers", "2"], {}, "Redis"),
         ([], {"HUBPLANE_DETAILED_ERRORS": "maybe"}, "HUBPLANE_DETAILED_ERRORS"),
         (["--redis-reply-timeout", "0"], {}, "--redis-reply-timeout"),
+        (["--redis-pubsub", "fast"], {"REDIS_URL": "redis+cluster://h:1"}, "--redis-pubsub"),
+        (["--redis-pubsub", "sharded"], {"REDIS_URL": "redis://h:1/0"}, "Redis Cluster"),
+        (["--redis-url", "redis+cluster://h:1/3"], {}, "database 0"),
+        (["--redis-url", "redis+cluster://h:x"], {}, "host:port"),
     ],
 )
 def test_bad_values_name_the_setting(argv: list[str], env: dict[str, str], fragment: str) -> None:
@@ -76,6 +80,28 @@ def test_the_redis_reply_timeout_reaches_the_bus() -> None:
     assert node is not None and node.bus.reply_timeout == 1.5
     node = redis_node(settings_from_cli(["--redis-reply-timeout", "0.75"], environ=env))
     assert node is not None and node.bus.reply_timeout == 0.75
+
+
+def test_a_cluster_url_and_the_pubsub_mode_reach_the_bus() -> None:
+    from server.hubs import redis_node
+
+    env = {"REDIS_URL": "rediss+cluster://h1:7000,h2:7001"}
+    node = redis_node(settings_from_cli([], environ=env))
+    assert node is not None and node.bus.cluster and node.bus.sharded
+    env["HUBPLANE_REDIS_PUBSUB"] = "classic"
+    node = redis_node(settings_from_cli([], environ=env))
+    assert node is not None and node.bus.cluster and not node.bus.sharded
+    node = redis_node(settings_from_cli(["--redis-pubsub", "sharded"], environ=env))
+    assert node is not None and node.bus.sharded
+    node = redis_node(settings_from_cli(["--redis-url", "redis://h:1/0"], environ={}))
+    assert node is not None and not node.bus.cluster and not node.bus.sharded
+
+
+def test_durable_resume_runs_on_a_cluster_in_both_pubsub_modes() -> None:
+    for pubsub in ("sharded", "classic"):
+        argv = ["--redis-url", "redis+cluster://h:1", "--durable-resume", "--redis-pubsub", pubsub]
+        s = settings_from_cli(argv, environ={})
+        assert s.durable_resume and s.redis_pubsub == pubsub
 
 
 def test_settings_object_is_usable_directly() -> None:
@@ -152,3 +178,29 @@ def test_forwarded_allow_ips_and_its_former_name() -> None:
     assert env.forwarded_allow_ips == ("::1/128",)
     with pytest.raises(SettingsError, match="--forwarded-allow-ips"):
         settings_from_cli(["--forwarded-allow-ips", "proxy.local"], {})
+
+
+def test_settings_transports_and_origins() -> None:
+    s = settings_from_cli(
+        [
+            "--transports",
+            "longpolling, WEBSOCKETS",
+            "--cors-origins",
+            "https://A.example/,http://b:8080",
+        ]
+    )
+    assert s.transports == ("WebSockets", "LongPolling")  # negotiate's order, canonical names
+    assert s.cors_origins == ("https://a.example", "http://b:8080")
+    s = settings_from_cli([], {"HUBPLANE_TRANSPORTS": "ServerSentEvents"})
+    assert s.transports == ("ServerSentEvents",)
+    assert settings_from_cli([]).transports == ("WebSockets", "ServerSentEvents", "LongPolling")
+    assert settings_from_cli([]).cors_origins == ()
+    for argv in (
+        ["--transports", "carrier-pigeon"],
+        ["--transports", ""],
+        ["--cors-origins", "*"],
+        ["--cors-origins", "https://a.example/path"],
+        ["--cors-origins", "a.example"],
+    ):
+        with pytest.raises(SettingsError):
+            settings_from_cli(argv)

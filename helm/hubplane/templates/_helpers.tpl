@@ -94,7 +94,38 @@ app.kubernetes.io/component: redis
 {{- $redis := and (not .Values.redis.existingSecret) (include "hubplane.redis.chartUrl" .) }}
 {{- $token := and (not .Values.tokenSecret.existingSecret) .Values.tokenSecret.value }}
 {{- $rest := and (not .Values.restAccessKey.existingSecret) .Values.restAccessKey.value }}
-{{- if or $redis $token $rest }}true{{ end }}
+{{- $admin := and (not .Values.admin.token.existingSecret) .Values.admin.token.value }}
+{{- if or $redis $token $rest $admin }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the pods have the admin listener (admin.port set). */}}
+{{- define "hubplane.admin.listener" -}}
+{{- if gt (int .Values.admin.port) 0 }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the pods get HUBPLANE_ADMIN_TOKEN. */}}
+{{- define "hubplane.admin.token" -}}
+{{- if or .Values.admin.token.existingSecret .Values.admin.token.value }}true{{ end }}
+{{- end }}
+
+{{/* The port /metrics is served on: its container port's name and number. */}}
+{{- define "hubplane.metrics.portName" -}}
+{{- if include "hubplane.admin.listener" . }}admin{{ else }}http{{ end }}
+{{- end }}
+
+{{- define "hubplane.metrics.port" -}}
+{{- if include "hubplane.admin.listener" . }}{{ int .Values.admin.port }}{{ else }}{{ int .Values.containerPort }}{{ end }}
+{{- end }}
+
+{{/* The admin Service: its own component label, so that only the ServiceMonitor selects it. */}}
+{{- define "hubplane.admin.fullname" -}}
+{{- printf "%s-admin" (include "hubplane.fullname" .) }}
+{{- end }}
+
+{{- define "hubplane.admin.serviceLabels" -}}
+app.kubernetes.io/name: {{ include "hubplane.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: admin
 {{- end }}
 
 {{/*
@@ -119,8 +150,22 @@ writes and the exit. Computed here so that the three stay consistent whatever th
 {{- fail "workers > 1 needs the Redis backplane (redis.url, redis.existingSecret or redis.internal.enabled)" }}
 {{- end }}
 {{- end }}
+{{- if eq (.Values.redis.pubsub | default "") "sharded" }}
+{{- if .Values.redis.internal.enabled }}
+{{- fail "redis.pubsub sharded needs a Redis Cluster: the internal Redis is a single one" }}
+{{- end }}
+{{- if and (not .Values.redis.existingSecret) .Values.redis.url (not (regexMatch "^rediss?\\+cluster://" .Values.redis.url)) }}
+{{- fail "redis.pubsub sharded needs a Redis Cluster URL (redis+cluster:// or rediss+cluster://)" }}
+{{- end }}
+{{- end }}
 {{- if and .Values.redis.internal.enabled .Values.redis.existingSecret }}
 {{- fail "redis.internal.enabled and redis.existingSecret exclude each other: the pods would not use the internal Redis" }}
+{{- end }}
+{{- if and .Values.admin.dashboard (not (include "hubplane.admin.token" .)) }}
+{{- fail "admin.dashboard needs admin.token (value or existingSecret): the page calls the admin API with it" }}
+{{- end }}
+{{- if and (include "hubplane.admin.listener" .) (eq (int .Values.admin.port) (int .Values.containerPort)) }}
+{{- fail "admin.port must differ from containerPort (0 keeps /metrics and the admin API on the http port)" }}
 {{- end }}
 {{- if and .Values.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "serviceMonitor.enabled needs metrics.enabled" }}
