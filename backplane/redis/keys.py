@@ -65,8 +65,18 @@ def nodes_key(prefix: bytes, cluster: bool = False) -> bytes:
     to the tag's closing brace, so their first tag is the same.)
     """
     if cluster:
-        return b"{" + prefix + b"hubplane:nodes}"
+        return hash_tag(prefix + b"hubplane:nodes")
     return prefix + b"hubplane:nodes"
+
+
+def hash_tag(inner: bytes) -> bytes:
+    """``{inner}``, so that names starting with it share a slot on a Redis Cluster. An
+    ``inner`` starting with ``}`` would make an empty tag, which Redis ignores: such a name
+    starts with the tag of its own slot first (see ``slots.slot_tag``)."""
+    tag = b"{" + inner + b"}"
+    if inner.startswith(b"}"):
+        return slot_tag(key_slot(tag)) + tag
+    return tag
 
 
 def node_key(prefix: bytes, node_id: str, cluster: bool = False) -> bytes:
@@ -191,7 +201,7 @@ class PresenceKeys:
     def __init__(self, base: bytes, cluster: bool = False) -> None:
         self.base = base
         #: What every key starts with: ``B``, or ``{B}`` on a Redis Cluster.
-        self.stem = b"{" + base + b"}" if cluster else base
+        self.stem = hash_tag(base) if cluster else base
         self.conns = self.stem + b":hubplane:conns"
 
     def node(self, node_id: str) -> bytes:

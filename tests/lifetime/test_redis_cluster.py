@@ -69,7 +69,7 @@ def test_commands_route_by_their_key() -> None:
     assert routing_key(("INFO", "server")) is None and routing_key(("TIME",)) is None
 
 
-@pytest.mark.parametrize("prefix", [b"", b"app:", b"a{b", b"x}y{", b"{}"])
+@pytest.mark.parametrize("prefix", [b"", b"app:", b"a{b", b"x}y{", b"{}", b"}", b"}x{"])
 def test_keys_of_one_script_share_a_slot_on_a_cluster(prefix: bytes) -> None:
     node_level = [
         keys.nodes_key(prefix, True),
