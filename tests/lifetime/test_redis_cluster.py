@@ -8,6 +8,7 @@ shards, the key layout's hash tags, the URL.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from backplane.redis import keys
 from backplane.redis.bus import RedisBus
 from backplane.redis.connect import cluster_node_url, cluster_seeds, is_cluster_url
 from backplane.redis.slots import key_slot, routing_key
+from tests.conftest import LOOPBACK
 from tests.lifetime.cluster import Cluster, targets
 from tests.lifetime.test_redis_manager import (  # run again on the Redis Cluster
     test_abort_and_abort_user_from_another_node,
@@ -26,6 +28,7 @@ from tests.lifetime.test_redis_manager import (  # run again on the Redis Cluste
     test_presence_answers_for_the_cluster,
     test_users_and_single_connections_across_nodes,
 )
+from tests.redis_cluster import command
 
 __all__ = [
     "test_abort_and_abort_user_from_another_node",
@@ -229,3 +232,30 @@ async def test_a_tls_cluster_with_a_password(tmp_path: Any) -> None:
     finally:
         await cluster.close()
         redis.stop()
+
+
+async def test_a_write_to_a_slot_being_migrated_follows_ask(redis_cluster: Any) -> None:
+    """While a slot migrates, its old master answers ``ASK`` for a key it no longer holds:
+    the writer sends the command once to the importing master, after ``ASKING``."""
+    key = f"ask-test:{time.monotonic_ns()}".encode()
+    slot = key_slot(key)
+    source = redis_cluster.slot_owner(slot)
+    target = next(p for p in redis_cluster.master_ports() if p != source)
+    ids = redis_cluster.node_ids()
+    bus = RedisBus(redis_cluster.url)
+    await bus.start(wait=5.0)
+    try:
+        assert await bus.query("SET", key, b"before") is True  # on the old master
+        command(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[source])
+        command(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", ids[target])
+        try:
+            command(source, "MIGRATE", LOOPBACK, str(target), "", "0", "5000", "KEYS", key.decode())
+            redirected = bus.stats.redirections
+            assert await bus.query("SET", key, b"after") is True
+            assert bus.stats.redirections == redirected + 1
+        finally:  # the slot ends up on the importing master, as a finished reshard leaves it
+            for port in [target, source, *(p for p in ids if p not in (source, target))]:
+                command(port, "CLUSTER", "SETSLOT", str(slot), "NODE", ids[target])
+        assert command(target, "GET", key.decode()).strip() == "after"
+    finally:
+        await bus.stop()
