@@ -2,9 +2,9 @@
 ``data_received``, without waking the transport's task.
 
 uvicorn queues every frame it parses (``protocol.queue``) and wakes the app's task, which
-takes it from ``receive``: a future, a task step and a loop turn per frame. While the
-transport's task waits in ``receive`` with nothing queued, :class:`Pusher` (armed) takes
-each frame as uvicorn queues it and feeds it to the connection at once
+takes it from ``receive``: a future, a task step and a loop turn per frame. :class:`Pusher`
+replaces that queue; while the transport's task waits in ``receive`` with nothing queued, it
+(armed) takes each frame as uvicorn queues it and feeds it to the connection at once
 (``HubConnection.receive_now``): a hub method that ends without waiting has its
 Completion written before ``data_received`` returns. What cannot be done without waiting
 (the handshake, a full invocation queue, streams, stateful reconnect's messages) goes to the
@@ -34,18 +34,22 @@ if TYPE_CHECKING:
 HANDED = "hubplane.handed"
 
 
-class Pusher:
-    """Feeds frames to a connection from uvicorn's ``data_received`` (see the module)."""
+class Pusher(asyncio.Queue[Any]):
+    """uvicorn's queue of received events, replaced by one that feeds frames to a connection
+    from ``data_received`` while armed (see the module). Its own slots, not attributes: an
+    idle connection pays 32 bytes for them."""
 
-    __slots__ = ("connection", "protocol", "queue", "armed", "context")
+    __slots__ = ("connection", "protocol", "armed", "context")
 
     def __init__(self, connection: HubConnection, protocol: Any, queue: asyncio.Queue[Any]):
+        super().__init__()
         self.connection = connection
         self.protocol = protocol
-        self.queue = queue
         self.armed = False
         self.context: contextvars.Context | None = None
-        queue.put_nowait = self.put  # type: ignore[method-assign]  # see the module
+        while not queue.empty():  # what came before the socket was served, in order
+            asyncio.Queue.put_nowait(self, queue.get_nowait())
+        protocol.queue = self
 
     def arm(self) -> None:
         """The task is about to wait in ``receive`` with nothing queued: take frames now.
@@ -56,34 +60,34 @@ class Pusher:
             self.protocol.read_paused = True
 
     def disarm(self) -> None:
-        """The task stops reading: every event goes to the queue again, as uvicorn's own;
-        what was handed over and not taken is dropped."""
+        """The task stops reading: every event is queued again, as uvicorn's own queue
+        does; what was handed over and not taken is dropped."""
         if self.armed:
             self.armed = False
             self.protocol.read_paused = False
         self.context = None
-        queue = self.queue
-        queue.__dict__.pop("put_nowait", None)
-        kept = [m for m in queue._queue if m["type"] != HANDED]  # type: ignore[attr-defined]
-        for message in queue._queue:  # type: ignore[attr-defined]
-            if message["type"] == HANDED:
-                close = getattr(message["rest"], "close", None)
-                if close is not None:
-                    close()
-        queue._queue.clear()  # type: ignore[attr-defined]
-        queue._queue.extend(kept)  # type: ignore[attr-defined]
+        kept = []
+        while not self.empty():
+            message = self.get_nowait()
+            if message["type"] != HANDED:
+                kept.append(message)
+                continue
+            close = getattr(message["rest"], "close", None)
+            if close is not None:
+                close()
+        for message in kept:
+            asyncio.Queue.put_nowait(self, message)
 
-    def put(self, item: Any) -> None:
-        """uvicorn's ``queue.put_nowait``."""
-        message = item
-        if not self.armed or message["type"] != "websocket.receive":
+    def put_nowait(self, item: Any) -> None:
+        """Queue ``item`` (uvicorn's events), or feed it to the connection now (armed)."""
+        if not self.armed or item["type"] != "websocket.receive":
             self.armed = False  # the task wakes up for it
-            asyncio.Queue.put_nowait(self.queue, message)
+            asyncio.Queue.put_nowait(self, item)
             return
-        data = message.get("bytes")
+        data = item.get("bytes")
         binary = data is not None
         if not binary:
-            data = message["text"].encode()
+            data = item["text"].encode()
         connection = self.connection
         context = self.context
         assert context is not None
@@ -96,7 +100,7 @@ class Pusher:
             return
         self.armed = False
         self.protocol.transport.pause_reading()
-        asyncio.Queue.put_nowait(self.queue, {"type": HANDED, "rest": rest})
+        asyncio.Queue.put_nowait(self, {"type": HANDED, "rest": rest})
 
 
 async def _reraise(exc: Exception) -> None:
@@ -104,7 +108,8 @@ async def _reraise(exc: Exception) -> None:
 
 
 def start(connection: HubConnection, send: Any) -> Pusher | None:
-    """A pusher for a connection served by uvicorn's websockets-sansio protocol (else None)."""
+    """A pusher for a connection served by uvicorn's websockets-sansio protocol (else None):
+    from now on the protocol's queue."""
     protocol = sansio_protocol(send)
     queue = getattr(protocol, "queue", None)
     if not isinstance(queue, asyncio.Queue) or not hasattr(protocol, "read_paused"):
@@ -113,6 +118,6 @@ def start(connection: HubConnection, send: Any) -> Pusher | None:
 
 
 def handed(message: dict[str, Any]) -> Awaitable[None]:
-    """What a frame fed by the pusher left to do (a ``HANDED`` message's)."""
-    rest: Awaitable[None] = message["rest"]
+    """What a frame fed by the pusher left to do (taken from a ``HANDED`` message)."""
+    rest: Awaitable[None] = message.pop("rest")
     return rest

@@ -325,9 +325,11 @@ async def run_websocket(
     # and what feeds the frames uvicorn queues while this task waits (uvicorn_receive.py).
     queued = received_queue(send) if direct else None
     pusher = start_pusher(connection, send) if queued is not None else None
+    if pusher is not None:
+        queued = pusher
     try:
         while True:
-            if pusher is not None and queued is not None and queued.empty():
+            if pusher is not None and pusher.empty():
                 pusher.arm()
             message = await receive()
             mtype = message["type"]
@@ -341,6 +343,7 @@ async def run_websocket(
                     rest = feed(message["text"].encode(), False)
                 if rest is not None:
                     await rest
+                    rest = None  # an idle connection keeps no finished coroutine
                 # The replies of methods that ended without waiting leave now, in one frame,
                 # unless more frames wait to be read: theirs then join them.
                 if queued is None or queued.empty():
