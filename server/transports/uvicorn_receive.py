@@ -96,7 +96,8 @@ class Pusher(asyncio.Queue[Any]):
         except Exception as exc:  # as if the task had raised it: it ends the socket
             rest = _reraise(exc)
         if rest is None:
-            connection.outbound.flush()
+            # The replies leave at the end of this turn of the loop (the outbound buffer's
+            # flush), with those of every frame the same read brought: one write for all.
             return
         self.armed = False
         self.protocol.transport.pause_reading()
