@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import dispatch
@@ -19,6 +19,7 @@ from .errors import HubException, ProtocolError
 from .handshake import CANCELED, read_handshake
 from .hub import HubCallerContext
 from .invocations import InvocationQueue
+from .keeping import NO_GROUPS, Keeping
 from .lifetime.base import DISCONNECTED, SerializedMessage
 from .outbound import OutboundBuffer
 from .protocol import (
@@ -48,10 +49,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("hubplane.connection")
 
 CLOSE_ERROR = "Connection closed with an error."
-_NO_GROUPS: frozenset[str] = frozenset()
 
 
-class HubConnection:
+class HubConnection(Keeping):
     """The server side of one client connection to one hub."""
 
     __slots__ = (
@@ -61,9 +61,7 @@ class HubConnection:
         "user",
         "headers",
         "query",
-        "_items",
         "protocol",
-        "groups",
         "outbound",
         "_caller_context",
         "_caller_clients",
@@ -107,7 +105,7 @@ class HubConnection:
         self._items: dict[Any, Any] | None = None
         self.protocol: HubProtocol | None = None
         # Its groups on this node (a shared empty set until it joins one: most never do).
-        self.groups: set[str] | frozenset[str] = _NO_GROUPS
+        self.groups: set[str] | frozenset[str] = NO_GROUPS
         self.outbound = OutboundBuffer(handler.options.max_buffer_size)
         self._caller_context: HubCallerContext | None = None
         self._caller_clients: HubCallerClients[Any] | None = None  # made when a hub needs it
@@ -259,24 +257,37 @@ class HubConnection:
 
     async def receive(self, data: bytes, binary: bool | None = None) -> None:
         """Handle bytes from the client; ``binary`` is the WebSocket frame type, if any."""
+        rest = self.receive_now(data, binary)
+        if rest is not None:
+            await rest
+
+    def receive_now(self, data: bytes, binary: bool | None = None) -> Awaitable[None] | None:
+        """:meth:`receive` as far as it goes without waiting (plain invocations run here);
+        what is left, if anything, for the caller to await before it feeds more bytes."""
         if self._closing:
-            return
+            return None
         self._timers.heard = True
         protocol = self.protocol
         if protocol is None:
-            if not await self._handshake(data):
-                return
-            protocol = self.protocol
-            assert protocol is not None
-            if not self._inbuf:
-                return
-            data = bytes(self._inbuf)
-            self._inbuf.clear()
-        elif binary is False and protocol.is_binary:
+            return self._receive_handshake(data)
+        if binary is False and protocol.is_binary:
             # A text frame cannot carry MessagePack. The reverse is allowed: the Java client
             # sends JSON in binary frames, and the reference server ignores the frame type.
             self._fail(ProtocolError("a text frame on a MessagePack connection"))
+            return None
+        return self._receive_messages(protocol, data)
+
+    async def _receive_handshake(self, data: bytes) -> None:
+        if not await self._handshake(data) or not self._inbuf:
             return
+        data = bytes(self._inbuf)
+        self._inbuf.clear()
+        assert self.protocol is not None
+        rest = self._receive_messages(self.protocol, data)
+        if rest is not None:
+            await rest
+
+    def _receive_messages(self, protocol: HubProtocol, data: bytes) -> Awaitable[None] | None:
         if self._inbuf:
             self._inbuf += data
             data = bytes(self._inbuf)
@@ -287,20 +298,29 @@ class HubConnection:
             )
         except ProtocolError as exc:
             self._fail(exc)
-            return
+            return None
         if consumed < len(data):
             self._inbuf += data[consumed:]
         self.handler.stats.messages_received += len(messages)
         stateful = self._buffer is not None
-        for message in messages:
+        for i, message in enumerate(messages):
             if type(message) is InvocationMessage and not stateful and not message.stream_ids:
-                # The usual message, queued here without going through _handle (one
-                # coroutine per message less).
                 space = (self._invocations or self._invocation_queue()).put(message)
                 if space is not None:
-                    await space
+                    return self._handle_rest(messages[i + 1 :], space)
             else:
-                await self._handle(message)
+                return self._handle_rest(messages[i:], None)
+            if self._closing:
+                return None
+        return None
+
+    async def _handle_rest(self, messages: list[HubMessage], space: Awaitable[None] | None) -> None:
+        if space is not None:
+            await space
+            if self._closing:
+                return
+        for message in messages:
+            await self._handle(message)
             if self._closing:
                 return
 
@@ -460,35 +480,12 @@ class HubConnection:
         return f"hub {self.handler.hub_type.__qualname__} connection {self.connection_id}"
 
     @property
-    def items(self) -> dict[Any, Any]:
-        """Per-connection storage for hub code (``context.items``)."""
-        items = self._items
-        if items is None:
-            items = self._items = {}
-        return items
-
-    @property
     def caller_context(self) -> HubCallerContext:
         """The ``self.context`` of hubs serving this connection."""
         context = self._caller_context
         if context is None:
             context = self._caller_context = HubCallerContext(self)
         return context
-
-    def add_group(self, group: str) -> None:
-        """Note that the connection joined ``group`` (lifetime managers call this)."""
-        if not isinstance(self.groups, set):
-            self.groups = set()
-        self.groups.add(group)
-
-    def discard_group(self, group: str) -> None:
-        """Note that the connection left ``group``."""
-        if isinstance(self.groups, set):
-            self.groups.discard(group)
-
-    def clear_groups(self) -> None:
-        """Forget every group (the connection ended)."""
-        self.groups = _NO_GROUPS
 
     @property
     def caller_clients(self) -> HubCallerClients[Any]:

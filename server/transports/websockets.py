@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -20,6 +20,8 @@ from backplane import HubConnection, HubConnectionHandler, User
 
 from ..auth import authenticate, log_refusal, refusal_text
 from .http import SEND_TIMEOUT, LazyHeaders
+from .uvicorn_receive import HANDED, handed
+from .uvicorn_receive import start as start_pusher
 from .uvicorn_send import finish, frame, is_uvicorn_send, make_sink, received_queue
 
 if TYPE_CHECKING:
@@ -318,19 +320,30 @@ async def run_websocket(
     error: Exception | None = None
     dropped = False
     detached = False
-    feed = connection.receive
-    # uvicorn's queue of received frames (a local: an idle connection pays 8 bytes for it).
+    feed = connection.receive_now
+    # uvicorn's queue of received frames (a local: an idle connection pays 8 bytes for it),
+    # and what feeds the frames uvicorn queues while this task waits (uvicorn_receive.py).
     queued = received_queue(send) if direct else None
+    pusher = start_pusher(connection, send) if queued is not None else None
+    if pusher is not None:
+        queued = pusher
     try:
         while True:
+            if pusher is not None and pusher.empty():
+                pusher.arm()
             message = await receive()
             mtype = message["type"]
-            if mtype == "websocket.receive":
-                data = message.get("bytes")
-                if data is not None:
-                    await feed(data, True)
+            if mtype == "websocket.receive" or mtype == HANDED:
+                rest: Awaitable[None] | None
+                if mtype == HANDED:
+                    rest = handed(message)
+                elif (data := message.get("bytes")) is not None:
+                    rest = feed(data, True)
                 else:
-                    await feed(message["text"].encode(), False)
+                    rest = feed(message["text"].encode(), False)
+                if rest is not None:
+                    await rest
+                    rest = None  # an idle connection keeps no finished coroutine
                 # The replies of methods that ended without waiting leave now, in one frame,
                 # unless more frames wait to be read: theirs then join them.
                 if queued is None or queued.empty():
@@ -348,6 +361,8 @@ async def run_websocket(
         dropped = True
         logger.debug("%s: receive failed", connection.log_name, exc_info=True)
     finally:
+        if pusher is not None:
+            pusher.disarm()
         state["client_gone"] = True
         outbound.sink = None
         outbound.on_close = None

@@ -19,6 +19,7 @@ import os
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,7 +27,7 @@ import uvicorn
 
 from server.cli import _uvicorn_options
 from server.settings import Settings
-from server.transports import uvicorn_send
+from server.transports import uvicorn_receive, uvicorn_send
 from server.transports import websockets as transport
 from tests.conftest import LOOPBACK, get_free_port
 
@@ -55,6 +56,8 @@ class Seen:
     disconnect: dict[str, Any] | None = None
     direct_wrote: list[bool] = field(default_factory=list)
     more_received: list[bool] = field(default_factory=list)
+    pushed: list[Any] = field(default_factory=list)
+    woken_by: list[str] = field(default_factory=list)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -78,6 +81,9 @@ class App:
         seen.is_uvicorn_send = uvicorn_send.is_uvicorn_send(send)
         if scope["path"] == "/fill":
             await self._fill(seen, send)
+        if scope["path"] == "/push":
+            await self._push(seen, send, receive)
+            return
         if scope["path"] == "/direct":
             protocol = uvicorn_send.sansio_protocol(send)
             if protocol is not None:
@@ -100,6 +106,36 @@ class App:
                 seen.disconnect = message
                 seen.ended.set()
                 return
+
+    async def _push(self, seen: Seen, send: Any, receive: Any) -> None:
+        """Frames fed from uvicorn's data_received; one handed over to this task."""
+
+        async def later() -> None:
+            seen.pushed.append("later ran")
+
+        class Connection:
+            outbound = SimpleNamespace(flush=lambda: None)
+
+            def receive_now(self, data: bytes, binary: bool) -> Any:
+                seen.pushed.append(data)
+                return later() if data == b"later" else None
+
+        pusher = uvicorn_receive.start(Connection(), send)  # type: ignore[arg-type]
+        if pusher is None:
+            return
+        try:
+            while True:
+                pusher.arm()
+                message = await receive()
+                seen.woken_by.append(message["type"])
+                if message["type"] == uvicorn_receive.HANDED:
+                    await uvicorn_receive.handed(message)
+                elif message["type"] == "websocket.disconnect":
+                    seen.disconnect = message
+                    return
+        finally:
+            pusher.disarm()
+            seen.ended.set()
 
     async def _fill(self, seen: Seen, send: Any) -> None:
         coro = send({"type": "websocket.send", "text": "hello"})
@@ -254,6 +290,35 @@ async def test_a_direct_write_reaches_the_client(server: Server) -> None:
             await asyncio.sleep(0.01)
         assert seen.more_received == [False, True, True, False], contract(
             "the protocol's queue of received messages", "uvicorn_send.received_queue"
+        )
+    finally:
+        writer.transport.abort()
+
+
+async def test_frames_are_pushed_from_data_received(server: Server) -> None:
+    reader, writer = await _open(server.port, "/push")
+    seen = await asyncio.wait_for(server.app.seen.get(), TIMEOUT)
+
+    async def until(n: int) -> None:
+        for _ in range(int(TIMEOUT / 0.01)):
+            if len(seen.pushed) >= n:
+                return
+            await asyncio.sleep(0.01)
+
+    try:
+        writer.write(_client_text(b"one") + _client_text(b"two"))
+        await until(2)
+        writer.write(_client_text(b"later"))
+        await until(4)
+        writer.write(_client_text(b"three"))  # read again once the task took the hand-over
+        await until(5)
+        writer.write(_close_frame(1000))
+        await asyncio.wait_for(seen.ended.wait(), TIMEOUT)
+        assert seen.pushed == [b"one", b"two", b"later", "later ran", b"three"], contract(
+            "the protocol's queue.put_nowait, read_paused and receive()", "uvicorn_receive"
+        )
+        assert seen.woken_by == [uvicorn_receive.HANDED, "websocket.disconnect"], contract(
+            "the protocol's queue of received messages", "uvicorn_receive.Pusher"
         )
     finally:
         writer.transport.abort()
