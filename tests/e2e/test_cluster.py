@@ -83,6 +83,23 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def ticking_group(pool: Puppets, urls: list[str]) -> tuple[str, Puppet, list[Puppet]]:
+    """A new group, a ``sender`` on the first node and a receiver in the group on each node
+    (JSON and MessagePack in turn): the set-up of the tests that count ticks under faults."""
+    g = unique("ticks")
+    sender = pool.connect(urls[0], name="sender")
+    receivers = [
+        pool.connect(url, name=f"r{i}", groups=[g], protocol=("json", "messagepack")[i % 2])
+        for i, url in enumerate(urls)
+    ]
+    return g, sender, receivers
+
+
+def last_tick(puppet: Puppet) -> int:
+    """The highest tick number a puppet has received (0 before the first)."""
+    return max((seq for seq, _ in puppet.ticks()), default=0)
+
+
 def eventually(
     probe: Callable[[], T],
     check: Callable[[T], bool],

@@ -37,7 +37,9 @@ from tests.e2e.test_cluster import (
     Puppet,
     Puppets,
     eventually,
+    last_tick,
     start_nodes,
+    ticking_group,
     unique,
 )
 
@@ -125,12 +127,7 @@ def test_redis_outage_under_steady_traffic(
     urls = [n.hub_url(HUB_PATH) for n in nodes]
     pool = Puppets(node_client.node)
     try:
-        g = unique("ticks")
-        sender = pool.connect(urls[0], name="sender")
-        receivers = [
-            pool.connect(urls[i], name=f"r{i}", groups=[g], protocol=("json", "messagepack")[i % 2])
-            for i in range(3)
-        ]
+        g, sender, receivers = ticking_group(pool, urls)
         everyone = [sender, *receivers]
         assert len({p.pid for p in receivers}) == 3
 
@@ -150,9 +147,6 @@ def test_redis_outage_under_steady_traffic(
 
         for r in receivers:
             eventually(lambda r=r: whole(r), lambda s: s == want, 5.0, f"presence from {r.name}")
-
-        def last_tick(r: Puppet) -> int:
-            return max((seq for seq, _ in r.ticks()), default=0)
 
         def mark() -> int:
             return int(pool.request("tickMark", conn="sender").value)

@@ -18,7 +18,7 @@ import pytest
 
 from backplane.redis.slots import key_slot
 from tests.e2e.cluster_hubs import HUB_PATH, WIRE_NAME
-from tests.e2e.test_cluster import Puppets, eventually, start_nodes, unique
+from tests.e2e.test_cluster import Puppets, eventually, last_tick, start_nodes, ticking_group
 from tests.redis_cluster import RedisCluster
 
 pytestmark = pytest.mark.e2e
@@ -35,17 +35,9 @@ def test_a_master_killed_under_traffic(
     urls = [n.hub_url(HUB_PATH) for n in nodes]
     pool = Puppets(node_client.node)
     try:
-        g = unique("ticks")
-        sender = pool.connect(urls[0], name="sender")
-        receivers = [
-            pool.connect(urls[i], name=f"r{i}", groups=[g], protocol=("json", "messagepack")[i % 2])
-            for i in range(3)
-        ]
+        g, sender, receivers = ticking_group(pool, urls)
         everyone = [sender, *receivers]
         victim = ha_cluster.slot_owner(key_slot(f"{WIRE_NAME}:group:{g}"))
-
-        def last_tick(r: Any) -> int:
-            return max((seq for seq, _ in r.ticks()), default=0)
 
         def mark() -> int:
             return int(pool.request("tickMark", conn="sender").value)
